@@ -1,0 +1,135 @@
+//! The `kstage` command line. A binary that registers its own topologies calls [`main`] with its
+//! registry; that is all `src/main.rs` does.
+//!
+//! Exit codes: 0 after a clean shutdown, 1 on a runtime error, 2 on a bad flag or config.
+
+mod args;
+mod demo;
+mod signals;
+
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+pub use args::StageArgs;
+
+use crate::config::{redacted, ConfigErrors};
+use crate::observability::{self, LogFormat};
+use crate::topology::Registry;
+
+/// Exactly-once, transactional Kafka stream processing stages.
+#[derive(Debug, Parser)]
+#[command(name = "kstage", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(long, env = "KSTAGE_LOG_FORMAT", value_enum, default_value_t, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a stage against a Kafka cluster until SIGTERM or SIGINT.
+    Run(StageArgs),
+    /// Check a stage's configuration without connecting to Kafka.
+    Validate {
+        /// The stage settings to check.
+        #[command(flatten)]
+        stage: StageArgs,
+        /// Print the merged configuration (secrets redacted) as TOML.
+        #[arg(long)]
+        print: bool,
+    },
+    /// List the registered topologies.
+    Topologies,
+    /// Run a topology end to end on librdkafka's in-process mock cluster (no Kafka needed).
+    Demo(demo::DemoArgs),
+}
+
+/// Parses the command line, runs the command, and returns the process exit code.
+pub fn main(registry: Registry) -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Usage errors exit with 2, --help and --version with 0.
+        Err(error) => error.exit(),
+    };
+    observability::init(cli.log_format);
+    #[cfg(feature = "fault-injection")]
+    let _fail_points = fail::FailScenario::setup();
+    match cli.command {
+        Command::Run(stage) => run(stage, &registry),
+        Command::Validate { stage, print } => validate(stage, print, &registry),
+        Command::Topologies => {
+            for info in registry.iter() {
+                println!("{:<16} {}", info.name, info.description);
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Demo(args) => demo::run(args, &registry),
+    }
+}
+
+fn config_failure(errors: &ConfigErrors) -> ExitCode {
+    eprintln!("kstage: {errors}");
+    ExitCode::from(2)
+}
+
+fn validate(stage: StageArgs, print: bool, registry: &Registry) -> ExitCode {
+    let config = match stage.into_config() {
+        Ok(config) => config,
+        Err(error) => return config_failure(&error.into()),
+    };
+    if let Err(errors) = config.validate(registry) {
+        return config_failure(&errors);
+    }
+    if print {
+        match toml::to_string_pretty(&redacted(&config)) {
+            Ok(text) => print!("{text}"),
+            Err(error) => {
+                eprintln!("kstage: cannot print the configuration: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        println!("configuration is valid");
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(stage: StageArgs, registry: &Registry) -> ExitCode {
+    let config = match stage.into_config() {
+        Ok(config) => config,
+        Err(error) => return config_failure(&error.into()),
+    };
+    let topology = match config.validate(registry) {
+        Ok(topology) => topology,
+        Err(errors) => return config_failure(&errors),
+    };
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&shutdown);
+    let result = signals::run_until_signal(shutdown, move || {
+        crate::engine::run(&config, topology, flag)
+    });
+    match result {
+        Ok(stats) => {
+            tracing::info!(
+                records_in = stats.records_in,
+                records_out = stats.records_out,
+                commits = stats.commits,
+                aborts = stats.aborts,
+                "Stage stopped cleanly."
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "Stage failed.");
+            eprintln!("kstage: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Stage configuration: the pipeline (topology, topics, delivery mode) and the Kafka settings.
+//!
+//! A stage's settings come from, lowest precedence first: the defaults below, a TOML file
+//! (`--config FILE`), environment variables (`KSTAGE_...`) and command-line flags. Each layer only
+//! sets what it names, so a stage can run from flags alone or from a file alone. Once merged, the
+//! whole configuration goes through [`StageConfig::validate`], which reports every problem with the
+//! key it concerns and what would be valid; the binary exits with code 2 on any of them.
+//!
+//! Every default is a named function whose comment says where the value comes from.
+
+mod redact;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use redact::redacted;
+pub use validate::{ConfigError, ConfigErrors, RESERVED_KAFKA_KEYS};
+
+/// How input offsets are committed relative to the output records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[clap(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// Outputs and input offsets commit in one Kafka transaction: every input record is reflected
+    /// exactly once for `read_committed` readers. The default.
+    #[default]
+    ExactlyOnce,
+    /// Outputs are flushed, then offsets are committed: after a crash some outputs repeat.
+    AtLeastOnce,
+    /// Offsets are committed, then outputs are produced: after a crash some outputs are missing.
+    AtMostOnce,
+}
+
+impl DeliveryMode {
+    /// The mode as written in config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ExactlyOnce => "exactly_once",
+            Self::AtLeastOnce => "at_least_once",
+            Self::AtMostOnce => "at_most_once",
+        }
+    }
+}
+
+/// What a stage does with a record it cannot process (it fails to decode, or the topology returns
+/// an error for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[clap(rename_all = "snake_case")]
+pub enum PoisonPolicy {
+    /// Abort the open transaction and stop with an error naming the record's topic, partition and
+    /// offset. Its offset is not committed, so a restart meets the same record again.
+    #[default]
+    Fail,
+}
+
+/// The whole configuration of one stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StageConfig {
+    /// The registered topology to run (`kstage topologies` lists them).
+    pub topology: String,
+    /// Kafka bootstrap servers, `host:port[,host:port...]`.
+    pub bootstrap_servers: String,
+    /// The topics to read. Records of all of them go through the same topology.
+    pub inputs: Vec<String>,
+    /// Output name -> topic. The topology's `default` output and every named output it declares
+    /// must be routed.
+    pub outputs: BTreeMap<String, String>,
+    /// The application id: the consumer group, and the prefix of the transactional id. Every
+    /// instance of one stage shares it.
+    pub app_id: String,
+    /// This instance's id, stable across restarts and distinct between the instances of a stage
+    /// (a StatefulSet ordinal, say). The transactional id is `<app_id>-<instance_id>`, so a
+    /// restarted instance fences its predecessor at once instead of waiting for its transaction
+    /// to time out.
+    pub instance_id: String,
+    /// How input offsets are committed relative to outputs.
+    pub delivery: DeliveryMode,
+    /// How long a transaction (or, in the other modes, a batch) collects records before it is
+    /// committed. Lower means lower end-to-end latency and more commits.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Commit early once a transaction holds this many input records.
+    pub max_records_per_txn: usize,
+    /// `transaction.timeout.ms`: the broker aborts a transaction left open longer than this (a
+    /// crashed or paused instance). Must stay below `max.poll.interval.ms`.
+    #[serde(with = "humantime_serde")]
+    pub transaction_timeout: Duration,
+    /// What to do with a record that cannot be processed.
+    pub poison_policy: PoisonPolicy,
+    /// Parameters for the topology's constructor.
+    pub params: BTreeMap<String, String>,
+    /// Raw librdkafka settings for both the consumer and the producer (`security.protocol`,
+    /// `session.timeout.ms`, ...). Settings exactly-once depends on are refused; see
+    /// [`RESERVED_KAFKA_KEYS`].
+    pub kafka: BTreeMap<String, String>,
+    /// Raw librdkafka settings for the consumer only; they win over `kafka`.
+    pub consumer: BTreeMap<String, String>,
+    /// Raw librdkafka settings for the producer only; they win over `kafka`.
+    pub producer: BTreeMap<String, String>,
+}
+
+/// 100 ms: the commit interval Kafka Streams uses under exactly-once.
+pub fn default_commit_interval() -> Duration {
+    Duration::from_millis(100)
+}
+
+/// 10,000 records: bounds the work redone after an abort; at the default commit interval it is
+/// only reached above 100k records/s.
+pub fn default_max_records_per_txn() -> usize {
+    10_000
+}
+
+/// 60 s: librdkafka's default `transaction.timeout.ms`.
+pub fn default_transaction_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// 300 s: librdkafka's (and Kafka's) default `max.poll.interval.ms`.
+pub const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 300_000;
+
+impl Default for StageConfig {
+    fn default() -> Self {
+        Self {
+            topology: String::new(),
+            bootstrap_servers: String::new(),
+            inputs: Vec::new(),
+            outputs: BTreeMap::new(),
+            app_id: String::new(),
+            instance_id: String::new(),
+            delivery: DeliveryMode::default(),
+            commit_interval: default_commit_interval(),
+            max_records_per_txn: default_max_records_per_txn(),
+            transaction_timeout: default_transaction_timeout(),
+            poison_policy: PoisonPolicy::default(),
+            params: BTreeMap::new(),
+            kafka: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
+        }
+    }
+}
+
+impl StageConfig {
+    /// Reads a TOML config file. Unknown keys are errors.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        Self::from_toml(&text)
+            .map_err(|e| ConfigError::new(e.key, format!("{} (in {})", e.message, path.display())))
+    }
+
+    /// Parses a TOML config. Unknown keys are errors.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            // toml names an unknown field as "unknown field `x`"; surface it as the key.
+            let key = message
+                .split('`')
+                .nth(1)
+                .filter(|_| message.starts_with("unknown field"))
+                .unwrap_or("config")
+                .to_string();
+            ConfigError::new(key, message)
+        })
+    }
+
+    /// The transactional id of worker `worker` of this instance.
+    pub fn transactional_id(&self) -> String {
+        format!("{}-{}", self.app_id, self.instance_id)
+    }
+
+    /// The effective `max.poll.interval.ms` of the consumer.
+    pub fn max_poll_interval_ms(&self) -> Result<u64, ConfigError> {
+        match self.consumer_setting("max.poll.interval.ms") {
+            None => Ok(DEFAULT_MAX_POLL_INTERVAL_MS),
+            Some((section, raw)) => raw.parse().map_err(|_| {
+                ConfigError::new(
+                    format!("{section}.max.poll.interval.ms"),
+                    format!("{raw:?} is not a number of milliseconds"),
+                )
+            }),
+        }
+    }
+
+    /// A consumer setting and the section it came from (`consumer` wins over `kafka`).
+    fn consumer_setting(&self, key: &str) -> Option<(&'static str, &str)> {
+        self.consumer
+            .get(key)
+            .map(|v| ("consumer", v.as_str()))
+            .or_else(|| self.kafka.get(key).map(|v| ("kafka", v.as_str())))
+    }
+
+    /// A producer setting and the section it came from (`producer` wins over `kafka`).
+    fn producer_setting(&self, key: &str) -> Option<(&'static str, &str)> {
+        self.producer
+            .get(key)
+            .map(|v| ("producer", v.as_str()))
+            .or_else(|| self.kafka.get(key).map(|v| ("kafka", v.as_str())))
+    }
+}

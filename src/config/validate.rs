@@ -1,0 +1,289 @@
+//! Cross-field checks of a [`StageConfig`], each with the key it concerns and what would be valid.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::StageConfig;
+use crate::topology::{Registry, Topology, TopologyParams, DEFAULT_OUTPUT};
+
+/// librdkafka settings a stage sets itself, because exactly-once (or the stage's identity) depends
+/// on them. Giving one in `kafka`, `consumer` or `producer` is a config error naming the field to
+/// use instead.
+pub const RESERVED_KAFKA_KEYS: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set bootstrap_servers instead"),
+    ("group.id", "the consumer group is app_id"),
+    ("transactional.id", "the transactional id is <app_id>-<instance_id>"),
+    ("enable.auto.commit", "the stage commits offsets itself (in the transaction)"),
+    ("enable.auto.offset.store", "the stage sends the consumer's positions itself"),
+    ("isolation.level", "a stage always reads read_committed"),
+    ("enable.idempotence", "the transactional producer is always idempotent"),
+    ("transaction.timeout.ms", "set transaction_timeout instead"),
+];
+
+/// One problem in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The key the problem concerns, as written in the config file (`kafka.group.id`, say).
+    pub key: String,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A problem with `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { key: key.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for error in &self.0 {
+            writeln!(f, "  - {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(error: ConfigError) -> Self {
+        Self(vec![error])
+    }
+}
+
+impl StageConfig {
+    /// Checks the configuration against itself and against the registered topologies, and builds
+    /// the topology (which checks its parameters). Returns the topology ready to run, or every
+    /// problem found.
+    pub fn validate(&self, registry: &Registry) -> Result<Box<dyn Topology>, ConfigErrors> {
+        let mut errors = self.static_errors();
+        let topology = self.build_topology(registry, &mut errors);
+        if let Some(topology) = &topology {
+            self.check_outputs(topology.as_ref(), &mut errors);
+        }
+        match topology {
+            Some(topology) if errors.is_empty() => Ok(topology),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+
+    fn build_topology(
+        &self,
+        registry: &Registry,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Box<dyn Topology>> {
+        if self.topology.is_empty() {
+            errors.push(ConfigError::new(
+                "topology",
+                format!("missing; one of: {}", registry.names()),
+            ));
+            return None;
+        }
+        let Some(info) = registry.get(&self.topology) else {
+            errors.push(ConfigError::new(
+                "topology",
+                format!("{:?} is not registered; one of: {}", self.topology, registry.names()),
+            ));
+            return None;
+        };
+        match (info.factory)(&TopologyParams::new(self.params.clone())) {
+            Ok(topology) => Some(topology),
+            Err(message) => {
+                let (key, message) = match message.split_once(": ") {
+                    Some((key, rest)) if key.starts_with("params") => (key.to_string(), rest),
+                    _ => ("params".to_string(), message.as_str()),
+                };
+                errors.push(ConfigError::new(key, message));
+                None
+            }
+        }
+    }
+
+    fn check_outputs(&self, topology: &dyn Topology, errors: &mut Vec<ConfigError>) {
+        let mut declared: Vec<&str> = topology.outputs().to_vec();
+        if topology.uses_default_output() {
+            declared.push(DEFAULT_OUTPUT);
+        }
+        for name in &declared {
+            if !self.outputs.contains_key(*name) {
+                let how = if *name == DEFAULT_OUTPUT {
+                    "--output TOPIC".to_string()
+                } else {
+                    format!("--route {name}=TOPIC")
+                };
+                errors.push(ConfigError::new(
+                    format!("outputs.{name}"),
+                    format!(
+                        "topology {:?} writes to output {name:?}, which has no topic; set it ({how})",
+                        self.topology
+                    ),
+                ));
+            }
+        }
+        for name in self.outputs.keys() {
+            if !declared.contains(&name.as_str()) {
+                errors.push(ConfigError::new(
+                    format!("outputs.{name}"),
+                    format!(
+                        "topology {:?} has no output {name:?}; its outputs are: {}",
+                        self.topology,
+                        declared.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// The checks that need no topology.
+    fn static_errors(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut require = |key: &str, value: &str, what: &str| {
+            if value.trim().is_empty() {
+                errors.push(ConfigError::new(key, format!("missing; {what}")));
+            }
+        };
+        require("bootstrap_servers", &self.bootstrap_servers, "give host:port[,host:port...]");
+        require("app_id", &self.app_id, "give the application id (the consumer group)");
+        require(
+            "instance_id",
+            &self.instance_id,
+            "give this instance a stable id, distinct from the stage's other instances",
+        );
+        for (key, value) in [("app_id", &self.app_id), ("instance_id", &self.instance_id)] {
+            if let Some(bad) = value.chars().find(|c| !is_id_char(*c)) {
+                errors.push(ConfigError::new(
+                    key,
+                    format!("{value:?} contains {bad:?}; use letters, digits, '.', '_' and '-'"),
+                ));
+            }
+        }
+        if self.inputs.is_empty() {
+            errors.push(ConfigError::new("inputs", "missing; give at least one input topic"));
+        }
+        for topic in self.inputs.iter().chain(self.outputs.values()) {
+            if let Err(message) = check_topic_name(topic) {
+                errors.push(ConfigError::new("inputs", message));
+            }
+        }
+        for (name, topic) in &self.outputs {
+            if self.inputs.contains(topic) {
+                errors.push(ConfigError::new(
+                    format!("outputs.{name}"),
+                    format!("topic {topic:?} is also an input; a stage must not feed itself"),
+                ));
+            }
+        }
+        if self.max_records_per_txn == 0 {
+            errors.push(ConfigError::new("max_records_per_txn", "must be at least 1"));
+        }
+        if self.commit_interval.is_zero() {
+            errors.push(ConfigError::new("commit_interval", "must be greater than 0 (e.g. 100ms)"));
+        }
+        self.check_timeouts(&mut errors);
+        self.check_kafka_maps(&mut errors);
+        errors
+    }
+
+    fn check_timeouts(&self, errors: &mut Vec<ConfigError>) {
+        let txn_ms = self.transaction_timeout.as_millis();
+        if self.transaction_timeout < Duration::from_secs(1) {
+            errors.push(ConfigError::new(
+                "transaction_timeout",
+                "must be at least 1s (librdkafka's minimum transaction.timeout.ms is 1000)",
+            ));
+        }
+        if self.commit_interval >= self.transaction_timeout {
+            errors.push(ConfigError::new(
+                "commit_interval",
+                format!(
+                    "{} must be shorter than transaction_timeout ({}), or every transaction \
+                     times out before it commits",
+                    humantime::format_duration(self.commit_interval),
+                    humantime::format_duration(self.transaction_timeout)
+                ),
+            ));
+        }
+        match self.max_poll_interval_ms() {
+            Err(e) => errors.push(e),
+            Ok(max_poll) if txn_ms >= u128::from(max_poll) => errors.push(ConfigError::new(
+                "transaction_timeout",
+                format!(
+                    "{txn_ms} ms must be below max.poll.interval.ms ({max_poll} ms): a stage that \
+                     stops polling must lose its partitions before its transaction can be \
+                     aborted by the broker"
+                ),
+            )),
+            Ok(_) => {}
+        }
+        if let Some((section, raw)) = self.producer_setting("message.timeout.ms") {
+            match raw.parse::<u128>() {
+                Ok(ms) if ms > txn_ms => errors.push(ConfigError::new(
+                    format!("{section}.message.timeout.ms"),
+                    format!("{ms} ms must not exceed transaction_timeout ({txn_ms} ms)"),
+                )),
+                Ok(_) => {}
+                Err(_) => errors.push(ConfigError::new(
+                    format!("{section}.message.timeout.ms"),
+                    format!("{raw:?} is not a number of milliseconds"),
+                )),
+            }
+        }
+    }
+
+    fn check_kafka_maps(&self, errors: &mut Vec<ConfigError>) {
+        let sections =
+            [("kafka", &self.kafka), ("consumer", &self.consumer), ("producer", &self.producer)];
+        for (section, map) in sections {
+            for key in map.keys() {
+                if let Some((_, why)) = RESERVED_KAFKA_KEYS.iter().find(|(k, _)| k == key) {
+                    errors.push(ConfigError::new(
+                        format!("{section}.{key}"),
+                        format!("kstage sets this itself ({why}); remove it"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// Kafka's own rule for topic names.
+fn check_topic_name(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("a topic name is empty".to_string());
+    }
+    if topic.len() > 249 {
+        return Err(format!("topic {topic:?} is longer than 249 characters"));
+    }
+    if topic == "." || topic == ".." {
+        return Err(format!("topic {topic:?} is not a valid name"));
+    }
+    match topic.chars().find(|c| !is_id_char(*c)) {
+        Some(bad) => Err(format!(
+            "topic {topic:?} contains {bad:?}; Kafka allows letters, digits, '.', '_' and '-'"
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

@@ -1,0 +1,189 @@
+//! Every invalid case gives its own message naming the key.
+
+use super::*;
+use crate::config::{DeliveryMode, StageConfig};
+use crate::topology::{Emitter, Record, Registry, TopologyError, TopologyParams};
+
+struct TwoOutputs;
+
+impl Topology for TwoOutputs {
+    fn process<'a>(&mut self, _: &Record<'a>, _: &mut Emitter<'a>) -> Result<(), TopologyError> {
+        Ok(())
+    }
+    fn outputs(&self) -> &[&'static str] {
+        &["invalid"]
+    }
+}
+
+fn build(params: &TopologyParams) -> Result<Box<dyn Topology>, String> {
+    params.deny_unknown(&["rate"])?;
+    Ok(Box::new(TwoOutputs))
+}
+
+fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry.register("two", "test topology", build);
+    registry
+}
+
+fn valid() -> StageConfig {
+    let mut config = StageConfig {
+        topology: "two".into(),
+        bootstrap_servers: "127.0.0.1:9092".into(),
+        inputs: vec!["in".into()],
+        app_id: "app".into(),
+        instance_id: "0".into(),
+        ..StageConfig::default()
+    };
+    config.outputs.insert("default".into(), "out".into());
+    config.outputs.insert("invalid".into(), "bad".into());
+    config
+}
+
+/// The keys of every problem found.
+fn error_keys(config: &StageConfig) -> Vec<String> {
+    match config.validate(&registry()) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.0.into_iter().map(|e| e.key).collect(),
+    }
+}
+
+fn only_error(config: &StageConfig) -> ConfigError {
+    let errors = config.validate(&registry()).err().expect("config should be invalid");
+    assert_eq!(errors.0.len(), 1, "expected one problem, got {errors}");
+    errors.0.into_iter().next().expect("one error")
+}
+
+#[test]
+fn a_complete_config_is_valid() {
+    assert_eq!(error_keys(&valid()), Vec::<String>::new());
+}
+
+#[test]
+fn missing_required_fields_are_each_named() {
+    let keys = error_keys(&StageConfig::default());
+    for key in ["topology", "bootstrap_servers", "app_id", "instance_id", "inputs"] {
+        assert!(keys.contains(&key.to_string()), "{key} missing from {keys:?}");
+    }
+}
+
+#[test]
+fn unknown_topology_lists_the_registered_ones() {
+    let config = StageConfig { topology: "nope".into(), ..valid() };
+    let error = only_error(&config);
+    assert_eq!(error.key, "topology");
+    assert!(error.message.contains("two"), "{error}");
+}
+
+#[test]
+fn unrouted_and_unknown_outputs_are_errors() {
+    let mut config = valid();
+    config.outputs.remove("invalid");
+    let error = only_error(&config);
+    assert_eq!(error.key, "outputs.invalid");
+    assert!(error.message.contains("--route invalid=TOPIC"), "{error}");
+
+    let mut config = valid();
+    config.outputs.insert("typo".into(), "x".into());
+    assert_eq!(only_error(&config).key, "outputs.typo");
+}
+
+#[test]
+fn an_output_that_is_also_an_input_is_refused() {
+    let mut config = valid();
+    config.outputs.insert("default".into(), "in".into());
+    assert_eq!(only_error(&config).key, "outputs.default");
+}
+
+#[test]
+fn topic_and_id_characters_are_checked() {
+    let config = StageConfig { inputs: vec!["bad topic".into()], ..valid() };
+    assert!(only_error(&config).message.contains("' '"));
+    let config = StageConfig { instance_id: "a/b".into(), ..valid() };
+    assert_eq!(only_error(&config).key, "instance_id");
+}
+
+#[test]
+fn reserved_kafka_settings_are_refused_with_the_field_to_use() {
+    for (section, key) in [
+        ("kafka", "enable.auto.commit"),
+        ("consumer", "isolation.level"),
+        ("producer", "transactional.id"),
+        ("kafka", "group.id"),
+    ] {
+        let mut config = valid();
+        let map = match section {
+            "kafka" => &mut config.kafka,
+            "consumer" => &mut config.consumer,
+            _ => &mut config.producer,
+        };
+        map.insert(key.into(), "x".into());
+        let error = only_error(&config);
+        assert_eq!(error.key, format!("{section}.{key}"));
+        assert!(error.message.contains("kstage sets this itself"), "{error}");
+    }
+}
+
+#[test]
+fn transaction_timeout_must_stay_below_max_poll_interval() {
+    let mut config = valid();
+    config.consumer.insert("max.poll.interval.ms".into(), "30000".into());
+    let error = only_error(&config);
+    assert_eq!(error.key, "transaction_timeout");
+    assert!(error.message.contains("max.poll.interval.ms"), "{error}");
+
+    let mut config = valid();
+    config.kafka.insert("max.poll.interval.ms".into(), "soon".into());
+    assert_eq!(only_error(&config).key, "kafka.max.poll.interval.ms");
+}
+
+#[test]
+fn commit_interval_must_be_positive_and_below_the_transaction_timeout() {
+    let config = StageConfig { commit_interval: Duration::ZERO, ..valid() };
+    assert_eq!(only_error(&config).key, "commit_interval");
+    let config = StageConfig { commit_interval: Duration::from_secs(120), ..valid() };
+    let error = only_error(&config);
+    assert_eq!(error.key, "commit_interval");
+    assert!(error.message.contains("transaction_timeout"), "{error}");
+}
+
+#[test]
+fn tiny_transaction_timeouts_and_empty_batches_are_refused() {
+    let config = StageConfig {
+        transaction_timeout: Duration::from_millis(500),
+        commit_interval: Duration::from_millis(100),
+        ..valid()
+    };
+    assert_eq!(only_error(&config).key, "transaction_timeout");
+    let config = StageConfig { max_records_per_txn: 0, ..valid() };
+    assert_eq!(only_error(&config).key, "max_records_per_txn");
+}
+
+#[test]
+fn message_timeout_may_not_exceed_the_transaction_timeout() {
+    let mut config = valid();
+    config.producer.insert("message.timeout.ms".into(), "120000".into());
+    assert_eq!(only_error(&config).key, "producer.message.timeout.ms");
+}
+
+#[test]
+fn topology_parameters_are_checked_by_the_topology() {
+    let mut config = valid();
+    config.params.insert("rtae".into(), "1".into());
+    let error = only_error(&config);
+    assert_eq!(error.key, "params.rtae");
+    assert!(error.message.contains("rate"), "{error}");
+}
+
+#[test]
+fn unknown_keys_in_a_file_are_named() {
+    let error = StageConfig::from_toml("topology = \"two\"\ncomit_interval = \"1s\"\n")
+        .expect_err("typo");
+    assert_eq!(error.key, "comit_interval");
+    let error = StageConfig::from_toml("delivery = \"twice\"").expect_err("bad enum");
+    assert!(error.message.contains("exactly_once"), "{error}");
+    let parsed = StageConfig::from_toml("delivery = \"at_most_once\"\ncommit_interval = \"250ms\"")
+        .expect("valid");
+    assert_eq!(parsed.delivery, DeliveryMode::AtMostOnce);
+    assert_eq!(parsed.commit_interval, Duration::from_millis(250));
+}

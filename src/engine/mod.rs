@@ -1,0 +1,90 @@
+//! The stage engine: a consume-transform-produce loop that commits outputs and input offsets in
+//! one Kafka transaction.
+//!
+//! ```text
+//! poll batch ──► Topology::process ──► produce (inside the transaction)
+//!                                           │
+//!     send_offsets_to_transaction(positions, group_metadata) ──► commit_transaction
+//! ```
+//!
+//! * [`runner`]: the loop (batching by `commit_interval` and `max_records_per_txn`, poison
+//!   policy, rewind after aborts, shutdown).
+//! * [`transaction`]: the producer side and the commit path of each delivery mode.
+//! * [`rebalance`]: commit on revoke, abort on lost.
+//! * [`offsets`]: positions to commit, and the rewind.
+//! * [`retry`]: retriable calls, with backoff and a deadline.
+//! * [`clients`]: librdkafka settings and the start-up check.
+//!
+//! One worker is one consumer and one transactional producer (KIP-447, "EOS v2"): the broker
+//! fences a zombie through the consumer group metadata sent with the offsets, so no producer per
+//! partition is needed. All Kafka calls of a worker, which block, run on the worker's own thread,
+//! never on an async runtime.
+
+mod clients;
+mod offsets;
+mod rebalance;
+mod retry;
+mod runner;
+mod transaction;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+pub use transaction::WorkerStats;
+
+use crate::config::StageConfig;
+use crate::error::EngineError;
+use crate::topology::Topology;
+
+/// How long start-up waits for the cluster to answer before it gives up.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs one stage until `shutdown` is set (then commits the open transaction, leaves the group
+/// and returns its counters) or a fatal error.
+///
+/// Blocks the calling thread: call it from a dedicated thread or `spawn_blocking`. The config
+/// must have passed [`StageConfig::validate`], which also builds `topology`.
+pub fn run(
+    config: &StageConfig,
+    topology: Box<dyn Topology>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<WorkerStats, EngineError> {
+    let transactional_id = config.transactional_id();
+    let transactions = transaction::Transactions::new(
+        config.delivery,
+        &clients::producer_config(config),
+        transactional_id.clone(),
+        config.transaction_timeout,
+    )?;
+    let consumer: BaseConsumer<rebalance::StageContext> = clients::consumer_config(config)
+        .create_with_context(rebalance::StageContext::new(transactions))
+        .map_err(|source| EngineError::Kafka { operation: "creating the consumer", source })?;
+    clients::preflight(&consumer, config, STARTUP_TIMEOUT)?;
+    consumer.context().transactions().init()?;
+    let inputs: Vec<&str> = config.inputs.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&inputs)
+        .map_err(|source| EngineError::Kafka { operation: "subscribing", source })?;
+    tracing::info!(
+        app_id = %config.app_id,
+        transactional_id = %transactional_id,
+        delivery = config.delivery.as_str(),
+        inputs = ?config.inputs,
+        outputs = ?config.outputs,
+        "Stage started."
+    );
+    runner::Worker {
+        consumer,
+        topology,
+        routes: runner::Routes::new(config),
+        mode: config.delivery,
+        poison_policy: config.poison_policy,
+        commit_interval: config.commit_interval,
+        max_records_per_txn: config.max_records_per_txn,
+        shutdown,
+    }
+    .run()
+}

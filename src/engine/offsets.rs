@@ -1,0 +1,125 @@
+//! What a batch read, the positions it commits, and the rewind after an abort.
+//!
+//! A batch remembers, per input partition it read from, the first offset it consumed. Commits
+//! send the consumer's *positions* (next offset to read) for exactly those partitions. After an
+//! abort the consumer has moved past records whose outputs were thrown away, so every assigned
+//! partition is sought back to its committed offset; a partition with no committed offset yet
+//! goes back to the first offset the aborted batch read from it.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::error::EngineError;
+
+/// How long a committed-offsets lookup or a seek may block.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The records of one open batch (one transaction in exactly_once mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Batch {
+    /// When the batch's first record was consumed.
+    pub(crate) started: Instant,
+    /// Input records in the batch.
+    pub(crate) records: usize,
+    /// (topic, partition, first offset consumed) per partition read.
+    partitions: Vec<(String, i32, i64)>,
+}
+
+impl Batch {
+    pub(crate) fn new(started: Instant) -> Self {
+        Self { started, records: 0, partitions: Vec::new() }
+    }
+
+    /// Notes a consumed record. A linear scan: a worker reads few partitions, and this avoids
+    /// hashing the topic name per record.
+    pub(crate) fn note(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.records += 1;
+        let known = self.partitions.iter().any(|(t, p, _)| *p == partition && t == topic);
+        if !known {
+            self.partitions.push((topic.to_string(), partition, offset));
+        }
+    }
+
+    /// The first offset this batch consumed from a partition.
+    pub(crate) fn first_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.partitions.iter().find(|(t, p, _)| *p == partition && t == topic).map(|(_, _, o)| *o)
+    }
+
+    /// The partitions this batch read from.
+    pub(crate) fn partitions(&self) -> impl Iterator<Item = (&str, i32)> {
+        self.partitions.iter().map(|(t, p, _)| (t.as_str(), *p))
+    }
+}
+
+/// The consumer's positions for the partitions `batch` read from.
+pub(crate) fn positions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    batch: &Batch,
+) -> Result<TopicPartitionList, EngineError> {
+    let all = consumer
+        .position()
+        .map_err(|source| EngineError::Kafka { operation: "reading consumer positions", source })?;
+    let mut wanted = TopicPartitionList::with_capacity(batch.partitions.len());
+    for (topic, partition) in batch.partitions() {
+        let position = all
+            .find_partition(topic, partition)
+            .map(|elem| elem.offset())
+            .filter(|offset| matches!(offset, Offset::Offset(_)));
+        // A partition we read from but no longer hold (revoked and already committed by the
+        // rebalance handler, or lost) has no position: leave it to its new owner.
+        if let Some(offset) = position {
+            wanted.add_partition_offset(topic, partition, offset).map_err(|source| {
+                EngineError::Kafka { operation: "building the offsets to commit", source }
+            })?;
+        }
+    }
+    Ok(wanted)
+}
+
+/// Seeks every assigned partition back to its committed offset (or, without one, to the first
+/// offset the aborted batch read from it).
+pub(crate) fn rewind<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    aborted: &Batch,
+) -> Result<(), EngineError> {
+    let committed = consumer
+        .committed(LOOKUP_TIMEOUT)
+        .map_err(|source| EngineError::Kafka { operation: "reading committed offsets", source })?;
+    let mut sought = 0;
+    for elem in committed.elements() {
+        let target = match elem.offset() {
+            Offset::Offset(offset) => Some(offset),
+            _ => aborted.first_offset(elem.topic(), elem.partition()),
+        };
+        if let Some(offset) = target {
+            consumer
+                .seek(elem.topic(), elem.partition(), Offset::Offset(offset), LOOKUP_TIMEOUT)
+                .map_err(|source| EngineError::Kafka { operation: "rewinding a partition", source })?;
+            sought += 1;
+        }
+    }
+    tracing::info!(partitions = sought, "Rewound the consumer to the committed offsets.");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_remembers_the_first_offset_per_partition() {
+        let mut batch = Batch::new(Instant::now());
+        batch.note("a", 0, 10);
+        batch.note("a", 0, 11);
+        batch.note("a", 1, 5);
+        batch.note("b", 0, 7);
+        assert_eq!(batch.records, 4);
+        assert_eq!(batch.first_offset("a", 0), Some(10));
+        assert_eq!(batch.first_offset("a", 1), Some(5));
+        assert_eq!(batch.first_offset("b", 0), Some(7));
+        assert_eq!(batch.first_offset("b", 1), None);
+        assert_eq!(batch.partitions().count(), 3);
+    }
+}

@@ -1,0 +1,436 @@
+//! The producer side of a worker: the transactional producer and the commit path of every
+//! delivery mode.
+//!
+//! ```text
+//!  record consumed ──► open_batch (exactly_once: begin_transaction, lazily, on the first record)
+//!  outputs ──────────► send (inside the transaction)
+//!  batch due ────────► commit:
+//!      exactly_once:  send_offsets_to_transaction(positions, group_metadata)
+//!                     ──► await deliveries ──► commit_transaction
+//!      at_least_once: await deliveries ──► commit offsets (sync)
+//!      at_most_once:  commit offsets (sync); the runner produces after this returns
+//! ```
+//!
+//! Invariants:
+//! * A transaction is open exactly while `batch` is `Some` (exactly_once). It is begun by the
+//!   first consumed record, so an idle stage opens no transactions.
+//! * The offsets sent are the consumer's positions (next offset to read) of the partitions the
+//!   batch read from, never "last offset + 1" arithmetic: positions skip control records.
+//! * Before `commit_transaction` every delivery is awaited with 1 ms polls: rdkafka's
+//!   `commit_transaction` flushes by polling in 100 ms slices, so a single pending delivery would
+//!   otherwise cost each commit ~100 ms.
+//! * Before `abort_transaction` deliveries are awaited too (bounded): aborting while the first
+//!   produce of a transaction is still in flight can reach a coordinator that has not registered
+//!   the partition yet and turn into a fatal `INVALID_TXN_STATE` (librdkafka#4849).
+//! * Retriable errors repeat the same call; a commit with an unknown outcome is resumed, never
+//!   aborted. Abortable errors abort once and report [`CommitOutcome::Aborted`] so the caller
+//!   rewinds. Everything else is fatal (see [`crate::error`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
+
+use super::offsets::{self, Batch};
+use super::retry::{retrying, Retried};
+use crate::config::DeliveryMode;
+use crate::error::{classify, EngineError, ErrorClass};
+use crate::topology::OutputRecord;
+
+/// How a commit ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CommitOutcome {
+    /// Outputs and offsets are durable (or, outside exactly_once, offsets are committed).
+    Committed,
+    /// The transaction was aborted (or a delivery failed): the caller must rewind the consumer to
+    /// the committed offsets. The batch's first offsets are the fallback for partitions without
+    /// one.
+    Aborted(Batch),
+}
+
+/// Counts failed deliveries; a failure in the open batch means it must not commit.
+#[derive(Default)]
+pub(crate) struct DeliveryTracker {
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        if let Err((error, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = self.last_error.lock() {
+                *last = Some(error.to_string());
+            }
+        }
+    }
+}
+
+/// Per-worker counters, read by the periodic summary and at exit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Input records processed (and committed or aborted).
+    pub records_in: u64,
+    /// Output records sent.
+    pub records_out: u64,
+    /// Transactions (or offset commits) that succeeded.
+    pub commits: u64,
+    /// Transactions aborted (or batches rewound).
+    pub aborts: u64,
+}
+
+/// The producer of one worker and the state of its open batch.
+pub(crate) struct Transactions {
+    /// The producer; transactional in exactly_once mode.
+    producer: BaseProducer<DeliveryTracker>,
+    /// Where the commit points are.
+    mode: DeliveryMode,
+    /// `<app_id>-<instance_id>`, for messages.
+    transactional_id: String,
+    /// Bounds every blocking call and retry loop of the commit path.
+    transaction_timeout: Duration,
+    /// The open batch (the open transaction in exactly_once mode).
+    batch: Option<Batch>,
+    /// Failed deliveries counted when the batch opened.
+    failed_at_open: u64,
+    /// Counters.
+    pub(crate) stats: WorkerStats,
+}
+
+impl Transactions {
+    /// Creates the producer. In exactly_once mode it is transactional, and `init` must run
+    /// before the first batch.
+    pub(crate) fn new(
+        mode: DeliveryMode,
+        config: &ClientConfig,
+        transactional_id: String,
+        transaction_timeout: Duration,
+    ) -> Result<Self, EngineError> {
+        let producer = config
+            .create_with_context(DeliveryTracker::default())
+            .map_err(|source| EngineError::Kafka { operation: "creating the producer", source })?;
+        Ok(Self {
+            producer,
+            mode,
+            transactional_id,
+            transaction_timeout,
+            batch: None,
+            failed_at_open: 0,
+            stats: WorkerStats::default(),
+        })
+    }
+
+    /// `init_transactions`: registers the transactional id with its coordinator, fences any
+    /// predecessor with the same id and aborts its open transaction at once.
+    pub(crate) fn init(&mut self) -> Result<(), EngineError> {
+        if self.mode != DeliveryMode::ExactlyOnce {
+            return Ok(());
+        }
+        let producer = &self.producer;
+        let timeout = self.transaction_timeout;
+        retrying("init_transactions", self.deadline(), || producer.init_transactions(timeout))
+            .map_err(|e| self.fatal("init_transactions", e))
+    }
+
+    /// Whether a batch is open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// The open batch, if any.
+    pub(crate) fn batch(&self) -> Option<&Batch> {
+        self.batch.as_ref()
+    }
+
+    /// Notes a consumed record, opening the batch (and, in exactly_once mode, beginning the
+    /// transaction) if none is open.
+    pub(crate) fn record_consumed(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), EngineError> {
+        if self.batch.is_none() {
+            if self.mode == DeliveryMode::ExactlyOnce {
+                self.producer
+                    .begin_transaction()
+                    .map_err(|e| EngineError::kafka("begin_transaction", e, &self.transactional_id))?;
+            }
+            self.failed_at_open = self.failed_deliveries();
+            self.batch = Some(Batch::new(Instant::now()));
+        }
+        if let Some(batch) = &mut self.batch {
+            batch.note(topic, partition, offset);
+        }
+        self.stats.records_in += 1;
+        Ok(())
+    }
+
+    /// Sends one output record (inside the open transaction in exactly_once mode). A full local
+    /// queue is waited out by serving delivery reports.
+    pub(crate) fn send(&mut self, topic: &str, record: &OutputRecord<'_>) -> Result<(), EngineError> {
+        let mut base = BaseRecord::<[u8], [u8], ()>::with_opaque_to(topic, ());
+        if let Some(key) = &record.key {
+            base = base.key(key.as_ref());
+        }
+        if let Some(value) = &record.value {
+            base = base.payload(value.as_ref());
+        }
+        if let Some(timestamp) = record.timestamp {
+            base = base.timestamp(timestamp);
+        }
+        if !record.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (key, value) in &record.headers {
+                headers = headers.insert(Header { key: key.as_ref(), value: value.as_deref() });
+            }
+            base = base.headers(headers);
+        }
+        let deadline = self.deadline();
+        loop {
+            match self.producer.send(base) {
+                Ok(()) => {
+                    self.stats.records_out += 1;
+                    return Ok(());
+                }
+                Err((error, returned)) if classify(&error) == ErrorClass::Retriable => {
+                    if Instant::now() >= deadline {
+                        return Err(EngineError::RetriesExhausted {
+                            operation: "producing (local queue full)",
+                            waited_secs: self.transaction_timeout.as_secs(),
+                            source: error,
+                        });
+                    }
+                    self.producer.poll(Duration::from_millis(5));
+                    base = returned;
+                }
+                Err((error, _)) => {
+                    return Err(EngineError::kafka("producing", error, &self.transactional_id))
+                }
+            }
+        }
+    }
+
+    /// Serves delivery reports that are ready, without blocking. Called once per consumed record
+    /// so reports never pile up.
+    pub(crate) fn serve_deliveries(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Commits the open batch (see the module docs for each mode). Does nothing when no batch is
+    /// open.
+    pub(crate) fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<CommitOutcome, EngineError> {
+        if self.batch.is_none() {
+            return Ok(CommitOutcome::Committed);
+        }
+        let outcome = match self.mode {
+            DeliveryMode::ExactlyOnce => self.commit_transaction(consumer)?,
+            DeliveryMode::AtLeastOnce => self.commit_after_flush(consumer)?,
+            DeliveryMode::AtMostOnce => self.commit_offsets(consumer)?,
+        };
+        if outcome == CommitOutcome::Committed {
+            self.stats.commits += 1;
+        }
+        Ok(outcome)
+    }
+
+    fn commit_transaction<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<CommitOutcome, EngineError> {
+        crash_point("kstage::after_produce");
+        let Some(batch) = &self.batch else { return Ok(CommitOutcome::Committed) };
+        let positions = offsets::positions(consumer, batch)?;
+        let metadata = consumer.group_metadata().ok_or_else(|| {
+            EngineError::Startup("the consumer has no group metadata (not in a group)".into())
+        })?;
+        let producer = &self.producer;
+        let sent = retrying("send_offsets_to_transaction", self.deadline(), || {
+            producer.send_offsets_to_transaction(&positions, &metadata, Timeout::Never)
+        });
+        if let Err(e) = sent {
+            return self.abort_or_fail("send_offsets_to_transaction", e);
+        }
+        crash_point("kstage::after_send_offsets");
+        if let Err(e) = self.await_deliveries(self.deadline()) {
+            return self.abort_or_fail("awaiting deliveries", Retried::exhausted(e, self.transaction_timeout));
+        }
+        crash_point("kstage::before_commit");
+        if injected_abort() {
+            tracing::debug!("fail point kstage::inject_abort: aborting the transaction");
+            return self.abort();
+        }
+        let producer = &self.producer;
+        // Retriable here means "outcome unknown": resume the commit, never abort it.
+        match retrying("commit_transaction", self.deadline(), || {
+            producer.commit_transaction(Timeout::Never)
+        }) {
+            Ok(()) => {
+                crash_point("kstage::after_commit");
+                self.batch = None;
+                Ok(CommitOutcome::Committed)
+            }
+            Err(Retried::Failed(e)) if classify(&e) == ErrorClass::Abortable => {
+                tracing::warn!(error = %e, "Committing the transaction failed; aborting it.");
+                self.abort()
+            }
+            Err(e) => Err(self.fatal("commit_transaction", e)),
+        }
+    }
+
+    fn commit_after_flush<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<CommitOutcome, EngineError> {
+        if let Err(e) = self.await_deliveries(self.deadline()) {
+            return Err(EngineError::RetriesExhausted {
+                operation: "awaiting deliveries",
+                waited_secs: self.transaction_timeout.as_secs(),
+                source: e,
+            });
+        }
+        if self.failed_deliveries() > self.failed_at_open {
+            tracing::warn!(
+                error = self.last_delivery_error().as_deref().unwrap_or("unknown"),
+                "A delivery failed; rewinding so the batch is produced again."
+            );
+            return Ok(self.take_aborted());
+        }
+        self.commit_offsets(consumer)
+    }
+
+    fn commit_offsets<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<CommitOutcome, EngineError> {
+        let Some(batch) = &self.batch else { return Ok(CommitOutcome::Committed) };
+        let positions = offsets::positions(consumer, batch)?;
+        retrying("committing offsets", self.deadline(), || {
+            consumer.commit(&positions, CommitMode::Sync)
+        })
+        .map_err(|e| self.fatal("committing offsets", e))?;
+        self.batch = None;
+        Ok(CommitOutcome::Committed)
+    }
+
+    /// Aborts the open transaction (exactly_once) or drops the open batch (other modes) and
+    /// returns it, so the caller can rewind.
+    pub(crate) fn abort(&mut self) -> Result<CommitOutcome, EngineError> {
+        if self.batch.is_none() {
+            return Ok(CommitOutcome::Committed);
+        }
+        if self.mode == DeliveryMode::ExactlyOnce {
+            // Bounded: an abort must not wait for a broker that is gone.
+            let _ = self.await_deliveries(Instant::now() + Duration::from_secs(5));
+            let producer = &self.producer;
+            retrying("abort_transaction", self.deadline(), || {
+                producer.abort_transaction(Timeout::Never)
+            })
+            .map_err(|e| self.fatal("abort_transaction", e))?;
+        }
+        Ok(self.take_aborted())
+    }
+
+    fn take_aborted(&mut self) -> CommitOutcome {
+        self.stats.aborts += 1;
+        CommitOutcome::Aborted(self.batch.take().unwrap_or_else(|| Batch::new(Instant::now())))
+    }
+
+    fn abort_or_fail(
+        &mut self,
+        operation: &'static str,
+        error: Retried,
+    ) -> Result<CommitOutcome, EngineError> {
+        match error {
+            Retried::Failed(e) if classify(&e) == ErrorClass::Abortable => {
+                tracing::warn!(error = %e, "{operation} failed; aborting the transaction.");
+                self.abort()
+            }
+            other => Err(self.fatal(operation, other)),
+        }
+    }
+
+    /// Polls delivery reports in 1 ms slices until nothing is in flight.
+    fn await_deliveries(&self, deadline: Instant) -> Result<(), KafkaError> {
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() >= deadline {
+                return Err(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut));
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Awaits deliveries before the process exits (at_most_once produces after committing).
+    pub(crate) fn drain(&self) -> Result<(), EngineError> {
+        self.await_deliveries(self.deadline()).map_err(|source| EngineError::RetriesExhausted {
+            operation: "awaiting deliveries",
+            waited_secs: self.transaction_timeout.as_secs(),
+            source,
+        })
+    }
+
+    fn failed_deliveries(&self) -> u64 {
+        self.producer.context().failed.load(Ordering::Relaxed)
+    }
+
+    fn last_delivery_error(&self) -> Option<String> {
+        self.producer.context().last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.transaction_timeout
+    }
+
+    /// Turns a final error into an [`EngineError`], recognising fencing and preferring the
+    /// producer's recorded fatal error (a fatal state makes later calls report only `_FATAL`).
+    fn fatal(&self, operation: &'static str, error: Retried) -> EngineError {
+        match error {
+            Retried::Exhausted { source, waited } => EngineError::RetriesExhausted {
+                operation,
+                waited_secs: waited.as_secs(),
+                source,
+            },
+            Retried::Failed(source) => {
+                let source = match self.producer.client().fatal_error() {
+                    Some((code, _)) if !crate::error::is_fenced(&source) => {
+                        KafkaError::MessageProduction(code)
+                    }
+                    _ => source,
+                };
+                EngineError::kafka(operation, source, &self.transactional_id)
+            }
+        }
+    }
+}
+
+/// A crash point in the commit path: with the `fault-injection` feature and
+/// `FAILPOINTS=<name>=return`, the process aborts here as if killed.
+fn crash_point(name: &str) {
+    let _ = name;
+    fail::fail_point!(name, |_| {
+        eprintln!("fail point {name}: aborting the process");
+        std::process::abort()
+    });
+}
+
+/// With the `fault-injection` feature and `FAILPOINTS=kstage::inject_abort=30%return`, about that
+/// share of transactions is aborted just before commit, as an abortable error would.
+fn injected_abort() -> bool {
+    fail::fail_point!("kstage::inject_abort", |_| true);
+    false
+}

@@ -1,0 +1,198 @@
+//! Engine errors and the one rule that decides what the engine does with a Kafka error.
+//!
+//! librdkafka sorts transactional errors into three classes, and the engine is designed around
+//! them (the rule is stated once, here):
+//!
+//! * **retriable**: the call may succeed if made again (a coordinator moved, a request timed
+//!   out). The engine repeats the *same* call with backoff, up to a deadline. A commit whose
+//!   outcome is unknown is always resumed this way, never followed by an abort: librdkafka does
+//!   not speak the KIP-890 transaction protocol, so an abort sent after a commit that did land
+//!   could end a later transaction instead.
+//! * **abortable** (`txn_requires_abort`): the transaction cannot commit, but the producer is
+//!   fine. The engine aborts, rewinds the consumer to the committed offsets and goes on.
+//! * **fatal** (`is_fatal`, e.g. fenced by a newer instance with the same transactional id): the
+//!   producer is unusable. The worker stops and the process exits non-zero.
+//!
+//! Anything in none of these classes is fatal: guessing "retry" on an unknown error is how
+//! exactly-once pipelines lose or duplicate data.
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::config::ConfigErrors;
+use crate::topology::TopologyError;
+
+/// What the engine does next about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Make the same call again after a backoff.
+    Retriable,
+    /// Abort the transaction, rewind to the committed offsets, go on.
+    Abortable,
+    /// Stop the worker.
+    Fatal,
+}
+
+/// Classifies an error returned by a producer or transaction call.
+pub fn classify(error: &KafkaError) -> ErrorClass {
+    match error {
+        KafkaError::Transaction(e) if e.is_fatal() => ErrorClass::Fatal,
+        KafkaError::Transaction(e) if e.txn_requires_abort() => ErrorClass::Abortable,
+        KafkaError::Transaction(e) if e.is_retriable() => ErrorClass::Retriable,
+        // The local queue is full: serve delivery reports, then send again.
+        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => ErrorClass::Retriable,
+        // A flush that timed out can be made again; its messages are still queued.
+        KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut) => ErrorClass::Retriable,
+        _ => ErrorClass::Fatal,
+    }
+}
+
+/// Classifies an error the consumer reports from `poll`. librdkafka retries broker and network
+/// trouble internally and reports it only for information, so most of these are transient; the
+/// ones listed as fatal will not heal by waiting.
+pub fn classify_consumer(error: &KafkaError) -> ErrorClass {
+    let code = match error {
+        KafkaError::MessageConsumption(code) | KafkaError::MessageConsumptionFatal(code) => *code,
+        KafkaError::PartitionEOF(_) => return ErrorClass::Retriable,
+        _ => return ErrorClass::Fatal,
+    };
+    if matches!(error, KafkaError::MessageConsumptionFatal(_)) {
+        return ErrorClass::Fatal;
+    }
+    match code {
+        RDKafkaErrorCode::Fatal
+        | RDKafkaErrorCode::FencedInstanceId
+        | RDKafkaErrorCode::TopicAuthorizationFailed
+        | RDKafkaErrorCode::GroupAuthorizationFailed
+        | RDKafkaErrorCode::ClusterAuthorizationFailed
+        | RDKafkaErrorCode::SaslAuthenticationFailed
+        | RDKafkaErrorCode::Authentication
+        | RDKafkaErrorCode::UnsupportedVersion
+        | RDKafkaErrorCode::InconsistentGroupProtocol
+        | RDKafkaErrorCode::InvalidConfig => ErrorClass::Fatal,
+        _ => ErrorClass::Retriable,
+    }
+}
+
+/// Whether an error means another producer with our transactional id took over.
+pub fn is_fenced(error: &KafkaError) -> bool {
+    let code = match error {
+        KafkaError::Transaction(e) => Some(e.code()),
+        other => other.rdkafka_error_code(),
+    };
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::Fenced
+        )
+    )
+}
+
+/// Why a stage stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The configuration is invalid (exit code 2).
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// The stage could not start: a broker unreachable, a topic missing.
+    #[error("cannot start the stage: {0}")]
+    Startup(String),
+    /// Another instance with the same transactional id took over: this one is a zombie and
+    /// must write nothing more.
+    #[error(
+        "fenced: another producer with transactional id {transactional_id:?} has taken over \
+         ({source}); this instance stops. If that was not a restart of this same instance, give \
+         each instance a distinct instance_id"
+    )]
+    Fenced {
+        /// Our transactional id.
+        transactional_id: String,
+        /// The error that told us.
+        source: KafkaError,
+    },
+    /// A Kafka call failed with an error that waiting or aborting cannot fix.
+    #[error("{operation} failed: {source}")]
+    Kafka {
+        /// What the engine was doing.
+        operation: &'static str,
+        /// The client's error.
+        source: KafkaError,
+    },
+    /// A retriable error did not clear before its deadline.
+    #[error("{operation} kept failing for {waited_secs} s, giving up: {source}")]
+    RetriesExhausted {
+        /// What the engine was doing.
+        operation: &'static str,
+        /// How long it tried.
+        waited_secs: u64,
+        /// The last error.
+        source: KafkaError,
+    },
+    /// A record could not be processed and the poison policy is `fail`.
+    #[error(
+        "record {topic}/{partition}@{offset} could not be processed ({error}); poison_policy is \
+         fail, so the stage stops without committing it"
+    )]
+    Poison {
+        /// The input topic.
+        topic: String,
+        /// The input partition.
+        partition: i32,
+        /// The record's offset.
+        offset: i64,
+        /// What went wrong.
+        error: TopologyError,
+    },
+}
+
+impl EngineError {
+    /// The process exit code for this error: 2 for configuration errors, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// Wraps a fatal Kafka error, recognising fencing.
+    pub(crate) fn kafka(operation: &'static str, source: KafkaError, transactional_id: &str) -> Self {
+        if is_fenced(&source) {
+            Self::Fenced { transactional_id: transactional_id.to_string(), source }
+        } else {
+            Self::Kafka { operation, source }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_full_is_retried_and_unknown_errors_are_fatal() {
+        let full = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
+        assert_eq!(classify(&full), ErrorClass::Retriable);
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert_eq!(classify(&too_large), ErrorClass::Fatal);
+        assert_eq!(classify(&KafkaError::Canceled), ErrorClass::Fatal);
+    }
+
+    #[test]
+    fn consumer_errors_that_cannot_heal_are_fatal() {
+        let transport = KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure);
+        assert_eq!(classify_consumer(&transport), ErrorClass::Retriable);
+        let denied = KafkaError::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert_eq!(classify_consumer(&denied), ErrorClass::Fatal);
+        let fatal = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal);
+        assert_eq!(classify_consumer(&fatal), ErrorClass::Fatal);
+    }
+
+    #[test]
+    fn fenced_errors_are_recognised() {
+        let fenced = KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced);
+        assert!(is_fenced(&fenced));
+        assert!(matches!(EngineError::kafka("commit", fenced, "app-0"), EngineError::Fenced { .. }));
+        assert_eq!(EngineError::Startup("x".into()).exit_code(), 1);
+    }
+}

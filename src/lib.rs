@@ -1,0 +1,19 @@
+//! kstage: exactly-once stream processing stages for Apache Kafka.
+//!
+//! A *stage* reads input topics as a member of a consumer group, runs a [`topology::Topology`] on
+//! every record, and writes the results to output topics. In the default `exactly_once` mode the
+//! outputs and the input offsets that produced them commit in one Kafka transaction, so
+//! `read_committed` readers downstream see every input record reflected exactly once, through
+//! crashes, restarts and rebalances.
+//!
+//! * [`topology`]: the API a transform implements, and the registry of named topologies.
+//! * [`config`]: the stage configuration and its validation.
+//! * [`engine`]: the transactional consume-transform-produce loop.
+//! * [`cli`]: the `kstage` command line, reusable by a binary that registers its own topologies.
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod observability;
+pub mod topology;

@@ -1,0 +1,24 @@
+//! The built-in topologies, compiled into the `kstage` binary.
+//!
+//! Each one is a module that uses only `kstage`'s public API, exactly as a user's topology would.
+//! To add your own: write `topologies/my_transform.rs` implementing
+//! [`kstage::topology::Topology`], declare it below, and register it in [`registry`]; then run it
+//! with `kstage run --topology my-transform ...`.
+
+pub mod orders;
+pub mod passthrough;
+#[cfg(feature = "fault-injection")]
+pub mod testing;
+
+use kstage::topology::Registry;
+
+/// Every built-in topology by name.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry
+        .register("passthrough", passthrough::DESCRIPTION, passthrough::build)
+        .register("orders", orders::DESCRIPTION, orders::build);
+    #[cfg(feature = "fault-injection")]
+    registry.register("fail-on", testing::DESCRIPTION, testing::build);
+    registry
+}
