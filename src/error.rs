@@ -156,9 +156,16 @@ impl EngineError {
     }
 
     /// Wraps a fatal Kafka error, recognising fencing.
-    pub(crate) fn kafka(operation: &'static str, source: KafkaError, transactional_id: &str) -> Self {
+    pub(crate) fn kafka(
+        operation: &'static str,
+        source: KafkaError,
+        transactional_id: &str,
+    ) -> Self {
         if is_fenced(&source) {
-            Self::Fenced { transactional_id: transactional_id.to_string(), source }
+            Self::Fenced {
+                transactional_id: transactional_id.to_string(),
+                source,
+            }
         } else {
             Self::Kafka { operation, source }
         }
@@ -192,7 +199,10 @@ mod tests {
     fn fenced_errors_are_recognised() {
         let fenced = KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced);
         assert!(is_fenced(&fenced));
-        assert!(matches!(EngineError::kafka("commit", fenced, "app-0"), EngineError::Fenced { .. }));
+        assert!(matches!(
+            EngineError::kafka("commit", fenced, "app-0"),
+            EngineError::Fenced { .. }
+        ));
         assert_eq!(EngineError::Startup("x".into()).exit_code(), 1);
     }
 }

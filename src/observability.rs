@@ -18,7 +18,9 @@ pub enum LogFormat {
 /// Installs the global subscriber. `RUST_LOG` sets the level (default `info`).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second init (tests calling the CLI entry point twice) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

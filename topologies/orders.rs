@@ -77,14 +77,20 @@ pub fn build(params: &TopologyParams) -> Result<Box<dyn Topology>, String> {
     params.deny_unknown(&["tax_rate", "priority_threshold"])?;
     let tax_rate = params.parse_or("tax_rate", 0.2, "a decimal number from 0 to 1")?;
     if !(0.0..=1.0).contains(&tax_rate) {
-        return Err(format!("params.tax_rate: {tax_rate} is not valid; expected 0 to 1"));
+        return Err(format!(
+            "params.tax_rate: {tax_rate} is not valid; expected 0 to 1"
+        ));
     }
-    let threshold: f64 =
-        params.parse_or("priority_threshold", 1000.0, "a non-negative amount")?;
+    let threshold: f64 = params.parse_or("priority_threshold", 1000.0, "a non-negative amount")?;
     if !threshold.is_finite() || threshold < 0.0 {
-        return Err(format!("params.priority_threshold: {threshold} is not a non-negative amount"));
+        return Err(format!(
+            "params.priority_threshold: {threshold} is not a non-negative amount"
+        ));
     }
-    Ok(Box::new(Orders { tax_rate, priority_threshold_cents: to_cents(threshold) }))
+    Ok(Box::new(Orders {
+        tax_rate,
+        priority_threshold_cents: to_cents(threshold),
+    }))
 }
 
 fn to_cents(amount: f64) -> i64 {
@@ -105,7 +111,10 @@ impl Orders {
             return Err("the order has no items".into());
         }
         if order.currency.len() != 3 || !order.currency.chars().all(|c| c.is_ascii_uppercase()) {
-            return Err(format!("currency {:?} is not an ISO 4217 code", order.currency));
+            return Err(format!(
+                "currency {:?} is not an ISO 4217 code",
+                order.currency
+            ));
         }
         for item in &order.items {
             if item.qty == 0 {
@@ -120,8 +129,11 @@ impl Orders {
 
     /// Adds the computed fields to a valid order.
     pub fn enrich(&self, order: Order) -> EnrichedOrder {
-        let subtotal: i64 =
-            order.items.iter().map(|i| i64::from(i.qty) * to_cents(i.unit_price)).sum();
+        let subtotal: i64 = order
+            .items
+            .iter()
+            .map(|i| i64::from(i.qty) * to_cents(i.unit_price))
+            .sum();
         let tax = (subtotal as f64 * self.tax_rate).round() as i64;
         let total = subtotal + tax;
         EnrichedOrder {
@@ -129,14 +141,23 @@ impl Orders {
             subtotal: from_cents(subtotal),
             tax: from_cents(tax),
             total: from_cents(total),
-            priority: if total >= self.priority_threshold_cents { "high" } else { "normal" }.into(),
+            priority: if total >= self.priority_threshold_cents {
+                "high"
+            } else {
+                "normal"
+            }
+            .into(),
             order,
         }
     }
 }
 
 impl Topology for Orders {
-    fn process<'a>(&mut self, record: &Record<'a>, out: &mut Emitter<'a>) -> Result<(), TopologyError> {
+    fn process<'a>(
+        &mut self,
+        record: &Record<'a>,
+        out: &mut Emitter<'a>,
+    ) -> Result<(), TopologyError> {
         let value = record
             .value
             .ok_or_else(|| TopologyError::decode("the record has no value (tombstone)"))?;
@@ -171,7 +192,12 @@ mod tests {
             key: Some(b"o-1"),
             value: Some(value),
             headers: Headers::none(),
-            context: Context { topic: "orders", partition: 0, offset: 1, timestamp: None },
+            context: Context {
+                topic: "orders",
+                partition: 0,
+                offset: 1,
+                timestamp: None,
+            },
         };
         let mut topology = build(&TopologyParams::default()).expect("defaults are valid");
         let mut out = Emitter::new();
@@ -201,7 +227,10 @@ mod tests {
         let out = run(br#"{"id":"o-2","customer":"c","currency":"EUR","items":[]}"#).expect("ok");
         assert_eq!(out[0].output, INVALID);
         assert_eq!(out[0].headers[0].0, "kstage.invalid.reason");
-        assert_eq!(out[0].headers[0].1.as_deref(), Some(&b"the order has no items"[..]));
+        assert_eq!(
+            out[0].headers[0].1.as_deref(),
+            Some(&b"the order has no items"[..])
+        );
         let bad_currency =
             br#"{"id":"o","customer":"c","currency":"eur","items":[{"sku":"a","qty":1,"unit_price":1}]}"#;
         assert_eq!(run(bad_currency).expect("ok")[0].output, INVALID);

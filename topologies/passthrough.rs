@@ -17,7 +17,11 @@ pub fn build(params: &TopologyParams) -> Result<Box<dyn Topology>, String> {
 }
 
 impl Topology for Passthrough {
-    fn process<'a>(&mut self, record: &Record<'a>, out: &mut Emitter<'a>) -> Result<(), TopologyError> {
+    fn process<'a>(
+        &mut self,
+        record: &Record<'a>,
+        out: &mut Emitter<'a>,
+    ) -> Result<(), TopologyError> {
         out.emit(OutputRecord::from_input(record));
         Ok(())
     }
@@ -35,10 +39,17 @@ mod tests {
             key: Some(b"k"),
             value: None,
             headers: Headers::from_slice(&headers),
-            context: Context { topic: "in", partition: 2, offset: 9, timestamp: Some(42) },
+            context: Context {
+                topic: "in",
+                partition: 2,
+                offset: 9,
+                timestamp: Some(42),
+            },
         };
         let mut out = Emitter::new();
-        Passthrough.process(&record, &mut out).expect("passthrough never fails");
+        Passthrough
+            .process(&record, &mut out)
+            .expect("passthrough never fails");
         let records = out.into_records();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].key.as_deref(), Some(&b"k"[..]));

@@ -15,15 +15,25 @@ pub struct FailOn {
 /// Builds the topology from `params.marker`.
 pub fn build(params: &TopologyParams) -> Result<Box<dyn Topology>, String> {
     params.deny_unknown(&["marker"])?;
-    let marker = params.get("marker").unwrap_or("KSTAGE-FAIL").as_bytes().to_vec();
+    let marker = params
+        .get("marker")
+        .unwrap_or("KSTAGE-FAIL")
+        .as_bytes()
+        .to_vec();
     Ok(Box::new(FailOn { marker }))
 }
 
 impl Topology for FailOn {
-    fn process<'a>(&mut self, record: &Record<'a>, out: &mut Emitter<'a>) -> Result<(), TopologyError> {
+    fn process<'a>(
+        &mut self,
+        record: &Record<'a>,
+        out: &mut Emitter<'a>,
+    ) -> Result<(), TopologyError> {
         let value = record.value.unwrap_or_default();
         if !self.marker.is_empty() && value.windows(self.marker.len()).any(|w| w == self.marker) {
-            return Err(TopologyError::transform("the record carries the failure marker"));
+            return Err(TopologyError::transform(
+                "the record carries the failure marker",
+            ));
         }
         out.emit(OutputRecord::from_input(record));
         Ok(())

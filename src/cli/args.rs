@@ -104,8 +104,12 @@ impl StageArgs {
         config.outputs.extend(self.routes);
         config.delivery = self.delivery.unwrap_or(config.delivery);
         config.commit_interval = self.commit_interval.unwrap_or(config.commit_interval);
-        config.max_records_per_txn = self.max_records_per_txn.unwrap_or(config.max_records_per_txn);
-        config.transaction_timeout = self.transaction_timeout.unwrap_or(config.transaction_timeout);
+        config.max_records_per_txn = self
+            .max_records_per_txn
+            .unwrap_or(config.max_records_per_txn);
+        config.transaction_timeout = self
+            .transaction_timeout
+            .unwrap_or(config.transaction_timeout);
         config.poison_policy = self.poison_policy.unwrap_or(config.poison_policy);
         config.params.extend(self.params);
         config.kafka.extend(self.kafka);
@@ -127,18 +131,37 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<StageConfig, String> {
-        let harness = Harness::try_parse_from(std::iter::once("kstage").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
+        let harness =
+            Harness::try_parse_from(std::iter::once("kstage").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())?;
         harness.stage.into_config().map_err(|e| e.to_string())
     }
 
     #[test]
     fn flags_build_a_whole_config() {
         let config = parse(&[
-            "--topology", "orders", "--bootstrap-servers", "k:9092", "--input", "a",
-            "--input", "b", "--output", "out", "--route", "invalid=bad", "--app-id", "app",
-            "--instance-id", "3", "--delivery", "at_least_once", "--commit-interval", "250ms",
-            "--kafka", "session.timeout.ms=6000",
+            "--topology",
+            "orders",
+            "--bootstrap-servers",
+            "k:9092",
+            "--input",
+            "a",
+            "--input",
+            "b",
+            "--output",
+            "out",
+            "--route",
+            "invalid=bad",
+            "--app-id",
+            "app",
+            "--instance-id",
+            "3",
+            "--delivery",
+            "at_least_once",
+            "--commit-interval",
+            "250ms",
+            "--kafka",
+            "session.timeout.ms=6000",
         ])
         .expect("valid flags");
         assert_eq!(config.inputs, ["a", "b"]);
@@ -153,9 +176,15 @@ mod tests {
     #[test]
     fn bad_values_name_the_flag_and_what_is_valid() {
         let err = parse(&["--delivery", "exactly-twice"]).expect_err("bad mode");
-        assert!(err.contains("--delivery") && err.contains("exactly_once"), "{err}");
+        assert!(
+            err.contains("--delivery") && err.contains("exactly_once"),
+            "{err}"
+        );
         let err = parse(&["--commit-interval", "soon"]).expect_err("bad duration");
-        assert!(err.contains("--commit-interval") && err.contains("100ms"), "{err}");
+        assert!(
+            err.contains("--commit-interval") && err.contains("100ms"),
+            "{err}"
+        );
         let err = parse(&["--kafka", "novalue"]).expect_err("bad pair");
         assert!(err.contains("KEY=VALUE"), "{err}");
     }
@@ -164,8 +193,11 @@ mod tests {
     fn flags_override_the_config_file() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("stage.toml");
-        std::fs::write(&path, "app_id = \"from-file\"\ninstance_id = \"1\"\ncommit_interval = \"1s\"\n")
-            .expect("write config");
+        std::fs::write(
+            &path,
+            "app_id = \"from-file\"\ninstance_id = \"1\"\ncommit_interval = \"1s\"\n",
+        )
+        .expect("write config");
         let path = path.to_string_lossy().to_string();
         let config = parse(&["--config", &path, "--app-id", "from-flag"]).expect("valid");
         assert_eq!(config.app_id, "from-flag");

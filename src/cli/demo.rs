@@ -51,18 +51,29 @@ fn demo(args: &DemoArgs, registry: &Registry) -> Result<(), String> {
     let mock = MockCluster::new(1).map_err(|e| format!("cannot start the mock cluster: {e}"))?;
     let bootstrap = mock.bootstrap_servers();
     let topology = registry.get(&args.topology).ok_or_else(|| {
-        format!("topology {:?} is not registered; one of: {}", args.topology, registry.names())
+        format!(
+            "topology {:?} is not registered; one of: {}",
+            args.topology,
+            registry.names()
+        )
     })?;
     let probe = (topology.factory)(&Default::default())?;
     let mut outputs = BTreeMap::new();
     if probe.uses_default_output() {
-        outputs.insert(DEFAULT_OUTPUT.to_string(), format!("demo-{}-out", args.topology));
+        outputs.insert(
+            DEFAULT_OUTPUT.to_string(),
+            format!("demo-{}-out", args.topology),
+        );
     }
     for name in probe.outputs() {
-        outputs.insert((*name).to_string(), format!("demo-{}-{name}", args.topology));
+        outputs.insert(
+            (*name).to_string(),
+            format!("demo-{}-{name}", args.topology),
+        );
     }
     for topic in std::iter::once(INPUT_TOPIC).chain(outputs.values().map(String::as_str)) {
-        mock.create_topic(topic, PARTITIONS, 1).map_err(|e| format!("creating {topic}: {e}"))?;
+        mock.create_topic(topic, PARTITIONS, 1)
+            .map_err(|e| format!("creating {topic}: {e}"))?;
     }
     produce_samples(&bootstrap, args.records)?;
 
@@ -87,7 +98,9 @@ fn demo(args: &DemoArgs, registry: &Registry) -> Result<(), String> {
     while counts.values().sum::<u64>() < u64::from(args.records) && !stage.is_finished() {
         if Instant::now() > deadline {
             shutdown.store(true, Ordering::Relaxed);
-            return Err(format!("the stage did not produce every output within 120 s: {counts:?}"));
+            return Err(format!(
+                "the stage did not produce every output within 120 s: {counts:?}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(200));
         counts = count_records(&bootstrap, &outputs)?;
@@ -99,10 +112,19 @@ fn demo(args: &DemoArgs, registry: &Registry) -> Result<(), String> {
         .map_err(|_| "the stage thread panicked".to_string())?
         .map_err(|e| e.to_string())?;
 
-    println!("kstage demo: topology {:?} on librdkafka's in-process mock cluster", args.topology);
-    println!("  produced {} sample orders to {INPUT_TOPIC} ({PARTITIONS} partitions)", args.records);
+    println!(
+        "kstage demo: topology {:?} on librdkafka's in-process mock cluster",
+        args.topology
+    );
+    println!(
+        "  produced {} sample orders to {INPUT_TOPIC} ({PARTITIONS} partitions)",
+        args.records
+    );
     for (name, topic) in &outputs {
-        println!("  output {name:<8} -> {topic}: {} records", counts.get(topic).copied().unwrap_or(0));
+        println!(
+            "  output {name:<8} -> {topic}: {} records",
+            counts.get(topic).copied().unwrap_or(0)
+        );
     }
     println!(
         "  stage: {} records in, {} records out, {} transactions committed, {} aborted, in {:.1} s",
@@ -117,9 +139,15 @@ fn demo(args: &DemoArgs, registry: &Registry) -> Result<(), String> {
     }
     println!();
     println!("NOTE: this ran on librdkafka's mock cluster, which does NOT enforce transactional");
-    println!("isolation: its read_committed readers see aborted and open transactions, it does not");
-    println!("store offsets sent in a transaction, and it fences nothing. The demo shows the wiring");
-    println!("only; exactly-once is proven by `scripts/test.sh` against a real Apache Kafka broker.");
+    println!(
+        "isolation: its read_committed readers see aborted and open transactions, it does not"
+    );
+    println!(
+        "store offsets sent in a transaction, and it fences nothing. The demo shows the wiring"
+    );
+    println!(
+        "only; exactly-once is proven by `scripts/test.sh` against a real Apache Kafka broker."
+    );
     Ok(())
 }
 
@@ -157,7 +185,9 @@ fn produce_samples(bootstrap: &str, records: u32) -> Result<(), String> {
             }
         }
     }
-    producer.flush(Duration::from_secs(30)).map_err(|e| format!("producing samples: {e}"))
+    producer
+        .flush(Duration::from_secs(30))
+        .map_err(|e| format!("producing samples: {e}"))
 }
 
 fn reader(bootstrap: &str, topics: &BTreeMap<String, String>) -> Result<BaseConsumer, String> {
@@ -174,11 +204,16 @@ fn reader(bootstrap: &str, topics: &BTreeMap<String, String>) -> Result<BaseCons
                 .map_err(|e| e.to_string())?;
         }
     }
-    consumer.assign(&tpl).map_err(|e| format!("assigning the output reader: {e}"))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| format!("assigning the output reader: {e}"))?;
     Ok(consumer)
 }
 
-fn count_records(bootstrap: &str, topics: &BTreeMap<String, String>) -> Result<BTreeMap<String, u64>, String> {
+fn count_records(
+    bootstrap: &str,
+    topics: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, u64>, String> {
     let consumer = reader(bootstrap, topics)?;
     let mut counts = BTreeMap::new();
     for topic in topics.values() {
@@ -194,12 +229,18 @@ fn count_records(bootstrap: &str, topics: &BTreeMap<String, String>) -> Result<B
     Ok(counts)
 }
 
-fn first_record(bootstrap: &str, topics: &BTreeMap<String, String>) -> Result<Option<String>, String> {
+fn first_record(
+    bootstrap: &str,
+    topics: &BTreeMap<String, String>,
+) -> Result<Option<String>, String> {
     let consumer = reader(bootstrap, topics)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-            let value = message.payload().map(String::from_utf8_lossy).unwrap_or_default();
+            let value = message
+                .payload()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
             return Ok(Some(format!("{} -> {value}", message.topic())));
         }
     }

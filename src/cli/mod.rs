@@ -24,7 +24,13 @@ use crate::topology::Registry;
 #[command(name = "kstage", version, about, max_term_width = 100)]
 pub struct Cli {
     /// Log line format.
-    #[arg(long, env = "KSTAGE_LOG_FORMAT", value_enum, default_value_t, global = true)]
+    #[arg(
+        long,
+        env = "KSTAGE_LOG_FORMAT",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
     pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]

@@ -14,7 +14,10 @@ use crate::engine::WorkerStats;
 use crate::error::EngineError;
 
 /// Runs `engine` on a dedicated thread until it returns; signals set `shutdown`.
-pub(crate) fn run_until_signal<F>(shutdown: Arc<AtomicBool>, engine: F) -> Result<WorkerStats, EngineError>
+pub(crate) fn run_until_signal<F>(
+    shutdown: Arc<AtomicBool>,
+    engine: F,
+) -> Result<WorkerStats, EngineError>
 where
     F: FnOnce() -> Result<WorkerStats, EngineError> + Send + 'static,
 {

@@ -7,8 +7,15 @@ use super::StageConfig;
 /// Fragments of setting names whose values are secrets (librdkafka's `sasl.password`,
 /// `ssl.key.password`, `ssl.keystore.password`, `ssl.key.pem`, `sasl.oauthbearer.client.secret`,
 /// registry credentials, ...).
-const SECRET_KEY_FRAGMENTS: &[&str] =
-    &["password", "secret", "jaas", "key.pem", "token", "credential", "basic.auth"];
+const SECRET_KEY_FRAGMENTS: &[&str] = &[
+    "password",
+    "secret",
+    "jaas",
+    "key.pem",
+    "token",
+    "credential",
+    "basic.auth",
+];
 
 /// What a secret value is replaced with.
 pub const REDACTED: &str = "[redacted]";
@@ -16,7 +23,9 @@ pub const REDACTED: &str = "[redacted]";
 /// Whether a setting's value must never be shown.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    SECRET_KEY_FRAGMENTS.iter().any(|fragment| key.contains(fragment))
+    SECRET_KEY_FRAGMENTS
+        .iter()
+        .any(|fragment| key.contains(fragment))
 }
 
 /// A copy of the config with every secret value replaced by [`REDACTED`], safe to log or print.
@@ -24,7 +33,11 @@ pub fn redacted(config: &StageConfig) -> StageConfig {
     let scrub = |map: &BTreeMap<String, String>| {
         map.iter()
             .map(|(k, v)| {
-                let v = if is_secret_key(k) { REDACTED.to_string() } else { v.clone() };
+                let v = if is_secret_key(k) {
+                    REDACTED.to_string()
+                } else {
+                    v.clone()
+                };
                 (k.clone(), v)
             })
             .collect()
@@ -45,9 +58,13 @@ mod tests {
     #[test]
     fn secrets_are_redacted_and_the_rest_kept() {
         let mut config = StageConfig::default();
-        config.kafka.insert("sasl.password".into(), "hunter2".into());
+        config
+            .kafka
+            .insert("sasl.password".into(), "hunter2".into());
         config.kafka.insert("sasl.username".into(), "alice".into());
-        config.producer.insert("ssl.key.password".into(), "s3cret".into());
+        config
+            .producer
+            .insert("ssl.key.password".into(), "s3cret".into());
         config.params.insert("api_token".into(), "t0k".into());
         let shown = format!("{:?}", redacted(&config));
         for secret in ["hunter2", "s3cret", "t0k"] {

@@ -12,11 +12,23 @@ use crate::topology::{Registry, Topology, TopologyParams, DEFAULT_OUTPUT};
 pub const RESERVED_KAFKA_KEYS: &[(&str, &str)] = &[
     ("bootstrap.servers", "set bootstrap_servers instead"),
     ("group.id", "the consumer group is app_id"),
-    ("transactional.id", "the transactional id is <app_id>-<instance_id>"),
-    ("enable.auto.commit", "the stage commits offsets itself (in the transaction)"),
-    ("enable.auto.offset.store", "the stage sends the consumer's positions itself"),
+    (
+        "transactional.id",
+        "the transactional id is <app_id>-<instance_id>",
+    ),
+    (
+        "enable.auto.commit",
+        "the stage commits offsets itself (in the transaction)",
+    ),
+    (
+        "enable.auto.offset.store",
+        "the stage sends the consumer's positions itself",
+    ),
     ("isolation.level", "a stage always reads read_committed"),
-    ("enable.idempotence", "the transactional producer is always idempotent"),
+    (
+        "enable.idempotence",
+        "the transactional producer is always idempotent",
+    ),
     ("transaction.timeout.ms", "set transaction_timeout instead"),
 ];
 
@@ -32,7 +44,10 @@ pub struct ConfigError {
 impl ConfigError {
     /// A problem with `key`.
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { key: key.into(), message: message.into() }
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -97,7 +112,11 @@ impl StageConfig {
         let Some(info) = registry.get(&self.topology) else {
             errors.push(ConfigError::new(
                 "topology",
-                format!("{:?} is not registered; one of: {}", self.topology, registry.names()),
+                format!(
+                    "{:?} is not registered; one of: {}",
+                    self.topology,
+                    registry.names()
+                ),
             ));
             return None;
         };
@@ -157,8 +176,16 @@ impl StageConfig {
                 errors.push(ConfigError::new(key, format!("missing; {what}")));
             }
         };
-        require("bootstrap_servers", &self.bootstrap_servers, "give host:port[,host:port...]");
-        require("app_id", &self.app_id, "give the application id (the consumer group)");
+        require(
+            "bootstrap_servers",
+            &self.bootstrap_servers,
+            "give host:port[,host:port...]",
+        );
+        require(
+            "app_id",
+            &self.app_id,
+            "give the application id (the consumer group)",
+        );
         require(
             "instance_id",
             &self.instance_id,
@@ -173,7 +200,10 @@ impl StageConfig {
             }
         }
         if self.inputs.is_empty() {
-            errors.push(ConfigError::new("inputs", "missing; give at least one input topic"));
+            errors.push(ConfigError::new(
+                "inputs",
+                "missing; give at least one input topic",
+            ));
         }
         for topic in self.inputs.iter().chain(self.outputs.values()) {
             if let Err(message) = check_topic_name(topic) {
@@ -189,10 +219,16 @@ impl StageConfig {
             }
         }
         if self.max_records_per_txn == 0 {
-            errors.push(ConfigError::new("max_records_per_txn", "must be at least 1"));
+            errors.push(ConfigError::new(
+                "max_records_per_txn",
+                "must be at least 1",
+            ));
         }
         if self.commit_interval.is_zero() {
-            errors.push(ConfigError::new("commit_interval", "must be greater than 0 (e.g. 100ms)"));
+            errors.push(ConfigError::new(
+                "commit_interval",
+                "must be greater than 0 (e.g. 100ms)",
+            ));
         }
         self.check_timeouts(&mut errors);
         self.check_kafka_maps(&mut errors);
@@ -246,8 +282,11 @@ impl StageConfig {
     }
 
     fn check_kafka_maps(&self, errors: &mut Vec<ConfigError>) {
-        let sections =
-            [("kafka", &self.kafka), ("consumer", &self.consumer), ("producer", &self.producer)];
+        let sections = [
+            ("kafka", &self.kafka),
+            ("consumer", &self.consumer),
+            ("producer", &self.producer),
+        ];
         for (section, map) in sections {
             for key in map.keys() {
                 if let Some((_, why)) = RESERVED_KAFKA_KEYS.iter().find(|(k, _)| k == key) {

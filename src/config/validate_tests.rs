@@ -49,7 +49,10 @@ fn error_keys(config: &StageConfig) -> Vec<String> {
 }
 
 fn only_error(config: &StageConfig) -> ConfigError {
-    let errors = config.validate(&registry()).err().expect("config should be invalid");
+    let errors = config
+        .validate(&registry())
+        .err()
+        .expect("config should be invalid");
     assert_eq!(errors.0.len(), 1, "expected one problem, got {errors}");
     errors.0.into_iter().next().expect("one error")
 }
@@ -62,14 +65,26 @@ fn a_complete_config_is_valid() {
 #[test]
 fn missing_required_fields_are_each_named() {
     let keys = error_keys(&StageConfig::default());
-    for key in ["topology", "bootstrap_servers", "app_id", "instance_id", "inputs"] {
-        assert!(keys.contains(&key.to_string()), "{key} missing from {keys:?}");
+    for key in [
+        "topology",
+        "bootstrap_servers",
+        "app_id",
+        "instance_id",
+        "inputs",
+    ] {
+        assert!(
+            keys.contains(&key.to_string()),
+            "{key} missing from {keys:?}"
+        );
     }
 }
 
 #[test]
 fn unknown_topology_lists_the_registered_ones() {
-    let config = StageConfig { topology: "nope".into(), ..valid() };
+    let config = StageConfig {
+        topology: "nope".into(),
+        ..valid()
+    };
     let error = only_error(&config);
     assert_eq!(error.key, "topology");
     assert!(error.message.contains("two"), "{error}");
@@ -97,9 +112,15 @@ fn an_output_that_is_also_an_input_is_refused() {
 
 #[test]
 fn topic_and_id_characters_are_checked() {
-    let config = StageConfig { inputs: vec!["bad topic".into()], ..valid() };
+    let config = StageConfig {
+        inputs: vec!["bad topic".into()],
+        ..valid()
+    };
     assert!(only_error(&config).message.contains("' '"));
-    let config = StageConfig { instance_id: "a/b".into(), ..valid() };
+    let config = StageConfig {
+        instance_id: "a/b".into(),
+        ..valid()
+    };
     assert_eq!(only_error(&config).key, "instance_id");
 }
 
@@ -127,21 +148,31 @@ fn reserved_kafka_settings_are_refused_with_the_field_to_use() {
 #[test]
 fn transaction_timeout_must_stay_below_max_poll_interval() {
     let mut config = valid();
-    config.consumer.insert("max.poll.interval.ms".into(), "30000".into());
+    config
+        .consumer
+        .insert("max.poll.interval.ms".into(), "30000".into());
     let error = only_error(&config);
     assert_eq!(error.key, "transaction_timeout");
     assert!(error.message.contains("max.poll.interval.ms"), "{error}");
 
     let mut config = valid();
-    config.kafka.insert("max.poll.interval.ms".into(), "soon".into());
+    config
+        .kafka
+        .insert("max.poll.interval.ms".into(), "soon".into());
     assert_eq!(only_error(&config).key, "kafka.max.poll.interval.ms");
 }
 
 #[test]
 fn commit_interval_must_be_positive_and_below_the_transaction_timeout() {
-    let config = StageConfig { commit_interval: Duration::ZERO, ..valid() };
+    let config = StageConfig {
+        commit_interval: Duration::ZERO,
+        ..valid()
+    };
     assert_eq!(only_error(&config).key, "commit_interval");
-    let config = StageConfig { commit_interval: Duration::from_secs(120), ..valid() };
+    let config = StageConfig {
+        commit_interval: Duration::from_secs(120),
+        ..valid()
+    };
     let error = only_error(&config);
     assert_eq!(error.key, "commit_interval");
     assert!(error.message.contains("transaction_timeout"), "{error}");
@@ -155,14 +186,19 @@ fn tiny_transaction_timeouts_and_empty_batches_are_refused() {
         ..valid()
     };
     assert_eq!(only_error(&config).key, "transaction_timeout");
-    let config = StageConfig { max_records_per_txn: 0, ..valid() };
+    let config = StageConfig {
+        max_records_per_txn: 0,
+        ..valid()
+    };
     assert_eq!(only_error(&config).key, "max_records_per_txn");
 }
 
 #[test]
 fn message_timeout_may_not_exceed_the_transaction_timeout() {
     let mut config = valid();
-    config.producer.insert("message.timeout.ms".into(), "120000".into());
+    config
+        .producer
+        .insert("message.timeout.ms".into(), "120000".into());
     assert_eq!(only_error(&config).key, "producer.message.timeout.ms");
 }
 
@@ -177,8 +213,8 @@ fn topology_parameters_are_checked_by_the_topology() {
 
 #[test]
 fn unknown_keys_in_a_file_are_named() {
-    let error = StageConfig::from_toml("topology = \"two\"\ncomit_interval = \"1s\"\n")
-        .expect_err("typo");
+    let error =
+        StageConfig::from_toml("topology = \"two\"\ncomit_interval = \"1s\"\n").expect_err("typo");
     assert_eq!(error.key, "comit_interval");
     let error = StageConfig::from_toml("delivery = \"twice\"").expect_err("bad enum");
     assert!(error.message.contains("exactly_once"), "{error}");

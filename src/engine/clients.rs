@@ -42,7 +42,10 @@ pub(crate) fn producer_config(config: &StageConfig) -> ClientConfig {
     client
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("enable.idempotence", "true")
-        .set("transaction.timeout.ms", config.transaction_timeout.as_millis().to_string());
+        .set(
+            "transaction.timeout.ms",
+            config.transaction_timeout.as_millis().to_string(),
+        );
     if config.delivery == DeliveryMode::ExactlyOnce {
         client.set("transactional.id", config.transactional_id());
     }
@@ -77,7 +80,10 @@ pub(crate) fn preflight<C: ConsumerContext>(
         }
     };
     let exists = |name: &str| {
-        metadata.topics().iter().any(|t| t.name() == name && t.error().is_none())
+        metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == name && t.error().is_none())
     };
     let missing: Vec<String> = config
         .inputs

@@ -61,13 +61,19 @@ pub fn run(
     )?;
     let consumer: BaseConsumer<rebalance::StageContext> = clients::consumer_config(config)
         .create_with_context(rebalance::StageContext::new(transactions))
-        .map_err(|source| EngineError::Kafka { operation: "creating the consumer", source })?;
+        .map_err(|source| EngineError::Kafka {
+            operation: "creating the consumer",
+            source,
+        })?;
     clients::preflight(&consumer, config, STARTUP_TIMEOUT)?;
     consumer.context().transactions().init()?;
     let inputs: Vec<&str> = config.inputs.iter().map(String::as_str).collect();
     consumer
         .subscribe(&inputs)
-        .map_err(|source| EngineError::Kafka { operation: "subscribing", source })?;
+        .map_err(|source| EngineError::Kafka {
+            operation: "subscribing",
+            source,
+        })?;
     tracing::info!(
         app_id = %config.app_id,
         transactional_id = %transactional_id,

@@ -29,14 +29,21 @@ pub(crate) struct Batch {
 
 impl Batch {
     pub(crate) fn new(started: Instant) -> Self {
-        Self { started, records: 0, partitions: Vec::new() }
+        Self {
+            started,
+            records: 0,
+            partitions: Vec::new(),
+        }
     }
 
     /// Notes a consumed record. A linear scan: a worker reads few partitions, and this avoids
     /// hashing the topic name per record.
     pub(crate) fn note(&mut self, topic: &str, partition: i32, offset: i64) {
         self.records += 1;
-        let known = self.partitions.iter().any(|(t, p, _)| *p == partition && t == topic);
+        let known = self
+            .partitions
+            .iter()
+            .any(|(t, p, _)| *p == partition && t == topic);
         if !known {
             self.partitions.push((topic.to_string(), partition, offset));
         }
@@ -44,7 +51,10 @@ impl Batch {
 
     /// The first offset this batch consumed from a partition.
     pub(crate) fn first_offset(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.partitions.iter().find(|(t, p, _)| *p == partition && t == topic).map(|(_, _, o)| *o)
+        self.partitions
+            .iter()
+            .find(|(t, p, _)| *p == partition && t == topic)
+            .map(|(_, _, o)| *o)
     }
 
     /// The partitions this batch read from.
@@ -58,9 +68,10 @@ pub(crate) fn positions<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     batch: &Batch,
 ) -> Result<TopicPartitionList, EngineError> {
-    let all = consumer
-        .position()
-        .map_err(|source| EngineError::Kafka { operation: "reading consumer positions", source })?;
+    let all = consumer.position().map_err(|source| EngineError::Kafka {
+        operation: "reading consumer positions",
+        source,
+    })?;
     let mut wanted = TopicPartitionList::with_capacity(batch.partitions.len());
     for (topic, partition) in batch.partitions() {
         let position = all
@@ -70,9 +81,12 @@ pub(crate) fn positions<C: ConsumerContext>(
         // A partition we read from but no longer hold (revoked and already committed by the
         // rebalance handler, or lost) has no position: leave it to its new owner.
         if let Some(offset) = position {
-            wanted.add_partition_offset(topic, partition, offset).map_err(|source| {
-                EngineError::Kafka { operation: "building the offsets to commit", source }
-            })?;
+            wanted
+                .add_partition_offset(topic, partition, offset)
+                .map_err(|source| EngineError::Kafka {
+                    operation: "building the offsets to commit",
+                    source,
+                })?;
         }
     }
     Ok(wanted)
@@ -86,7 +100,10 @@ pub(crate) fn rewind<C: ConsumerContext>(
 ) -> Result<(), EngineError> {
     let committed = consumer
         .committed(LOOKUP_TIMEOUT)
-        .map_err(|source| EngineError::Kafka { operation: "reading committed offsets", source })?;
+        .map_err(|source| EngineError::Kafka {
+            operation: "reading committed offsets",
+            source,
+        })?;
     let mut sought = 0;
     for elem in committed.elements() {
         let target = match elem.offset() {
@@ -95,12 +112,23 @@ pub(crate) fn rewind<C: ConsumerContext>(
         };
         if let Some(offset) = target {
             consumer
-                .seek(elem.topic(), elem.partition(), Offset::Offset(offset), LOOKUP_TIMEOUT)
-                .map_err(|source| EngineError::Kafka { operation: "rewinding a partition", source })?;
+                .seek(
+                    elem.topic(),
+                    elem.partition(),
+                    Offset::Offset(offset),
+                    LOOKUP_TIMEOUT,
+                )
+                .map_err(|source| EngineError::Kafka {
+                    operation: "rewinding a partition",
+                    source,
+                })?;
             sought += 1;
         }
     }
-    tracing::info!(partitions = sought, "Rewound the consumer to the committed offsets.");
+    tracing::info!(
+        partitions = sought,
+        "Rewound the consumer to the committed offsets."
+    );
     Ok(())
 }
 

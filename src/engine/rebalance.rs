@@ -53,14 +53,19 @@ pub(crate) struct StageContext {
 
 impl StageContext {
     pub(crate) fn new(transactions: Transactions) -> Self {
-        Self { transactions: Mutex::new(transactions), pending: Mutex::new(Pending::default()) }
+        Self {
+            transactions: Mutex::new(transactions),
+            pending: Mutex::new(Pending::default()),
+        }
     }
 
     /// The producer side. Only the worker's thread locks it (the callbacks run there too), so it
     /// is never contended; a poisoned lock is recovered because the state it guards is only
     /// mutated by whole commits and aborts.
     pub(crate) fn transactions(&self) -> MutexGuard<'_, Transactions> {
-        self.transactions.lock().unwrap_or_else(PoisonError::into_inner)
+        self.transactions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// What the callbacks left for the loop.
@@ -72,14 +77,24 @@ impl StageContext {
         let lost = consumer.assignment_lost();
         let mut transactions = self.transactions();
         if !transactions.is_open() {
-            tracing::info!(partitions, lost, "Partitions revoked; no transaction was open.");
+            tracing::info!(
+                partitions,
+                lost,
+                "Partitions revoked; no transaction was open."
+            );
             return;
         }
         let result = if lost {
-            tracing::warn!(partitions, "Partitions lost; aborting the open transaction.");
+            tracing::warn!(
+                partitions,
+                "Partitions lost; aborting the open transaction."
+            );
             transactions.abort()
         } else {
-            tracing::info!(partitions, "Partitions revoked; committing the open transaction first.");
+            tracing::info!(
+                partitions,
+                "Partitions revoked; committing the open transaction first."
+            );
             transactions.commit(consumer)
         };
         drop(transactions);

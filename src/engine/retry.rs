@@ -79,10 +79,13 @@ mod tests {
     #[test]
     fn stops_at_the_first_non_retriable_error() {
         let mut calls = 0;
-        let result: Result<(), _> = retrying("test", Instant::now() + Duration::from_secs(30), || {
-            calls += 1;
-            Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge))
-        });
+        let result: Result<(), _> =
+            retrying("test", Instant::now() + Duration::from_secs(30), || {
+                calls += 1;
+                Err(KafkaError::MessageProduction(
+                    RDKafkaErrorCode::MessageSizeTooLarge,
+                ))
+            });
         assert!(matches!(result, Err(Retried::Failed(_))));
         assert_eq!(calls, 1);
     }

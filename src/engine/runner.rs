@@ -39,11 +39,20 @@ pub(crate) struct Routes(Vec<(String, String)>);
 
 impl Routes {
     pub(crate) fn new(config: &StageConfig) -> Self {
-        Self(config.outputs.iter().map(|(n, t)| (n.clone(), t.clone())).collect())
+        Self(
+            config
+                .outputs
+                .iter()
+                .map(|(n, t)| (n.clone(), t.clone()))
+                .collect(),
+        )
     }
 
     fn topic(&self, output: &str) -> Option<&str> {
-        self.0.iter().find(|(name, _)| name == output).map(|(_, topic)| topic.as_str())
+        self.0
+            .iter()
+            .find(|(name, _)| name == output)
+            .map(|(_, topic)| topic.as_str())
     }
 }
 
@@ -77,7 +86,9 @@ impl Worker {
                 summarised = self.log_summary(summarised);
                 last_summary = Instant::now();
             }
-            let Some(polled) = self.consumer.poll(self.poll_wait()) else { continue };
+            let Some(polled) = self.consumer.poll(self.poll_wait()) else {
+                continue;
+            };
             if self.consumer.context().pending().rewind.is_some() {
                 // Polled after a callback aborted the batch: it will be read again after the
                 // rewind at the top of the loop.
@@ -100,9 +111,14 @@ impl Worker {
                 }
                 Err(error) => match classify_consumer(&error) {
                     ErrorClass::Fatal => {
-                        return Err(EngineError::Kafka { operation: "consuming", source: error })
+                        return Err(EngineError::Kafka {
+                            operation: "consuming",
+                            source: error,
+                        })
                     }
-                    _ => tracing::warn!(%error, "The consumer reported an error; it keeps retrying."),
+                    _ => {
+                        tracing::warn!(%error, "The consumer reported an error; it keeps retrying.")
+                    }
                 },
             }
         }
@@ -121,20 +137,33 @@ impl Worker {
         match outcome {
             Ok(()) => Ok(()),
             Err(Poison::Engine(error)) => Err(error),
-            Err(Poison::Record { topic, partition, offset, error }) => match self.poison_policy {
+            Err(Poison::Record {
+                topic,
+                partition,
+                offset,
+                error,
+            }) => match self.poison_policy {
                 PoisonPolicy::Fail => {
                     let aborted = self.consumer.context().transactions().abort();
                     if let Err(abort_error) = aborted {
                         tracing::error!(error = %abort_error, "Aborting after a poison record failed.");
                     }
-                    Err(EngineError::Poison { topic, partition, offset, error })
+                    Err(EngineError::Poison {
+                        topic,
+                        partition,
+                        offset,
+                        error,
+                    })
                 }
             },
         }
     }
 
     /// Acts on what the rebalance callbacks left: a fatal error, or a batch to rewind from.
-    fn handle_callback_results(&mut self, buffer: &mut Vec<OwnedMessage>) -> Result<(), EngineError> {
+    fn handle_callback_results(
+        &mut self,
+        buffer: &mut Vec<OwnedMessage>,
+    ) -> Result<(), EngineError> {
         let (fatal, rewind) = {
             let mut pending = self.consumer.context().pending();
             (pending.fatal.take(), pending.rewind.take())
@@ -175,7 +204,11 @@ impl Worker {
     /// Commits the open batch; after an abort, rewinds. In at_most_once mode, produces the
     /// buffered records once their offsets are committed.
     fn commit(&mut self, buffer: &mut Vec<OwnedMessage>) -> Result<(), EngineError> {
-        let outcome = self.consumer.context().transactions().commit(&self.consumer)?;
+        let outcome = self
+            .consumer
+            .context()
+            .transactions()
+            .commit(&self.consumer)?;
         match outcome {
             CommitOutcome::Committed => self.produce_buffer(buffer),
             CommitOutcome::Aborted(batch) => {
@@ -187,8 +220,13 @@ impl Worker {
 
     fn produce_buffer(&mut self, buffer: &mut Vec<OwnedMessage>) -> Result<(), EngineError> {
         for message in buffer.drain(..) {
-            let outcome =
-                process(&mut *self.topology, &self.routes, &self.consumer, &message, false);
+            let outcome = process(
+                &mut *self.topology,
+                &self.routes,
+                &self.consumer,
+                &message,
+                false,
+            );
             self.on_processed(outcome)?;
         }
         Ok(())
@@ -213,7 +251,12 @@ impl Worker {
 /// Why a record was not processed.
 enum Poison {
     /// The record itself is bad (the poison policy decides).
-    Record { topic: String, partition: i32, offset: i64, error: TopologyError },
+    Record {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        error: TopologyError,
+    },
     /// Kafka failed while writing the outputs.
     Engine(EngineError),
 }
@@ -248,7 +291,9 @@ where
     M: Message,
     M::Headers: AsBorrowedHeaders,
 {
-    let headers = message.headers().map(AsBorrowedHeaders::as_borrowed_headers);
+    let headers = message
+        .headers()
+        .map(AsBorrowedHeaders::as_borrowed_headers);
     let record = Record {
         key: message.key(),
         value: message.payload(),

@@ -119,7 +119,10 @@ impl Transactions {
     ) -> Result<Self, EngineError> {
         let producer = config
             .create_with_context(DeliveryTracker::default())
-            .map_err(|source| EngineError::Kafka { operation: "creating the producer", source })?;
+            .map_err(|source| EngineError::Kafka {
+                operation: "creating the producer",
+                source,
+            })?;
         Ok(Self {
             producer,
             mode,
@@ -139,8 +142,10 @@ impl Transactions {
         }
         let producer = &self.producer;
         let timeout = self.transaction_timeout;
-        retrying("init_transactions", self.deadline(), || producer.init_transactions(timeout))
-            .map_err(|e| self.fatal("init_transactions", e))
+        retrying("init_transactions", self.deadline(), || {
+            producer.init_transactions(timeout)
+        })
+        .map_err(|e| self.fatal("init_transactions", e))
     }
 
     /// Whether a batch is open.
@@ -163,9 +168,9 @@ impl Transactions {
     ) -> Result<(), EngineError> {
         if self.batch.is_none() {
             if self.mode == DeliveryMode::ExactlyOnce {
-                self.producer
-                    .begin_transaction()
-                    .map_err(|e| EngineError::kafka("begin_transaction", e, &self.transactional_id))?;
+                self.producer.begin_transaction().map_err(|e| {
+                    EngineError::kafka("begin_transaction", e, &self.transactional_id)
+                })?;
             }
             self.failed_at_open = self.failed_deliveries();
             self.batch = Some(Batch::new(Instant::now()));
@@ -179,7 +184,11 @@ impl Transactions {
 
     /// Sends one output record (inside the open transaction in exactly_once mode). A full local
     /// queue is waited out by serving delivery reports.
-    pub(crate) fn send(&mut self, topic: &str, record: &OutputRecord<'_>) -> Result<(), EngineError> {
+    pub(crate) fn send(
+        &mut self,
+        topic: &str,
+        record: &OutputRecord<'_>,
+    ) -> Result<(), EngineError> {
         let mut base = BaseRecord::<[u8], [u8], ()>::with_opaque_to(topic, ());
         if let Some(key) = &record.key {
             base = base.key(key.as_ref());
@@ -193,7 +202,10 @@ impl Transactions {
         if !record.headers.is_empty() {
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
             for (key, value) in &record.headers {
-                headers = headers.insert(Header { key: key.as_ref(), value: value.as_deref() });
+                headers = headers.insert(Header {
+                    key: key.as_ref(),
+                    value: value.as_deref(),
+                });
             }
             base = base.headers(headers);
         }
@@ -216,7 +228,11 @@ impl Transactions {
                     base = returned;
                 }
                 Err((error, _)) => {
-                    return Err(EngineError::kafka("producing", error, &self.transactional_id))
+                    return Err(EngineError::kafka(
+                        "producing",
+                        error,
+                        &self.transactional_id,
+                    ))
                 }
             }
         }
@@ -234,9 +250,10 @@ impl Transactions {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<CommitOutcome, EngineError> {
-        if self.batch.is_none() {
+        let Some(records) = self.batch.as_ref().map(|batch| batch.records) else {
             return Ok(CommitOutcome::Committed);
-        }
+        };
+        let started = Instant::now();
         let outcome = match self.mode {
             DeliveryMode::ExactlyOnce => self.commit_transaction(consumer)?,
             DeliveryMode::AtLeastOnce => self.commit_after_flush(consumer)?,
@@ -244,6 +261,11 @@ impl Transactions {
         };
         if outcome == CommitOutcome::Committed {
             self.stats.commits += 1;
+            tracing::debug!(
+                records,
+                commit_us = started.elapsed().as_micros() as u64,
+                "Committed a batch."
+            );
         }
         Ok(outcome)
     }
@@ -253,7 +275,9 @@ impl Transactions {
         consumer: &BaseConsumer<C>,
     ) -> Result<CommitOutcome, EngineError> {
         crash_point("kstage::after_produce");
-        let Some(batch) = &self.batch else { return Ok(CommitOutcome::Committed) };
+        let Some(batch) = &self.batch else {
+            return Ok(CommitOutcome::Committed);
+        };
         let positions = offsets::positions(consumer, batch)?;
         let metadata = consumer.group_metadata().ok_or_else(|| {
             EngineError::Startup("the consumer has no group metadata (not in a group)".into())
@@ -267,7 +291,10 @@ impl Transactions {
         }
         crash_point("kstage::after_send_offsets");
         if let Err(e) = self.await_deliveries(self.deadline()) {
-            return self.abort_or_fail("awaiting deliveries", Retried::exhausted(e, self.transaction_timeout));
+            return self.abort_or_fail(
+                "awaiting deliveries",
+                Retried::exhausted(e, self.transaction_timeout),
+            );
         }
         crash_point("kstage::before_commit");
         if injected_abort() {
@@ -317,7 +344,9 @@ impl Transactions {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<CommitOutcome, EngineError> {
-        let Some(batch) = &self.batch else { return Ok(CommitOutcome::Committed) };
+        let Some(batch) = &self.batch else {
+            return Ok(CommitOutcome::Committed);
+        };
         let positions = offsets::positions(consumer, batch)?;
         retrying("committing offsets", self.deadline(), || {
             consumer.commit(&positions, CommitMode::Sync)
@@ -347,7 +376,11 @@ impl Transactions {
 
     fn take_aborted(&mut self) -> CommitOutcome {
         self.stats.aborts += 1;
-        CommitOutcome::Aborted(self.batch.take().unwrap_or_else(|| Batch::new(Instant::now())))
+        CommitOutcome::Aborted(
+            self.batch
+                .take()
+                .unwrap_or_else(|| Batch::new(Instant::now())),
+        )
     }
 
     fn abort_or_fail(
@@ -368,7 +401,9 @@ impl Transactions {
     fn await_deliveries(&self, deadline: Instant) -> Result<(), KafkaError> {
         while self.producer.in_flight_count() > 0 {
             if Instant::now() >= deadline {
-                return Err(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut));
+                return Err(KafkaError::Flush(
+                    rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+                ));
             }
             self.producer.poll(Duration::from_millis(1));
         }
@@ -377,11 +412,12 @@ impl Transactions {
 
     /// Awaits deliveries before the process exits (at_most_once produces after committing).
     pub(crate) fn drain(&self) -> Result<(), EngineError> {
-        self.await_deliveries(self.deadline()).map_err(|source| EngineError::RetriesExhausted {
-            operation: "awaiting deliveries",
-            waited_secs: self.transaction_timeout.as_secs(),
-            source,
-        })
+        self.await_deliveries(self.deadline())
+            .map_err(|source| EngineError::RetriesExhausted {
+                operation: "awaiting deliveries",
+                waited_secs: self.transaction_timeout.as_secs(),
+                source,
+            })
     }
 
     fn failed_deliveries(&self) -> u64 {
@@ -389,7 +425,12 @@ impl Transactions {
     }
 
     fn last_delivery_error(&self) -> Option<String> {
-        self.producer.context().last_error.lock().ok().and_then(|e| e.clone())
+        self.producer
+            .context()
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
     }
 
     fn deadline(&self) -> Instant {

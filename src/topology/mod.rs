@@ -37,7 +37,7 @@
 mod record;
 mod registry;
 
-pub use record::{Context, Emitter, Headers, OutputRecord, Record};
+pub use record::{Context, Emitter, Headers, OutputHeader, OutputRecord, Record};
 pub use registry::{Registry, TopologyFactory, TopologyInfo, TopologyParams};
 
 use std::fmt;
@@ -56,8 +56,11 @@ pub trait Topology: Send {
     /// The emitter borrows from the record (`'a`), so a topology can forward the input's key, value
     /// or headers without copying them. Returning an error hands the record to the stage's poison
     /// policy; outputs already emitted for this record are discarded in that case.
-    fn process<'a>(&mut self, record: &Record<'a>, out: &mut Emitter<'a>)
-        -> Result<(), TopologyError>;
+    fn process<'a>(
+        &mut self,
+        record: &Record<'a>,
+        out: &mut Emitter<'a>,
+    ) -> Result<(), TopologyError>;
 
     /// The output names this topology emits to, besides [`DEFAULT_OUTPUT`]. The stage checks at
     /// start-up that each one is routed to a topic.
@@ -99,17 +102,26 @@ pub enum TopologyErrorKind {
 impl TopologyError {
     /// A record whose bytes could not be decoded.
     pub fn decode(message: impl Into<String>) -> Self {
-        Self { kind: TopologyErrorKind::Decode, message: message.into() }
+        Self {
+            kind: TopologyErrorKind::Decode,
+            message: message.into(),
+        }
     }
 
     /// A decoded record whose content is not acceptable.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self { kind: TopologyErrorKind::Invalid, message: message.into() }
+        Self {
+            kind: TopologyErrorKind::Invalid,
+            message: message.into(),
+        }
     }
 
     /// A failure of the transform itself.
     pub fn transform(message: impl Into<String>) -> Self {
-        Self { kind: TopologyErrorKind::Transform, message: message.into() }
+        Self {
+            kind: TopologyErrorKind::Transform,
+            message: message.into(),
+        }
     }
 }
 

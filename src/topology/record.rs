@@ -74,7 +74,10 @@ impl<'a> Headers<'a> {
 
     /// The value of the last header with this name (Kafka's convention for repeated headers).
     pub fn last(&self, name: &str) -> Option<Option<&'a [u8]>> {
-        self.iter().filter(|(key, _)| *key == name).last().map(|(_, value)| value)
+        self.iter()
+            .filter(|(key, _)| *key == name)
+            .last()
+            .map(|(_, value)| value)
     }
 }
 
@@ -118,6 +121,9 @@ impl<'a> Record<'a> {
     }
 }
 
+/// A header of an output record: name and (possibly absent) value.
+pub type OutputHeader<'a> = (Cow<'a, str>, Option<Cow<'a, [u8]>>);
+
 /// One record a topology emits. It may borrow from the input record (`'a`), so forwarding an
 /// input's key, value or headers costs no copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +135,7 @@ pub struct OutputRecord<'a> {
     /// The value; `None` writes a tombstone.
     pub value: Option<Cow<'a, [u8]>>,
     /// Headers, in order.
-    pub headers: Vec<(Cow<'a, str>, Option<Cow<'a, [u8]>>)>,
+    pub headers: Vec<OutputHeader<'a>>,
     /// The timestamp in milliseconds; `None` lets the producer stamp the record.
     pub timestamp: Option<i64>,
 }
@@ -137,7 +143,13 @@ pub struct OutputRecord<'a> {
 impl<'a> OutputRecord<'a> {
     /// An empty record (no key, no value, no headers) for the default output.
     pub fn new() -> Self {
-        Self { output: DEFAULT_OUTPUT, key: None, value: None, headers: Vec::new(), timestamp: None }
+        Self {
+            output: DEFAULT_OUTPUT,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            timestamp: None,
+        }
     }
 
     /// A record for the default output that carries the input's key, value, headers and
@@ -181,7 +193,11 @@ impl<'a> OutputRecord<'a> {
     }
 
     /// Appends a header.
-    pub fn header(mut self, name: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, [u8]>>) -> Self {
+    pub fn header(
+        mut self,
+        name: impl Into<Cow<'a, str>>,
+        value: impl Into<Cow<'a, [u8]>>,
+    ) -> Self {
         self.headers.push((name.into(), Some(value.into())));
         self
     }
@@ -202,7 +218,9 @@ pub struct Emitter<'a> {
 impl<'a> Emitter<'a> {
     /// An empty emitter.
     pub fn new() -> Self {
-        Self { records: Vec::new() }
+        Self {
+            records: Vec::new(),
+        }
     }
 
     /// Emits a record. Nothing is written until `process` returns `Ok`.
@@ -230,7 +248,12 @@ mod tests {
             key: Some(b"k"),
             value,
             headers,
-            context: Context { topic: "in", partition: 0, offset: 7, timestamp: Some(1) },
+            context: Context {
+                topic: "in",
+                partition: 0,
+                offset: 7,
+                timestamp: Some(1),
+            },
         }
     }
 
@@ -253,14 +276,19 @@ mod tests {
         assert_eq!(record(Some(b"ok"), none).value_str(), Ok("ok"));
         let tombstone = record(None, none).value_str().expect_err("tombstone");
         assert!(tombstone.message.contains("tombstone"));
-        let bad = record(Some(&[0xff, 0xfe]), none).value_str().expect_err("bad utf-8");
+        let bad = record(Some(&[0xff, 0xfe]), none)
+            .value_str()
+            .expect_err("bad utf-8");
         assert!(bad.message.contains("UTF-8"));
     }
 
     #[test]
     fn last_header_wins() {
         let headers = [("a", Some(&b"1"[..])), ("a", Some(&b"2"[..]))];
-        assert_eq!(Headers::from_slice(&headers).last("a"), Some(Some(&b"2"[..])));
+        assert_eq!(
+            Headers::from_slice(&headers).last("a"),
+            Some(Some(&b"2"[..]))
+        );
         assert_eq!(Headers::from_slice(&headers).last("b"), None);
     }
 }

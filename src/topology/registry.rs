@@ -27,9 +27,9 @@ impl TopologyParams {
     pub fn parse_or<T: FromStr>(&self, key: &str, default: T, expected: &str) -> Result<T, String> {
         match self.get(key) {
             None => Ok(default),
-            Some(raw) => raw.parse().map_err(|_| {
-                format!("params.{key}: {raw:?} is not valid; expected {expected}")
-            }),
+            Some(raw) => raw
+                .parse()
+                .map_err(|_| format!("params.{key}: {raw:?} is not valid; expected {expected}")),
         }
     }
 
@@ -44,9 +44,9 @@ impl TopologyParams {
     pub fn deny_unknown(&self, known: &[&str]) -> Result<(), String> {
         match self.0.keys().find(|key| !known.contains(&key.as_str())) {
             None => Ok(()),
-            Some(key) if known.is_empty() => {
-                Err(format!("params.{key}: unknown parameter; this topology takes none"))
-            }
+            Some(key) if known.is_empty() => Err(format!(
+                "params.{key}: unknown parameter; this topology takes none"
+            )),
             Some(key) => Err(format!(
                 "params.{key}: unknown parameter; this topology takes: {}",
                 known.join(", ")
@@ -88,7 +88,14 @@ impl Registry {
         description: &'static str,
         factory: TopologyFactory,
     ) -> &mut Self {
-        self.entries.insert(name, TopologyInfo { name, description, factory });
+        self.entries.insert(
+            name,
+            TopologyInfo {
+                name,
+                description,
+                factory,
+            },
+        );
         self
     }
 
@@ -113,14 +120,24 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> TopologyParams {
-        TopologyParams::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        TopologyParams::new(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
     fn parse_or_names_the_parameter_and_the_expected_form() {
         let p = params(&[("rate", "lots")]);
-        let err = p.parse_or::<f64>("rate", 0.0, "a decimal number").expect_err("bad");
-        assert_eq!(err, "params.rate: \"lots\" is not valid; expected a decimal number");
+        let err = p
+            .parse_or::<f64>("rate", 0.0, "a decimal number")
+            .expect_err("bad");
+        assert_eq!(
+            err,
+            "params.rate: \"lots\" is not valid; expected a decimal number"
+        );
         assert_eq!(p.parse_or::<u32>("other", 3, "a count"), Ok(3));
     }
 
@@ -128,7 +145,10 @@ mod tests {
     fn deny_unknown_lists_what_is_known() {
         let p = params(&[("mraker", "x")]);
         let err = p.deny_unknown(&["marker"]).expect_err("typo");
-        assert!(err.contains("params.mraker") && err.contains("marker"), "{err}");
+        assert!(
+            err.contains("params.mraker") && err.contains("marker"),
+            "{err}"
+        );
         assert!(params(&[]).deny_unknown(&[]).is_ok());
     }
 }
