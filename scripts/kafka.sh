@@ -585,12 +585,15 @@ cmd_start() {
     "${nodes}" "${bootstrap}" "${cluster_id}" "${KAFKA_VERSION}" >"${CLUSTER_ENV}"
 
   log "starting ${nodes} node(s) of Kafka ${KAFKA_VERSION} (data: ${DATA})"
+  # Do not leave half a cluster behind when start-up fails.
+  trap 'rc=$?; if ((rc != 0)); then log "start failed; stopping the nodes"; stop_all; fi' EXIT
   for ((i = 1; i <= nodes; i++)); do
     launch_node "${i}" "${nodes}"
   done
   local all=()
   for ((i = 1; i <= nodes; i++)); do all+=("${i}"); done
   wait_ready "${bootstrap}" "${all[@]}"
+  trap - EXIT
   log "cluster up in $((SECONDS - t0))s: ${bootstrap}"
   echo "${bootstrap}"
 }

@@ -255,9 +255,11 @@ cmd_start() {
     -Dapicurio.rest.deletion.artifact-version.enabled=true
     "${extra[@]}" -jar "${APP_HOME}/$(marker_get runner)")
   log "starting Apicurio Registry ${VERSION} on ${BASE_URL} (log: ${LOGFILE})"
+  # Do not leave a half-started registry behind when start-up fails.
+  trap 'rc=$?; if ((rc != 0)); then stop_registry; fi' EXIT
   # shellcheck disable=SC2016 # $$ and $1 are expanded by the inner shell.
-  (cd "${DATA}" && setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' kstage-registry "${PIDFILE}" "${cmd[@]}" \
-    </dev/null >"${LOGFILE}" 2>&1 {LOCK_FD}>&- &)
+  setsid bash -c 'echo $$ >"$1"; cd "$2" || exit 1; shift 2; exec "$@"' kstage-registry \
+    "${PIDFILE}" "${DATA}" "${cmd[@]}" </dev/null >"${LOGFILE}" 2>&1 {LOCK_FD}>&- &
   local deadline=$((SECONDS + START_TIMEOUT)) i
   for ((i = 0; i < 100; i++)); do
     [[ -s "${PIDFILE}" ]] && break
@@ -274,6 +276,7 @@ cmd_start() {
     fi
     sleep 0.25
   done
+  trap - EXIT
   log "registry up in $((SECONDS - t0))s"
   echo "${CCOMPAT_URL}"
 }

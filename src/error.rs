@@ -129,6 +129,22 @@ pub enum EngineError {
         /// The last error.
         source: KafkaError,
     },
+    /// A service a record's processing needs (the schema registry) did not answer in time.
+    #[error(
+        "record {topic}/{partition}@{offset} could not be processed because a service did not \
+         answer ({message}); the stage stops without committing it (nothing is dead-lettered \
+         for this), restart it once the service is back"
+    )]
+    Unavailable {
+        /// The input topic.
+        topic: String,
+        /// The input partition.
+        partition: i32,
+        /// The record's offset.
+        offset: i64,
+        /// What did not answer.
+        message: String,
+    },
     /// A record could not be processed and the poison policy is `fail`.
     #[error(
         "record {topic}/{partition}@{offset} could not be processed ({error}); poison_policy is \

@@ -12,6 +12,7 @@
 //! * [`cli`]: the `kstage` command line, reusable by a binary that registers its own topologies.
 
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -13,7 +13,14 @@ fn kstage(args: &[&str], timeout: Duration) -> Output {
     let dir = tempfile::tempdir().expect("create a directory for the command's output");
     let stdout_path = dir.path().join("stdout");
     let stderr_path = dir.path().join("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kstage"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kstage"));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("KSTAGE_") && !key.starts_with("KSTAGE_TEST_") {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout_path).expect("create stdout file"))

@@ -7,8 +7,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::read::{seen_but_not_settled, LiveReader};
 use common::stage::exit_code;
-use common::{InputWriter, Pipeline, Report, StageSpec, PATIENCE};
+use common::{InputWriter, Isolation, Pipeline, Report, StageSpec, PATIENCE};
 
 /// SIGKILLs mid-stream per round.
 const KILLS: usize = 6;
@@ -95,6 +96,12 @@ fn every_record_exactly_once_across_sigkill_restarts() {
     let pipeline = Pipeline::new(&broker, 3);
     let mut writer = pipeline.seed(RECORDS);
     let spec = pipeline.stage("passthrough").instance("crashy");
+    // A downstream read_committed consumer following the output across all the crashes.
+    let live = LiveReader::start(
+        &pipeline.bootstrap,
+        &pipeline.output,
+        Isolation::ReadCommitted,
+    );
 
     let uncommitted = kill_until_duplicates(&pipeline, &spec, &mut writer, |written| {
         pipeline.check_uncommitted(written)
@@ -109,11 +116,28 @@ fn every_record_exactly_once_across_sigkill_restarts() {
         "read_uncommitted view lost records: {uncommitted}"
     );
 
-    let committed = pipeline.check_committed(&writer.written);
+    let settled = pipeline.read_output(Isolation::ReadCommitted);
+    let committed = common::check(&writer.written, &settled);
     committed.assert_exactly_once_in_order("read_committed output after SIGKILL restarts");
     assert!(
         pipeline.output_settled(),
         "an output partition still has an open transaction"
+    );
+
+    // What the live reader saw during the run is all in the settled output: it never saw a record
+    // of a transaction that was later aborted.
+    let live = live.stop();
+    assert!(
+        !live.is_empty(),
+        "the live read_committed reader saw nothing during the run"
+    );
+    let unsettled = seen_but_not_settled(&live, &settled);
+    assert!(
+        unsettled.is_empty(),
+        "a read_committed reader saw {} records during the run that are not in the final output, \
+         e.g. {:?}",
+        unsettled.len(),
+        &unsettled[..unsettled.len().min(10)]
     );
 }
 

@@ -6,6 +6,7 @@
 //! with `kstage run --topology my-transform ...`.
 
 pub mod orders;
+pub mod orders_avro;
 pub mod passthrough;
 #[cfg(feature = "fault-injection")]
 pub mod testing;
@@ -17,7 +18,8 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
         .register("passthrough", passthrough::DESCRIPTION, passthrough::build)
-        .register("orders", orders::DESCRIPTION, orders::build);
+        .register("orders", orders::DESCRIPTION, orders::build)
+        .register("orders-avro", orders_avro::DESCRIPTION, orders_avro::build);
     #[cfg(feature = "fault-injection")]
     registry.register("fail-on", testing::DESCRIPTION, testing::build);
     registry

@@ -13,6 +13,7 @@
 //! Parameters: `tax_rate` (default 0.2), `priority_threshold` (order total at or above which the
 //! priority is `high`; default 1000).
 
+use apache_avro::AvroSchema;
 use kstage::topology::{Emitter, OutputRecord, Record, Topology, TopologyError, TopologyParams};
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +24,9 @@ pub const DESCRIPTION: &str =
 /// The named output invalid orders go to.
 pub const INVALID: &str = "invalid";
 
-/// An order as it arrives.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+/// An order as it arrives. The Avro schema (`kstage.examples.Order`) is derived from it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, AvroSchema)]
+#[avro(namespace = "kstage.examples")]
 pub struct Order {
     /// Order id.
     pub id: String,
@@ -34,27 +36,45 @@ pub struct Order {
     pub currency: String,
     /// Order lines.
     pub items: Vec<Item>,
+    /// Sales channel; added in version 2 of the schema, so it has a default and older records
+    /// still decode.
+    #[serde(default = "default_channel")]
+    #[avro(default = "\"web\"")]
+    pub channel: String,
+}
+
+fn default_channel() -> String {
+    "web".to_string()
 }
 
 /// One order line.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, AvroSchema)]
+#[avro(namespace = "kstage.examples")]
 pub struct Item {
     /// Stock keeping unit.
     pub sku: String,
     /// Quantity, at least 1.
-    pub qty: u32,
+    pub qty: i32,
     /// Price of one unit.
     pub unit_price: f64,
 }
 
-/// An order with its computed fields.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+/// An order with its computed fields (`kstage.examples.EnrichedOrder`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, AvroSchema)]
+#[avro(namespace = "kstage.examples")]
 pub struct EnrichedOrder {
-    /// The order as it arrived.
-    #[serde(flatten)]
-    pub order: Order,
+    /// Order id.
+    pub id: String,
+    /// Customer id.
+    pub customer: String,
+    /// ISO 4217 currency code.
+    pub currency: String,
+    /// Sales channel.
+    pub channel: String,
+    /// Order lines.
+    pub items: Vec<Item>,
     /// Total units over all lines.
-    pub item_count: u64,
+    pub item_count: i64,
     /// Sum of qty * unit_price.
     pub subtotal: f64,
     /// subtotal * tax_rate, rounded to cents.
@@ -74,23 +94,31 @@ pub struct Orders {
 
 /// Builds the topology from `tax_rate` and `priority_threshold`.
 pub fn build(params: &TopologyParams) -> Result<Box<dyn Topology>, String> {
-    params.deny_unknown(&["tax_rate", "priority_threshold"])?;
-    let tax_rate = params.parse_or("tax_rate", 0.2, "a decimal number from 0 to 1")?;
-    if !(0.0..=1.0).contains(&tax_rate) {
-        return Err(format!(
-            "params.tax_rate: {tax_rate} is not valid; expected 0 to 1"
-        ));
+    Ok(Box::new(Orders::from_params(params)?))
+}
+
+impl Orders {
+    /// Reads `tax_rate` and `priority_threshold`.
+    pub fn from_params(params: &TopologyParams) -> Result<Self, String> {
+        params.deny_unknown(&["tax_rate", "priority_threshold"])?;
+        let tax_rate = params.parse_or("tax_rate", 0.2, "a decimal number from 0 to 1")?;
+        if !(0.0..=1.0).contains(&tax_rate) {
+            return Err(format!(
+                "params.tax_rate: {tax_rate} is not valid; expected 0 to 1"
+            ));
+        }
+        let threshold: f64 =
+            params.parse_or("priority_threshold", 1000.0, "a non-negative amount")?;
+        if !threshold.is_finite() || threshold < 0.0 {
+            return Err(format!(
+                "params.priority_threshold: {threshold} is not a non-negative amount"
+            ));
+        }
+        Ok(Orders {
+            tax_rate,
+            priority_threshold_cents: to_cents(threshold),
+        })
     }
-    let threshold: f64 = params.parse_or("priority_threshold", 1000.0, "a non-negative amount")?;
-    if !threshold.is_finite() || threshold < 0.0 {
-        return Err(format!(
-            "params.priority_threshold: {threshold} is not a non-negative amount"
-        ));
-    }
-    Ok(Box::new(Orders {
-        tax_rate,
-        priority_threshold_cents: to_cents(threshold),
-    }))
 }
 
 fn to_cents(amount: f64) -> i64 {
@@ -103,7 +131,7 @@ fn from_cents(cents: i64) -> f64 {
 
 impl Orders {
     /// Checks the order's rules; the error says which one it breaks.
-    fn check(order: &Order) -> Result<(), String> {
+    pub fn check(order: &Order) -> Result<(), String> {
         if order.id.trim().is_empty() {
             return Err("the order has an empty id".into());
         }
@@ -117,8 +145,8 @@ impl Orders {
             ));
         }
         for item in &order.items {
-            if item.qty == 0 {
-                return Err(format!("item {:?} has quantity 0", item.sku));
+            if item.qty < 1 {
+                return Err(format!("item {:?} has quantity {}", item.sku, item.qty));
             }
             if !item.unit_price.is_finite() || item.unit_price < 0.0 {
                 return Err(format!("item {:?} has price {}", item.sku, item.unit_price));
@@ -137,7 +165,7 @@ impl Orders {
         let tax = (subtotal as f64 * self.tax_rate).round() as i64;
         let total = subtotal + tax;
         EnrichedOrder {
-            item_count: order.items.iter().map(|i| u64::from(i.qty)).sum(),
+            item_count: order.items.iter().map(|i| i64::from(i.qty)).sum(),
             subtotal: from_cents(subtotal),
             tax: from_cents(tax),
             total: from_cents(total),
@@ -147,7 +175,11 @@ impl Orders {
                 "normal"
             }
             .into(),
-            order,
+            id: order.id,
+            customer: order.customer,
+            currency: order.currency,
+            channel: order.channel,
+            items: order.items,
         }
     }
 }
@@ -216,6 +248,10 @@ mod tests {
         let enriched: EnrichedOrder =
             serde_json::from_slice(out[0].value.as_deref().expect("value")).expect("json");
         assert_eq!(enriched.item_count, 4);
+        assert_eq!(
+            enriched.channel, "web",
+            "a missing channel takes its default"
+        );
         assert_eq!(enriched.subtotal, 20.29);
         assert_eq!(enriched.tax, 4.06);
         assert_eq!(enriched.total, 24.35);

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::codec::{Format, RegistryConfig, SubjectNameStrategy, TopicFormat};
 use crate::config::{ConfigError, DeliveryMode, PoisonPolicy, StageConfig};
 use crate::topology::DEFAULT_OUTPUT;
 
@@ -51,6 +52,34 @@ pub struct StageArgs {
     /// What to do with a record that cannot be processed.
     #[arg(long, env = "KSTAGE_POISON_POLICY", value_enum)]
     pub poison_policy: Option<PoisonPolicy>,
+    /// Where poison_policy dead_letter writes records that cannot be processed.
+    #[arg(long, env = "KSTAGE_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+    /// Whether outputs carry kstage.source.topic/partition/offset headers.
+    #[arg(long, env = "KSTAGE_PROVENANCE_HEADERS", value_name = "true|false")]
+    pub provenance_headers: Option<bool>,
+    /// Input values above this many bytes are poison records.
+    #[arg(long, env = "KSTAGE_MAX_VALUE_BYTES")]
+    pub max_value_bytes: Option<usize>,
+    /// Key and value formats of a topic, TOPIC=KEY:VALUE with bytes|string|json|avro (TOPIC `*`
+    /// sets the default); repeatable.
+    #[arg(long = "format", env = "KSTAGE_FORMAT", value_delimiter = ',', value_parser = topic_format)]
+    pub formats: Vec<(String, TopicFormat)>,
+    /// Confluent-compatible schema registry URL (needed by avro formats).
+    #[arg(long, env = "KSTAGE_SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: Option<String>,
+    /// Schema registry basic-auth user.
+    #[arg(long, env = "KSTAGE_SCHEMA_REGISTRY_USERNAME")]
+    pub schema_registry_username: Option<String>,
+    /// Schema registry basic-auth password (prefer the environment variable).
+    #[arg(long, env = "KSTAGE_SCHEMA_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub schema_registry_password: Option<String>,
+    /// How Avro output subjects are named.
+    #[arg(long, env = "KSTAGE_SUBJECT_NAME_STRATEGY", value_enum)]
+    pub subject_name_strategy: Option<SubjectNameStrategy>,
+    /// How long an unreachable schema registry is retried before the stage stops (e.g. 30s).
+    #[arg(long, env = "KSTAGE_SCHEMA_REGISTRY_UNAVAILABLE_TIMEOUT", value_parser = duration)]
+    pub schema_registry_unavailable_timeout: Option<Duration>,
     /// A topology parameter, KEY=VALUE (repeatable).
     #[arg(long = "param", env = "KSTAGE_PARAM", value_delimiter = ',', value_parser = key_value)]
     pub params: Vec<(String, String)>,
@@ -72,6 +101,21 @@ fn key_value(raw: &str) -> Result<(String, String), String> {
         }
         _ => Err(format!("{raw:?} is not KEY=VALUE")),
     }
+}
+
+fn topic_format(raw: &str) -> Result<(String, TopicFormat), String> {
+    let (topic, formats) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("{raw:?} is not TOPIC=KEY:VALUE (e.g. orders=string:avro)"))?;
+    let (key, value) = formats
+        .split_once(':')
+        .ok_or_else(|| format!("{formats:?} is not KEY:VALUE (e.g. string:avro)"))?;
+    let format = TopicFormat {
+        key: Format::parse(key)?,
+        value: Format::parse(value)?,
+        value_schema: None,
+    };
+    Ok((topic.to_string(), format))
 }
 
 fn duration(raw: &str) -> Result<Duration, String> {
@@ -111,6 +155,41 @@ impl StageArgs {
             .transaction_timeout
             .unwrap_or(config.transaction_timeout);
         config.poison_policy = self.poison_policy.unwrap_or(config.poison_policy);
+        config.dead_letter_topic = self.dead_letter_topic.or(config.dead_letter_topic);
+        config.provenance_headers = self.provenance_headers.unwrap_or(config.provenance_headers);
+        config.max_value_bytes = self.max_value_bytes.unwrap_or(config.max_value_bytes);
+        for (topic, format) in self.formats {
+            let schema =
+                |c: &StageConfig| c.formats.get(&topic).and_then(|f| f.value_schema.clone());
+            if topic == "*" {
+                config.default_format = format;
+            } else {
+                let value_schema = schema(&config);
+                config.formats.insert(
+                    topic.clone(),
+                    TopicFormat {
+                        value_schema,
+                        ..format
+                    },
+                );
+            }
+        }
+        if let Some(url) = self.schema_registry_url {
+            let registry = config
+                .schema_registry
+                .get_or_insert_with(|| RegistryConfig::new(&url));
+            registry.url = url;
+        }
+        if let Some(registry) = &mut config.schema_registry {
+            registry.username = self.schema_registry_username.or(registry.username.take());
+            registry.password = self.schema_registry_password.or(registry.password.take());
+            registry.subject_name_strategy = self
+                .subject_name_strategy
+                .unwrap_or(registry.subject_name_strategy);
+            registry.unavailable_timeout = self
+                .schema_registry_unavailable_timeout
+                .unwrap_or(registry.unavailable_timeout);
+        }
         config.params.extend(self.params);
         config.kafka.extend(self.kafka);
         config.consumer.extend(self.consumer);
@@ -174,6 +253,41 @@ mod tests {
     }
 
     #[test]
+    fn codec_and_poison_flags_fill_their_sections() {
+        let config = parse(&[
+            "--format",
+            "orders=string:avro",
+            "--format",
+            "*=bytes:json",
+            "--schema-registry-url",
+            "http://r:8081",
+            "--schema-registry-password",
+            "pw",
+            "--poison-policy",
+            "dead_letter",
+            "--dead-letter-topic",
+            "dlq",
+            "--provenance-headers",
+            "false",
+            "--subject-name-strategy",
+            "record_name",
+        ])
+        .expect("valid flags");
+        assert_eq!(config.formats["orders"].value, Format::Avro);
+        assert_eq!(config.default_format.key, Format::Bytes);
+        let registry = config.schema_registry.expect("registry");
+        assert_eq!(registry.url, "http://r:8081");
+        assert_eq!(registry.password.as_deref(), Some("pw"));
+        assert_eq!(
+            registry.subject_name_strategy,
+            SubjectNameStrategy::RecordName
+        );
+        assert_eq!(config.poison_policy, PoisonPolicy::DeadLetter);
+        assert_eq!(config.dead_letter_topic.as_deref(), Some("dlq"));
+        assert!(!config.provenance_headers);
+    }
+
+    #[test]
     fn bad_values_name_the_flag_and_what_is_valid() {
         let err = parse(&["--delivery", "exactly-twice"]).expect_err("bad mode");
         assert!(
@@ -183,6 +297,11 @@ mod tests {
         let err = parse(&["--commit-interval", "soon"]).expect_err("bad duration");
         assert!(
             err.contains("--commit-interval") && err.contains("100ms"),
+            "{err}"
+        );
+        let err = parse(&["--format", "orders=string:xml"]).expect_err("bad format");
+        assert!(
+            err.contains("--format") && err.contains("bytes, string, json, avro"),
             "{err}"
         );
         let err = parse(&["--kafka", "novalue"]).expect_err("bad pair");

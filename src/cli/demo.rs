@@ -134,7 +134,12 @@ fn demo(args: &DemoArgs, registry: &Registry) -> Result<(), String> {
         stats.aborts,
         elapsed.as_secs_f64()
     );
-    if let Some(sample) = first_record(&bootstrap, &outputs)? {
+    let shown: BTreeMap<String, String> = outputs
+        .iter()
+        .filter(|(name, _)| outputs.len() == 1 || name.as_str() == DEFAULT_OUTPUT)
+        .map(|(name, topic)| (name.clone(), topic.clone()))
+        .collect();
+    if let Some(sample) = first_record(&bootstrap, &shown)? {
         println!("  a sample output record: {sample}");
     }
     println!();

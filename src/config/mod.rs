@@ -11,11 +11,15 @@
 mod redact;
 mod validate;
 
+pub use redact::REDACTED;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::codec::{RegistryConfig, TopicFormat};
 
 pub use redact::redacted;
 pub use validate::{ConfigError, ConfigErrors, RESERVED_KAFKA_KEYS};
@@ -56,6 +60,22 @@ pub enum PoisonPolicy {
     /// offset. Its offset is not committed, so a restart meets the same record again.
     #[default]
     Fail,
+    /// Count the record, log it once with its coordinates, and commit past it.
+    Skip,
+    /// Write the record's original key, value and headers to `dead_letter_topic`, with headers
+    /// naming the error and the source, inside the same transaction as the offsets.
+    DeadLetter,
+}
+
+impl PoisonPolicy {
+    /// The policy as written in config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Skip => "skip",
+            Self::DeadLetter => "dead_letter",
+        }
+    }
 }
 
 /// The whole configuration of one stage.
@@ -93,6 +113,22 @@ pub struct StageConfig {
     pub transaction_timeout: Duration,
     /// What to do with a record that cannot be processed.
     pub poison_policy: PoisonPolicy,
+    /// Where `poison_policy = "dead_letter"` writes records; required by that policy only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<String>,
+    /// Whether every output record carries `kstage.source.topic`, `kstage.source.partition` and
+    /// `kstage.source.offset` headers, so downstream systems can check or de-duplicate.
+    pub provenance_headers: bool,
+    /// Input values larger than this many bytes are poison records (they would not fit the
+    /// output). Keep it at or below the producer's `message.max.bytes`.
+    pub max_value_bytes: usize,
+    /// Key and value formats of topics without an entry in `formats` (typed topologies only).
+    pub default_format: TopicFormat,
+    /// Key and value formats per topic (typed topologies only).
+    pub formats: BTreeMap<String, TopicFormat>,
+    /// The schema registry, required when any format is `avro`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_registry: Option<RegistryConfig>,
     /// Parameters for the topology's constructor.
     pub params: BTreeMap<String, String>,
     /// Raw librdkafka settings for both the consumer and the producer (`security.protocol`,
@@ -121,6 +157,12 @@ pub fn default_transaction_timeout() -> Duration {
     Duration::from_secs(60)
 }
 
+/// 1,000,000 bytes: librdkafka's default `message.max.bytes`, the largest record the producer
+/// writes.
+pub fn default_max_value_bytes() -> usize {
+    1_000_000
+}
+
 /// 300 s: librdkafka's (and Kafka's) default `max.poll.interval.ms`.
 pub const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 300_000;
 
@@ -138,6 +180,12 @@ impl Default for StageConfig {
             max_records_per_txn: default_max_records_per_txn(),
             transaction_timeout: default_transaction_timeout(),
             poison_policy: PoisonPolicy::default(),
+            dead_letter_topic: None,
+            provenance_headers: true,
+            max_value_bytes: default_max_value_bytes(),
+            default_format: TopicFormat::default(),
+            formats: BTreeMap::new(),
+            schema_registry: None,
             params: BTreeMap::new(),
             kafka: BTreeMap::new(),
             consumer: BTreeMap::new(),

@@ -47,6 +47,12 @@ pub fn redacted(config: &StageConfig) -> StageConfig {
         kafka: scrub(&config.kafka),
         consumer: scrub(&config.consumer),
         producer: scrub(&config.producer),
+        schema_registry: config.schema_registry.clone().map(|mut registry| {
+            if registry.password.is_some() {
+                registry.password = Some(REDACTED.to_string());
+            }
+            registry
+        }),
         ..config.clone()
     }
 }
@@ -66,8 +72,11 @@ mod tests {
             .producer
             .insert("ssl.key.password".into(), "s3cret".into());
         config.params.insert("api_token".into(), "t0k".into());
+        let mut registry = crate::codec::RegistryConfig::new("http://registry");
+        registry.password = Some("r3g".into());
+        config.schema_registry = Some(registry);
         let shown = format!("{:?}", redacted(&config));
-        for secret in ["hunter2", "s3cret", "t0k"] {
+        for secret in ["hunter2", "s3cret", "t0k", "r3g"] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
         assert!(shown.contains("alice"));

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::StageConfig;
+use super::{PoisonPolicy, StageConfig};
+use crate::codec::Format;
 use crate::topology::{Registry, Topology, TopologyParams, DEFAULT_OUTPUT};
 
 /// librdkafka settings a stage sets itself, because exactly-once (or the stage's identity) depends
@@ -232,7 +233,73 @@ impl StageConfig {
         }
         self.check_timeouts(&mut errors);
         self.check_kafka_maps(&mut errors);
+        self.check_poison_policy(&mut errors);
+        self.check_codecs(&mut errors);
         errors
+    }
+
+    fn check_poison_policy(&self, errors: &mut Vec<ConfigError>) {
+        match (self.poison_policy, &self.dead_letter_topic) {
+            (PoisonPolicy::DeadLetter, None) => errors.push(ConfigError::new(
+                "dead_letter_topic",
+                "missing; poison_policy dead_letter needs a topic (--dead-letter-topic TOPIC)",
+            )),
+            (PoisonPolicy::DeadLetter, Some(topic)) => {
+                if let Err(message) = check_topic_name(topic) {
+                    errors.push(ConfigError::new("dead_letter_topic", message));
+                }
+                if self.inputs.contains(topic) || self.outputs.values().any(|t| t == topic) {
+                    errors.push(ConfigError::new(
+                        "dead_letter_topic",
+                        format!("{topic:?} is also an input or output topic; give it its own"),
+                    ));
+                }
+            }
+            (policy, Some(_)) => errors.push(ConfigError::new(
+                "dead_letter_topic",
+                format!(
+                    "is set, but poison_policy is {}; set poison_policy = \"dead_letter\" or \
+                     remove it",
+                    policy.as_str()
+                ),
+            )),
+            (_, None) => {}
+        }
+        if self.max_value_bytes == 0 {
+            errors.push(ConfigError::new("max_value_bytes", "must be at least 1"));
+        }
+    }
+
+    fn check_codecs(&self, errors: &mut Vec<ConfigError>) {
+        let uses_avro = std::iter::once(&self.default_format)
+            .chain(self.formats.values())
+            .any(|f| f.key == Format::Avro || f.value == Format::Avro);
+        match &self.schema_registry {
+            None if uses_avro => errors.push(ConfigError::new(
+                "schema_registry.url",
+                "missing; an avro format needs a schema registry (--schema-registry-url URL)",
+            )),
+            None => {}
+            Some(registry) => {
+                if !(registry.url.starts_with("http://") || registry.url.starts_with("https://")) {
+                    errors.push(ConfigError::new(
+                        "schema_registry.url",
+                        format!("{:?} is not an http:// or https:// URL", registry.url),
+                    ));
+                }
+                if registry.unavailable_timeout >= self.transaction_timeout {
+                    errors.push(ConfigError::new(
+                        "schema_registry.unavailable_timeout",
+                        format!(
+                            "{} must be below transaction_timeout ({}): the open transaction \
+                             waits while the registry is retried",
+                            humantime::format_duration(registry.unavailable_timeout),
+                            humantime::format_duration(self.transaction_timeout)
+                        ),
+                    ));
+                }
+            }
+        }
     }
 
     fn check_timeouts(&self, errors: &mut Vec<ConfigError>) {

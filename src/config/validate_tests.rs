@@ -223,3 +223,62 @@ fn unknown_keys_in_a_file_are_named() {
     assert_eq!(parsed.delivery, DeliveryMode::AtMostOnce);
     assert_eq!(parsed.commit_interval, Duration::from_millis(250));
 }
+
+#[test]
+fn dead_letter_needs_its_own_topic() {
+    let config = StageConfig {
+        poison_policy: crate::config::PoisonPolicy::DeadLetter,
+        ..valid()
+    };
+    assert_eq!(only_error(&config).key, "dead_letter_topic");
+    let config = StageConfig {
+        poison_policy: crate::config::PoisonPolicy::DeadLetter,
+        dead_letter_topic: Some("in".into()),
+        ..valid()
+    };
+    assert!(only_error(&config).message.contains("also an input"));
+    let config = StageConfig {
+        dead_letter_topic: Some("dlq".into()),
+        ..valid()
+    };
+    assert!(only_error(&config)
+        .message
+        .contains("poison_policy is fail"));
+    let config = StageConfig {
+        poison_policy: crate::config::PoisonPolicy::DeadLetter,
+        dead_letter_topic: Some("dlq".into()),
+        ..valid()
+    };
+    assert_eq!(error_keys(&config), Vec::<String>::new());
+}
+
+#[test]
+fn avro_needs_a_registry_that_gives_up_before_the_transaction_does() {
+    let avro = crate::codec::TopicFormat {
+        key: crate::codec::Format::String,
+        value: crate::codec::Format::Avro,
+        value_schema: None,
+    };
+    let config = StageConfig {
+        default_format: avro.clone(),
+        ..valid()
+    };
+    assert_eq!(only_error(&config).key, "schema_registry.url");
+    let mut registry = crate::codec::RegistryConfig::new("http://registry:8081");
+    registry.unavailable_timeout = Duration::from_secs(90);
+    let config = StageConfig {
+        default_format: avro,
+        schema_registry: Some(registry),
+        ..valid()
+    };
+    assert_eq!(
+        only_error(&config).key,
+        "schema_registry.unavailable_timeout"
+    );
+    let registry = crate::codec::RegistryConfig::new("registry:8081");
+    let config = StageConfig {
+        schema_registry: Some(registry),
+        ..valid()
+    };
+    assert_eq!(only_error(&config).key, "schema_registry.url");
+}

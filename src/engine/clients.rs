@@ -90,6 +90,7 @@ pub(crate) fn preflight<C: ConsumerContext>(
         .iter()
         .map(|t| ("input", t))
         .chain(config.outputs.values().map(|t| ("output", t)))
+        .chain(config.dead_letter_topic.iter().map(|t| ("dead-letter", t)))
         .filter(|(_, topic)| !exists(topic))
         .map(|(role, topic)| format!("{role} topic {topic:?}"))
         .collect();

@@ -23,6 +23,7 @@
 mod clients;
 mod offsets;
 mod rebalance;
+mod record;
 mod retry;
 mod runner;
 mod transaction;
@@ -33,11 +34,13 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+pub use record::headers;
 pub use transaction::WorkerStats;
 
+use crate::codec::Codecs;
 use crate::config::StageConfig;
 use crate::error::EngineError;
-use crate::topology::Topology;
+use crate::topology::{StageInfo, Topology};
 
 /// How long start-up waits for the cluster to answer before it gives up.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,9 +52,25 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// must have passed [`StageConfig::validate`], which also builds `topology`.
 pub fn run(
     config: &StageConfig,
-    topology: Box<dyn Topology>,
+    mut topology: Box<dyn Topology>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<WorkerStats, EngineError> {
+    let codecs = Codecs::new(
+        config.default_format.clone(),
+        config.formats.clone(),
+        config.schema_registry.as_ref(),
+    )
+    .map_err(EngineError::Startup)?;
+    codecs
+        .check_registry()
+        .map_err(|e| EngineError::Startup(format!("the schema registry is not usable: {e}")))?;
+    let stage = StageInfo {
+        codecs: Arc::new(codecs),
+        outputs: Arc::new(config.outputs.clone()),
+    };
+    topology
+        .on_start(&stage)
+        .map_err(|e| EngineError::Startup(format!("topology {}: {e}", config.topology)))?;
     let transactional_id = config.transactional_id();
     let transactions = transaction::Transactions::new(
         config.delivery,
@@ -85,9 +104,8 @@ pub fn run(
     runner::Worker {
         consumer,
         topology,
-        routes: runner::Routes::new(config),
+        handling: record::RecordHandling::new(config),
         mode: config.delivery,
-        poison_policy: config.poison_policy,
         commit_interval: config.commit_interval,
         max_records_per_txn: config.max_records_per_txn,
         shutdown,

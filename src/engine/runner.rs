@@ -20,49 +20,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 
 use super::offsets;
 use super::rebalance::StageContext;
+use super::record::{self, RecordHandling};
 use super::transaction::{CommitOutcome, WorkerStats};
-use crate::config::{DeliveryMode, PoisonPolicy, StageConfig};
+use crate::config::DeliveryMode;
 use crate::error::{classify_consumer, EngineError, ErrorClass};
-use crate::topology::{Context, Emitter, Headers, Record, Topology, TopologyError};
+use crate::topology::Topology;
 
 /// The longest a poll blocks, so shutdown is noticed promptly.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
 /// How often a progress line is logged.
 const SUMMARY_EVERY: Duration = Duration::from_secs(30);
 
-/// Output name -> topic, resolved once.
-pub(crate) struct Routes(Vec<(String, String)>);
-
-impl Routes {
-    pub(crate) fn new(config: &StageConfig) -> Self {
-        Self(
-            config
-                .outputs
-                .iter()
-                .map(|(n, t)| (n.clone(), t.clone()))
-                .collect(),
-        )
-    }
-
-    fn topic(&self, output: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(name, _)| name == output)
-            .map(|(_, topic)| topic.as_str())
-    }
-}
-
 /// One worker: a consumer (whose context owns the producer) and a topology instance.
 pub(crate) struct Worker {
     pub(crate) consumer: BaseConsumer<StageContext>,
     pub(crate) topology: Box<dyn Topology>,
-    pub(crate) routes: Routes,
+    pub(crate) handling: RecordHandling,
     pub(crate) mode: DeliveryMode,
-    pub(crate) poison_policy: PoisonPolicy,
     pub(crate) commit_interval: Duration,
     pub(crate) max_records_per_txn: usize,
     pub(crate) shutdown: Arc<AtomicBool>,
@@ -100,9 +78,9 @@ impl Worker {
                     buffer.push(message.detach());
                 }
                 Ok(message) => {
-                    let outcome = process(
+                    let outcome = record::handle(
                         &mut *self.topology,
-                        &self.routes,
+                        &self.handling,
                         &self.consumer,
                         &message,
                         true,
@@ -133,30 +111,16 @@ impl Worker {
         Ok(stats)
     }
 
-    fn on_processed(&self, outcome: Result<(), Poison>) -> Result<(), EngineError> {
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(Poison::Engine(error)) => Err(error),
-            Err(Poison::Record {
-                topic,
-                partition,
-                offset,
-                error,
-            }) => match self.poison_policy {
-                PoisonPolicy::Fail => {
-                    let aborted = self.consumer.context().transactions().abort();
-                    if let Err(abort_error) = aborted {
-                        tracing::error!(error = %abort_error, "Aborting after a poison record failed.");
-                    }
-                    Err(EngineError::Poison {
-                        topic,
-                        partition,
-                        offset,
-                        error,
-                    })
-                }
-            },
+    /// Under poison policy `fail`, a poison record aborts the open batch before the stage stops.
+    fn on_processed(&self, outcome: Result<(), EngineError>) -> Result<(), EngineError> {
+        if let Err(error @ (EngineError::Poison { .. } | EngineError::Unavailable { .. })) = outcome
+        {
+            if let Err(abort_error) = self.consumer.context().transactions().abort() {
+                tracing::error!(error = %abort_error, "Aborting the open transaction failed.");
+            }
+            return Err(error);
         }
+        outcome
     }
 
     /// Acts on what the rebalance callbacks left: a fatal error, or a batch to rewind from.
@@ -220,9 +184,9 @@ impl Worker {
 
     fn produce_buffer(&mut self, buffer: &mut Vec<OwnedMessage>) -> Result<(), EngineError> {
         for message in buffer.drain(..) {
-            let outcome = process(
+            let outcome = record::handle(
                 &mut *self.topology,
-                &self.routes,
+                &self.handling,
                 &self.consumer,
                 &message,
                 false,
@@ -248,25 +212,6 @@ impl Worker {
     }
 }
 
-/// Why a record was not processed.
-enum Poison {
-    /// The record itself is bad (the poison policy decides).
-    Record {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        error: TopologyError,
-    },
-    /// Kafka failed while writing the outputs.
-    Engine(EngineError),
-}
-
-impl From<EngineError> for Poison {
-    fn from(error: EngineError) -> Self {
-        Self::Engine(error)
-    }
-}
-
 fn note_consumed(
     consumer: &BaseConsumer<StageContext>,
     message: &BorrowedMessage<'_>,
@@ -276,79 +221,4 @@ fn note_consumed(
         message.partition(),
         message.offset(),
     )
-}
-
-/// Runs the topology on one record and sends its outputs. `open_batch` is false when the batch
-/// was already accounted for (at_most_once produces after committing).
-fn process<M>(
-    topology: &mut dyn Topology,
-    routes: &Routes,
-    consumer: &BaseConsumer<StageContext>,
-    message: &M,
-    open_batch: bool,
-) -> Result<(), Poison>
-where
-    M: Message,
-    M::Headers: AsBorrowedHeaders,
-{
-    let headers = message
-        .headers()
-        .map(AsBorrowedHeaders::as_borrowed_headers);
-    let record = Record {
-        key: message.key(),
-        value: message.payload(),
-        headers: Headers::from_kafka(headers),
-        context: Context {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp: message.timestamp().to_millis(),
-        },
-    };
-    let poison = |error: TopologyError| Poison::Record {
-        topic: message.topic().to_string(),
-        partition: message.partition(),
-        offset: message.offset(),
-        error,
-    };
-    let mut emitter = Emitter::new();
-    topology.process(&record, &mut emitter).map_err(poison)?;
-    let outputs = emitter.into_records();
-    // Resolve every route before sending anything, so a bad output name sends nothing.
-    let mut topics = Vec::with_capacity(outputs.len());
-    for output in &outputs {
-        let topic = routes.topic(output.output).ok_or_else(|| {
-            poison(TopologyError::transform(format!(
-                "the topology emitted to output {:?}, which it does not declare",
-                output.output
-            )))
-        })?;
-        topics.push(topic);
-    }
-    let mut transactions = consumer.context().transactions();
-    if open_batch {
-        transactions.record_consumed(message.topic(), message.partition(), message.offset())?;
-    }
-    for (output, topic) in outputs.iter().zip(topics) {
-        transactions.send(topic, output)?;
-    }
-    transactions.serve_deliveries();
-    Ok(())
-}
-
-/// Both kinds of consumed message expose their headers as [`BorrowedHeaders`].
-trait AsBorrowedHeaders {
-    fn as_borrowed_headers(&self) -> &BorrowedHeaders;
-}
-
-impl AsBorrowedHeaders for BorrowedHeaders {
-    fn as_borrowed_headers(&self) -> &BorrowedHeaders {
-        self
-    }
-}
-
-impl AsBorrowedHeaders for OwnedHeaders {
-    fn as_borrowed_headers(&self) -> &BorrowedHeaders {
-        self.as_borrowed()
-    }
 }

@@ -88,6 +88,10 @@ pub struct WorkerStats {
     pub commits: u64,
     /// Transactions aborted (or batches rewound).
     pub aborts: u64,
+    /// Poison records skipped (`poison_policy = "skip"`).
+    pub skipped: u64,
+    /// Poison records written to the dead-letter topic.
+    pub dead_lettered: u64,
 }
 
 /// The producer of one worker and the state of its open batch.
@@ -227,13 +231,7 @@ impl Transactions {
                     self.producer.poll(Duration::from_millis(5));
                     base = returned;
                 }
-                Err((error, _)) => {
-                    return Err(EngineError::kafka(
-                        "producing",
-                        error,
-                        &self.transactional_id,
-                    ))
-                }
+                Err((error, _)) => return Err(self.fatal("producing", Retried::Failed(error))),
             }
         }
     }

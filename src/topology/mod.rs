@@ -36,9 +36,16 @@
 
 mod record;
 mod registry;
+mod typed;
 
 pub use record::{Context, Emitter, Headers, OutputHeader, OutputRecord, Record};
 pub use registry::{Registry, TopologyFactory, TopologyInfo, TopologyParams};
+pub use typed::{typed, TypedEmitter, TypedRecord, TypedTopology};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::codec::Codecs;
 
 use std::fmt;
 
@@ -68,11 +75,27 @@ pub trait Topology: Send {
         &[]
     }
 
+    /// Called once before the first record, with what the stage was configured with: the codecs
+    /// (formats, schema registry) and the output topics. An error stops the stage at start-up.
+    fn on_start(&mut self, stage: &StageInfo) -> Result<(), String> {
+        let _ = stage;
+        Ok(())
+    }
+
     /// Whether this topology emits to [`DEFAULT_OUTPUT`]. A sink-like topology that only routes to
     /// named outputs returns `false`, so the stage does not require `--output`.
     fn uses_default_output(&self) -> bool {
         true
     }
+}
+
+/// What a stage hands its topology at start-up.
+#[derive(Debug, Clone)]
+pub struct StageInfo {
+    /// The stage's codecs: formats per topic and the schema registry client.
+    pub codecs: Arc<Codecs>,
+    /// Output name -> topic.
+    pub outputs: Arc<BTreeMap<String, String>>,
 }
 
 /// Why a topology could not process a record.
@@ -97,6 +120,9 @@ pub enum TopologyErrorKind {
     Invalid,
     /// The topology itself failed (a bug or an unmet precondition in the transform).
     Transform,
+    /// A service the topology depends on (the schema registry) did not answer. Not the record's
+    /// fault: the stage stops instead of applying the poison policy.
+    Unavailable,
 }
 
 impl TopologyError {
@@ -112,6 +138,14 @@ impl TopologyError {
     pub fn invalid(message: impl Into<String>) -> Self {
         Self {
             kind: TopologyErrorKind::Invalid,
+            message: message.into(),
+        }
+    }
+
+    /// A service the record's processing depends on did not answer.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            kind: TopologyErrorKind::Unavailable,
             message: message.into(),
         }
     }
@@ -132,6 +166,7 @@ impl TopologyErrorKind {
             Self::Decode => "decode",
             Self::Invalid => "invalid",
             Self::Transform => "transform",
+            Self::Unavailable => "unavailable",
         }
     }
 }

@@ -247,3 +247,81 @@ impl GroupOffsets {
             .unwrap_or(false)
     }
 }
+
+/// A reader that follows a topic from the beginning while a test runs (e.g. across crashes), the
+/// way a downstream consumer would; [`LiveReader::stop`] hands back everything it saw.
+pub struct LiveReader {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<ReadRecord>>>,
+}
+
+impl LiveReader {
+    pub fn start(bootstrap: &str, topic: &str, isolation: Isolation) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let partitions = partition_count(bootstrap, topic);
+        let consumer = standalone_consumer(bootstrap, isolation);
+        let mut assignment = TopicPartitionList::new();
+        for p in 0..partitions {
+            assignment
+                .add_partition_offset(topic, p, Offset::Beginning)
+                .expect("add partition to assignment");
+        }
+        consumer.assign(&assignment).expect("assign partitions");
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let topic = topic.to_string();
+        let thread = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                match consumer.poll(Duration::from_millis(100)) {
+                    None | Some(Err(KafkaError::PartitionEOF(_))) => {}
+                    Some(Err(e)) => eprintln!("live reader of {topic}: {e}"),
+                    Some(Ok(message)) => seen.push(ReadRecord {
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        key: message
+                            .key()
+                            .map(|k| String::from_utf8_lossy(k).into_owned()),
+                        value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                        headers: Vec::new(),
+                    }),
+                }
+            }
+            seen
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops following and returns every record seen, in the order seen.
+    pub fn stop(mut self) -> Vec<ReadRecord> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("live reader already stopped")
+            .join()
+            .expect("live reader panicked")
+    }
+}
+
+impl Drop for LiveReader {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Records `live` saw that are not, at the same partition and offset with the same value, in
+/// `settled` (a full read after the run): what a reader saw during the run and should not have,
+/// e.g. a record of a transaction that was later aborted.
+pub fn seen_but_not_settled(live: &[ReadRecord], settled: &[ReadRecord]) -> Vec<String> {
+    let settled: std::collections::HashMap<(i32, i64), &[u8]> = settled
+        .iter()
+        .map(|r| ((r.partition, r.offset), r.value.as_slice()))
+        .collect();
+    live.iter()
+        .filter(|r| settled.get(&(r.partition, r.offset)) != Some(&r.value.as_slice()))
+        .map(|r| format!("[{}]@{}: {}", r.partition, r.offset, r.value_str()))
+        .collect()
+}

@@ -111,9 +111,21 @@ impl Stage {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
+        // Hermetic: only this spec configures the stage, not whatever KSTAGE_* or FAILPOINTS
+        // variables the test runner happens to have.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if (key.starts_with("KSTAGE_") && !key.starts_with("KSTAGE_TEST_"))
+                || key == "FAILPOINTS"
+            {
+                command.env_remove(key.as_ref());
+            }
+        }
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
         }
+        // Plain log lines in the captured stderr (no ANSI colour codes).
+        command.env("NO_COLOR", "1");
         for (key, value) in &spec.env {
             command.env(key, value);
         }
