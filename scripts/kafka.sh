@@ -33,7 +33,8 @@
 #                         and wait until it is back in the cluster metadata.
 #   coordinator txn ID    Print the node id of the transaction coordinator of
 #                         transactional id ID (the leader of its
-#                         __transaction_state partition).
+#                         __transaction_state partition; the topic is created
+#                         if needed, and a missing leader is waited for).
 #   coordinator group ID  Print the node id of the group coordinator of group ID
 #                         (the leader of its __consumer_offsets partition).
 #   help                  Print this text.
@@ -48,6 +49,7 @@
 #                               (controller): 39092/39093, 39094/39095, 39096/39097.
 #   KSTAGE_KAFKA_START_TIMEOUT  seconds to wait for the cluster/a node (default 120)
 #   KSTAGE_KAFKA_STOP_TIMEOUT   seconds to wait after SIGTERM before SIGKILL (default 30)
+#   KSTAGE_COORDINATOR_TIMEOUT  seconds `coordinator` waits for a leader (default 30)
 #   KSTAGE_KAFKA_HEAP_OPTS      broker heap (default -Xms256m -Xmx512m for one
 #                               node, -Xms192m -Xmx384m per node otherwise)
 #   KSTAGE_KAFKA_JVM_OPTS       extra broker JVM options
@@ -329,6 +331,16 @@ wait_gone() {
 
 port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Waits up to $1 seconds until node $2's ports no longer accept connections
+# (a killed process's listening sockets can linger for a moment).
+wait_ports_closed() {
+  local deadline=$((SECONDS + $1)) n="$2"
+  while port_open "$(client_port "${n}")" || port_open "$(controller_port "${n}")"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
 }
 
 port_holder() {
@@ -675,6 +687,7 @@ cmd_signal() {
       kill -KILL "${pid}"
       wait_gone "${pid}" 10 || die "node ${n} (pid ${pid}) survived SIGKILL"
       rm -f "$(node_dir "${n}")/pid"
+      wait_ports_closed 10 "${n}" || log "warning: node ${n}'s ports still accept connections"
       log "node ${n} killed (SIGKILL)"
       ;;
     TERM)
@@ -686,6 +699,7 @@ cmd_signal() {
         wait_gone "${pid}" 10 || die "node ${n} (pid ${pid}) survived SIGKILL"
       fi
       rm -f "$(node_dir "${n}")/pid"
+      wait_ports_closed 10 "${n}" || log "warning: node ${n}'s ports still accept connections"
       log "node ${n} stopped (SIGTERM)"
       ;;
     STOP)
@@ -706,9 +720,10 @@ cmd_restart() {
   node_pid "${n}" >/dev/null && die "node ${n} is still running (use kill/term first)"
   local t0=${SECONDS} port
   port="$(client_port "${n}")"
-  # The old process is gone, but make sure nothing else took its ports.
-  if port_open "${port}" || port_open "$(controller_port "${n}")"; then
-    die "a port of node ${n} is in use: $(port_holder "${port}")"
+  # The old process is gone; its sockets may linger for a moment, but nothing
+  # else may hold the ports.
+  if ! wait_ports_closed 15 "${n}"; then
+    die "a port of node ${n} is in use: $(port_holder "${port}") $(port_holder "$(controller_port "${n}")")"
   fi
   log "restarting node ${n}"
   launch_node "${n}" "${NODES}"
@@ -739,29 +754,56 @@ kafka_partition_for() {
 
 cmd_coordinator() {
   [[ $# -eq 2 ]] || die "usage: kafka.sh coordinator txn|group ID"
-  local kind="$1" id="$2" topic
+  local kind="$1" id="$2" topic trigger
   case "${kind}" in
-    txn | transaction) topic="__transaction_state" ;;
-    group) topic="__consumer_offsets" ;;
+    txn | transaction)
+      kind=txn
+      topic="__transaction_state"
+      trigger=(org.apache.kafka.tools.TransactionsCommand describe --transactional-id "${id}")
+      ;;
+    group)
+      topic="__consumer_offsets"
+      trigger=(org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --describe --group "${id}")
+      ;;
     *) die "usage: kafka.sh coordinator txn|group ID" ;;
   esac
   require_cmd iconv "needed to hash the id like Java does"
   local bootstrap
   bootstrap="$(cmd_bootstrap)"
   ensure_fetched
-  local desc
-  desc="$(run_class org.apache.kafka.tools.TopicCommand --bootstrap-server "${bootstrap}" \
-    --describe --topic "${topic}" 2>&1)" ||
-    die "cannot describe ${topic} (it only exists once a ${kind} coordinator was used): ${desc}"
-  local parts partition leader
-  parts="$(sed -n 's/.*PartitionCount: *\([0-9]*\).*/\1/p' <<<"${desc}" | head -n 1)"
-  [[ -n "${parts}" ]] || die "could not read the partition count of ${topic}: ${desc}"
-  partition="$(kafka_partition_for "${id}" "${parts}")"
-  leader="$(grep -P "\tPartition: ${partition}\t" <<<"${desc}" |
-    sed -n 's/.*Leader: *\([-0-9a-z]*\).*/\1/p' | head -n 1)"
-  log "${kind} '${id}' -> ${topic} partition ${partition} -> leader ${leader:-?}"
-  [[ "${leader}" =~ ^[0-9]+$ ]] || die "${topic} partition ${partition} has no leader (${leader:-unknown})"
-  echo "${leader}"
+  # Retries for a while: the internal topic may not exist yet (a FindCoordinator
+  # request creates it) or its partition may be between leaders after a fault.
+  local deadline=$((SECONDS + ${KSTAGE_COORDINATOR_TIMEOUT:-30})) triggered=0
+  local desc parts partition="" leader="" last=""
+  while true; do
+    if desc="$(run_class org.apache.kafka.tools.TopicCommand --bootstrap-server "${bootstrap}" \
+      --describe --topic "${topic}" 2>&1)"; then
+      parts="$(sed -n 's/.*PartitionCount: *\([0-9]*\).*/\1/p' <<<"${desc}" | head -n 1)"
+      if [[ -n "${parts}" ]]; then
+        partition="$(kafka_partition_for "${id}" "${parts}")"
+        leader="$(grep -P "\tPartition: ${partition}\t" <<<"${desc}" |
+          sed -n 's/.*Leader: *\([-0-9a-z]*\).*/\1/p' | head -n 1)"
+        if [[ "${leader}" =~ ^[0-9]+$ ]]; then
+          log "${kind} '${id}' -> ${topic} partition ${partition} -> leader ${leader}"
+          echo "${leader}"
+          return 0
+        fi
+        last="${topic} partition ${partition} has no leader (${leader:-unknown})"
+      else
+        last="could not read the partition count of ${topic}"
+      fi
+    else
+      last="$(grep -m 1 -E 'Error|Exception' <<<"${desc}" || true)"
+      if ((triggered == 0)); then
+        log "${topic} does not exist yet; sending FindCoordinator so that the cluster creates it"
+        run_class "${trigger[0]}" --bootstrap-server "${bootstrap}" "${trigger[@]:1}" >/dev/null 2>&1 || true
+        triggered=1
+        continue
+      fi
+    fi
+    ((SECONDS < deadline)) || die "no ${kind} coordinator for '${id}': ${last}"
+    sleep 1
+  done
 }
 
 main() {

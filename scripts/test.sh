@@ -53,6 +53,14 @@ die() {
   exit 1
 }
 
+case "${1:-}" in
+  -h | --help | help)
+    sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0"
+    exit 0
+    ;;
+  *) ;;
+esac
+
 # Split our arguments into cargo test's own and the test binaries' (after --).
 CARGO_ARGS=()
 TEST_ARGS=()

@@ -6,7 +6,8 @@
 //! `--format orders=string:avro --format orders-enriched=string:avro
 //!  --format orders-invalid=string:avro --schema-registry-url URL`.
 //! A record that is not an Order (wrong magic byte, unknown schema id, a body that does not match
-//! its schema) is a decode error and follows the poison policy. Tombstones are forwarded.
+//! its schema) is a decode error and follows the poison policy, and so is a record without a
+//! key (orders are keyed by id). Tombstones are forwarded.
 
 use kstage::topology::{
     typed, Topology, TopologyError, TopologyParams, TypedEmitter, TypedRecord, TypedTopology,
@@ -28,15 +29,16 @@ pub fn build(params: &TopologyParams) -> Result<Box<dyn Topology>, String> {
 }
 
 impl TypedTopology for OrdersAvro {
-    type Key = Option<String>;
+    /// Orders are keyed by id: a record without a key is a decode error.
+    type Key = String;
     type Value = Order;
 
     fn process(
         &mut self,
-        record: TypedRecord<'_, Option<String>, Order>,
+        record: TypedRecord<'_, String, Order>,
         out: &mut TypedEmitter<'_>,
     ) -> Result<(), TopologyError> {
-        let key = record.key.as_ref();
+        let key = Some(&record.key);
         let Some(order) = record.value else {
             return out.emit_tombstone(DEFAULT_OUTPUT, key);
         };

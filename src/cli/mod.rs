@@ -128,6 +128,8 @@ fn run(stage: StageArgs, registry: &Registry) -> ExitCode {
                 records_out = stats.records_out,
                 commits = stats.commits,
                 aborts = stats.aborts,
+                skipped = stats.skipped,
+                dead_lettered = stats.dead_lettered,
                 "Stage stopped cleanly."
             );
             ExitCode::SUCCESS

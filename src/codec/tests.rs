@@ -110,3 +110,32 @@ fn avro_needs_a_registry() {
         "\"xml\" is not a format; one of: bytes, string, json, avro"
     );
 }
+
+#[test]
+fn truncated_and_foreign_avro_bytes_are_poison_without_asking_the_registry() {
+    // Nothing listens on this port: a registry call would come back Unavailable, not Poison.
+    let mut registry = RegistryConfig::new("http://127.0.0.1:9");
+    registry.unavailable_timeout = std::time::Duration::from_millis(1);
+    let c = Codecs::new(
+        TopicFormat {
+            key: Format::String,
+            value: Format::Avro,
+            value_schema: None,
+        },
+        BTreeMap::new(),
+        Some(&registry),
+    )
+    .expect("codecs");
+    for bytes in [&[0u8, 0, 0][..], &[1, 0, 0, 0, 1, 2][..], &[][..]] {
+        let result = c.decode::<Order>("t", Part::Value, Some(bytes));
+        assert!(
+            matches!(result, Err(CodecError::Poison(_))),
+            "{bytes:?}: {result:?}"
+        );
+    }
+    let unreachable = c.decode::<Order>("t", Part::Value, Some(&[0, 0, 0, 0, 7, 2]));
+    assert!(
+        matches!(unreachable, Err(CodecError::Unavailable(_))),
+        "{unreachable:?}"
+    );
+}

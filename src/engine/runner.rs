@@ -204,6 +204,8 @@ impl Worker {
             records_out = now.records_out,
             commits = now.commits,
             aborts = now.aborts,
+            skipped = now.skipped,
+            dead_lettered = now.dead_lettered,
             rebalances,
             records_in_since_last = now.records_in - before.records_in,
             "Stage progress."
