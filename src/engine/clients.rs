@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 
+use super::broken::Broken;
 use crate::config::{DeliveryMode, StageConfig};
 use crate::error::EngineError;
 
@@ -26,6 +27,10 @@ pub(crate) fn consumer_config(config: &StageConfig) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed");
+    if Broken::ReadUncommitted.active() {
+        tracing::warn!("KSTAGE_BROKEN_MODE: reading read_uncommitted (negative control)");
+        client.set("isolation.level", "read_uncommitted");
+    }
     client
 }
 

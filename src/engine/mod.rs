@@ -20,6 +20,7 @@
 //! partition is needed. All Kafka calls of a worker, which block, run on the worker's own thread,
 //! never on an async runtime.
 
+mod broken;
 mod clients;
 mod offsets;
 mod rebalance;

@@ -98,6 +98,10 @@ pub(crate) fn rewind<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     aborted: &Batch,
 ) -> Result<(), EngineError> {
+    if super::broken::Broken::NoRewind.active() {
+        tracing::warn!("KSTAGE_BROKEN_MODE: not rewinding after an abort (negative control)");
+        return Ok(());
+    }
     let committed = consumer
         .committed(LOOKUP_TIMEOUT)
         .map_err(|source| EngineError::Kafka {

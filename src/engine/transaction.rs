@@ -38,6 +38,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 
+use super::broken::Broken;
 use super::offsets::{self, Batch};
 use super::retry::{retrying, Retried};
 use crate::config::DeliveryMode;
@@ -281,9 +282,15 @@ impl Transactions {
             EngineError::Startup("the consumer has no group metadata (not in a group)".into())
         })?;
         let producer = &self.producer;
-        let sent = retrying("send_offsets_to_transaction", self.deadline(), || {
-            producer.send_offsets_to_transaction(&positions, &metadata, Timeout::Never)
-        });
+        let sent = if Broken::OffsetsOutsideTxn.active() {
+            retrying("committing offsets outside the transaction", self.deadline(), || {
+                consumer.commit(&positions, CommitMode::Sync)
+            })
+        } else {
+            retrying("send_offsets_to_transaction", self.deadline(), || {
+                producer.send_offsets_to_transaction(&positions, &metadata, Timeout::Never)
+            })
+        };
         if let Err(e) = sent {
             return self.abort_or_fail("send_offsets_to_transaction", e);
         }

@@ -1,0 +1,45 @@
+//! Deliberately broken behaviours, for negative controls only.
+//!
+//! A verifier that passes everything proves nothing, so the reliability harness also runs stages
+//! that are wrong on purpose and checks that it catches them. These exist only in builds with the
+//! `fault-injection` feature, selected by the environment variable `KSTAGE_BROKEN_MODE`:
+//!
+//! * `offsets_outside_txn`: commit the input offsets with a plain consumer commit before
+//!   committing the transaction, instead of inside it (a crash in between loses records).
+//! * `no_rewind`: after an abort, go on from the consumer's position instead of rewinding to the
+//!   committed offsets (the aborted batch's records are lost).
+//! * `read_uncommitted`: read the input `read_uncommitted` (records of aborted upstream
+//!   transactions leak downstream).
+//!
+//! In builds without the feature every check is `false` and compiles away.
+
+/// A deliberately broken behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Broken {
+    OffsetsOutsideTxn,
+    NoRewind,
+    ReadUncommitted,
+}
+
+impl Broken {
+    fn name(self) -> &'static str {
+        match self {
+            Self::OffsetsOutsideTxn => "offsets_outside_txn",
+            Self::NoRewind => "no_rewind",
+            Self::ReadUncommitted => "read_uncommitted",
+        }
+    }
+
+    /// Whether this broken behaviour is switched on.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn active(self) -> bool {
+        std::env::var("KSTAGE_BROKEN_MODE").is_ok_and(|mode| mode.split(',').any(|m| m == self.name()))
+    }
+
+    /// Whether this broken behaviour is switched on: never, without `fault-injection`.
+    #[cfg(not(feature = "fault-injection"))]
+    pub(crate) fn active(self) -> bool {
+        let _ = self.name();
+        false
+    }
+}
