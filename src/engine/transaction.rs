@@ -283,9 +283,11 @@ impl Transactions {
         })?;
         let producer = &self.producer;
         let sent = if Broken::OffsetsOutsideTxn.active() {
-            retrying("committing offsets outside the transaction", self.deadline(), || {
-                consumer.commit(&positions, CommitMode::Sync)
-            })
+            retrying(
+                "committing offsets outside the transaction",
+                self.deadline(),
+                || consumer.commit(&positions, CommitMode::Sync),
+            )
         } else {
             retrying("send_offsets_to_transaction", self.deadline(), || {
                 producer.send_offsets_to_transaction(&positions, &metadata, Timeout::Never)
