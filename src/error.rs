@@ -32,8 +32,60 @@ pub enum ErrorClass {
     Fatal,
 }
 
+/// Errors no retry or abort can fix: the principal lacks an ACL, or cannot log in. librdkafka
+/// marks some of them abortable (a produce to a topic we may not write fails the transaction),
+/// which would otherwise loop abort → rewind → retry forever.
+pub fn is_authorization(error: &KafkaError) -> bool {
+    matches!(
+        code_of(error),
+        Some(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::DelegationTokenAuthorizationFailed
+        )
+    )
+}
+
+fn code_of(error: &KafkaError) -> Option<RDKafkaErrorCode> {
+    match error {
+        KafkaError::Transaction(e) => Some(e.code()),
+        other => other.rdkafka_error_code(),
+    }
+}
+
+/// What the operator should do about an authorization or authentication error.
+pub fn authorization_hint(error: &KafkaError, transactional_id: &str) -> &'static str {
+    let _ = transactional_id;
+    match code_of(error) {
+        Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed) => {
+            "the principal needs Write and Describe on the stage's TransactionalId \
+             (<app_id>-<instance_id>)"
+        }
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
+            "the principal needs Read (and Describe) on every input topic and Write (and \
+             Describe) on every output and dead-letter topic"
+        }
+        Some(RDKafkaErrorCode::GroupAuthorizationFailed) => {
+            "the principal needs Read on the consumer group (the app_id)"
+        }
+        Some(RDKafkaErrorCode::ClusterAuthorizationFailed) => {
+            "the principal lacks a cluster-level permission (IdempotentWrite on older brokers)"
+        }
+        _ => {
+            "authentication failed: check security.protocol, sasl_mechanism, username and password"
+        }
+    }
+}
+
 /// Classifies an error returned by a producer or transaction call.
 pub fn classify(error: &KafkaError) -> ErrorClass {
+    if is_authorization(error) {
+        return ErrorClass::Fatal;
+    }
     match error {
         KafkaError::Transaction(e) if e.is_fatal() => ErrorClass::Fatal,
         KafkaError::Transaction(e) if e.txn_requires_abort() => ErrorClass::Abortable,
@@ -58,6 +110,9 @@ pub fn classify_consumer(error: &KafkaError) -> ErrorClass {
     if matches!(error, KafkaError::MessageConsumptionFatal(_)) {
         return ErrorClass::Fatal;
     }
+    if is_authorization(error) {
+        return ErrorClass::Fatal;
+    }
     match code {
         RDKafkaErrorCode::Fatal
         | RDKafkaErrorCode::FencedInstanceId
@@ -75,12 +130,8 @@ pub fn classify_consumer(error: &KafkaError) -> ErrorClass {
 
 /// Whether an error means another producer with our transactional id took over.
 pub fn is_fenced(error: &KafkaError) -> bool {
-    let code = match error {
-        KafkaError::Transaction(e) => Some(e.code()),
-        other => other.rdkafka_error_code(),
-    };
     matches!(
-        code,
+        code_of(error),
         Some(
             RDKafkaErrorCode::ProducerFenced
                 | RDKafkaErrorCode::InvalidProducerEpoch
@@ -110,6 +161,27 @@ pub enum EngineError {
         transactional_id: String,
         /// The error that told us.
         source: KafkaError,
+    },
+    /// The cluster refused the stage's principal.
+    #[error("{operation} was refused: {source}; {hint}")]
+    NotAuthorized {
+        /// What the engine was doing.
+        operation: &'static str,
+        /// The client's error.
+        source: KafkaError,
+        /// What to grant or fix.
+        hint: &'static str,
+    },
+    /// Transactions keep aborting without one committing in between.
+    #[error(
+        "{aborts} transactions in a row aborted without one committing (last error: {last}); \
+         stopping instead of looping"
+    )]
+    AbortLoop {
+        /// Consecutive aborts.
+        aborts: u32,
+        /// The last error seen.
+        last: String,
     },
     /// A Kafka call failed with an error that waiting or aborting cannot fix.
     #[error("{operation} failed: {source}")]
@@ -209,6 +281,22 @@ mod tests {
         assert_eq!(classify_consumer(&denied), ErrorClass::Fatal);
         let fatal = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal);
         assert_eq!(classify_consumer(&fatal), ErrorClass::Fatal);
+    }
+
+    #[test]
+    fn authorization_errors_are_fatal_and_explained() {
+        let denied =
+            KafkaError::MessageProduction(RDKafkaErrorCode::TransactionalIdAuthorizationFailed);
+        assert_eq!(classify(&denied), ErrorClass::Fatal);
+        let error = EngineError::kafka("init_transactions", denied, "app-0");
+        assert!(
+            error
+                .to_string()
+                .contains("Write and Describe on the stage's TransactionalId"),
+            "{error}"
+        );
+        let topic = KafkaError::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert_eq!(classify_consumer(&topic), ErrorClass::Fatal);
     }
 
     #[test]

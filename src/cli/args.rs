@@ -1,12 +1,15 @@
 //! Stage settings as flags and `KSTAGE_...` environment variables, layered over the config file.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
 use crate::codec::{Format, RegistryConfig, SubjectNameStrategy, TopicFormat};
-use crate::config::{ConfigError, DeliveryMode, PoisonPolicy, StageConfig};
+use crate::config::{
+    ConfigError, DeliveryMode, PoisonPolicy, SaslMechanism, SecurityProtocol, StageConfig,
+};
 use crate::topology::DEFAULT_OUTPUT;
 
 /// Every stage setting. A flag (or its environment variable) overrides the config file; list
@@ -80,6 +83,30 @@ pub struct StageArgs {
     /// How long an unreachable schema registry is retried before the stage stops (e.g. 30s).
     #[arg(long, env = "KSTAGE_SCHEMA_REGISTRY_UNAVAILABLE_TIMEOUT", value_parser = duration)]
     pub schema_registry_unavailable_timeout: Option<Duration>,
+    /// Kafka security protocol.
+    #[arg(long, env = "KSTAGE_SECURITY_PROTOCOL", value_enum)]
+    pub security_protocol: Option<SecurityProtocol>,
+    /// SASL mechanism.
+    #[arg(long, env = "KSTAGE_SASL_MECHANISM", value_enum)]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// SASL user name.
+    #[arg(long, env = "KSTAGE_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+    /// SASL password (prefer the environment variable).
+    #[arg(long, env = "KSTAGE_SASL_PASSWORD", hide_env_values = true)]
+    pub sasl_password: Option<String>,
+    /// PEM file of the CA of the brokers' certificates.
+    #[arg(long, env = "KSTAGE_SSL_CA_LOCATION")]
+    pub ssl_ca_location: Option<PathBuf>,
+    /// PEM file of the client certificate (mutual TLS).
+    #[arg(long, env = "KSTAGE_SSL_CERTIFICATE_LOCATION")]
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// PEM file of the client key (mutual TLS).
+    #[arg(long, env = "KSTAGE_SSL_KEY_LOCATION")]
+    pub ssl_key_location: Option<PathBuf>,
+    /// Password of the client key (prefer the environment variable).
+    #[arg(long, env = "KSTAGE_SSL_KEY_PASSWORD", hide_env_values = true)]
+    pub ssl_key_password: Option<String>,
     /// A topology parameter, KEY=VALUE (repeatable).
     #[arg(long = "param", env = "KSTAGE_PARAM", value_delimiter = ',', value_parser = key_value)]
     pub params: Vec<(String, String)>,
@@ -92,6 +119,33 @@ pub struct StageArgs {
     /// A librdkafka setting for the producer only, KEY=VALUE (repeatable).
     #[arg(long = "producer-property", value_parser = key_value)]
     pub producer: Vec<(String, String)>,
+}
+
+/// Process-level knobs of `kstage run` (not part of the pipeline config).
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Address of the /metrics, /healthz and /readyz endpoint, or `off`.
+    #[arg(long, env = "KSTAGE_METRICS_ADDRESS", default_value = "127.0.0.1:9464", value_parser = metrics_address)]
+    pub metrics_address: MetricsAddress,
+    /// /readyz fails once a transaction has been open longer than this.
+    #[arg(long, env = "KSTAGE_READY_MAX_TRANSACTION_AGE", default_value = "60s", value_parser = duration)]
+    pub ready_max_transaction_age: Duration,
+    /// How long SIGTERM may take to commit and leave the group before the process exits anyway.
+    #[arg(long, env = "KSTAGE_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Where the metrics and health endpoint listens; `None` when switched off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddress(pub Option<SocketAddr>);
+
+fn metrics_address(raw: &str) -> Result<MetricsAddress, String> {
+    if raw == "off" {
+        return Ok(MetricsAddress(None));
+    }
+    raw.parse()
+        .map(|address| MetricsAddress(Some(address)))
+        .map_err(|_| format!("{raw:?} is not ip:port (e.g. 0.0.0.0:9464) or `off`"))
 }
 
 fn key_value(raw: &str) -> Result<(String, String), String> {
@@ -190,6 +244,17 @@ impl StageArgs {
                 .schema_registry_unavailable_timeout
                 .unwrap_or(registry.unavailable_timeout);
         }
+        let security = &mut config.security;
+        security.protocol = self.security_protocol.unwrap_or(security.protocol);
+        security.sasl_mechanism = self.sasl_mechanism.or(security.sasl_mechanism);
+        security.username = self.sasl_username.or(security.username.take());
+        security.password = self.sasl_password.or(security.password.take());
+        security.ca_location = self.ssl_ca_location.or(security.ca_location.take());
+        security.certificate_location = self
+            .ssl_certificate_location
+            .or(security.certificate_location.take());
+        security.key_location = self.ssl_key_location.or(security.key_location.take());
+        security.key_password = self.ssl_key_password.or(security.key_password.take());
         config.params.extend(self.params);
         config.kafka.extend(self.kafka);
         config.consumer.extend(self.consumer);
@@ -207,6 +272,31 @@ mod tests {
     struct Harness {
         #[command(flatten)]
         stage: StageArgs,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    }
+
+    fn runtime(args: &[&str]) -> Result<RuntimeArgs, String> {
+        Harness::try_parse_from(std::iter::once("kstage").chain(args.iter().copied()))
+            .map(|h| h.runtime)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn runtime_flags_have_defaults_and_an_off_switch() {
+        let defaults = runtime(&[]).expect("defaults");
+        assert_eq!(
+            defaults.metrics_address.0,
+            Some(([127, 0, 0, 1], 9464).into())
+        );
+        assert_eq!(defaults.shutdown_grace, Duration::from_secs(30));
+        let off = runtime(&["--metrics-address", "off"]).expect("off");
+        assert_eq!(off.metrics_address.0, None);
+        let err = runtime(&["--metrics-address", "localhost"]).expect_err("bad address");
+        assert!(
+            err.contains("--metrics-address") && err.contains("off"),
+            "{err}"
+        );
     }
 
     fn parse(args: &[&str]) -> Result<StageConfig, String> {

@@ -91,7 +91,9 @@ fn demo(args: &DemoArgs, registry: &Registry) -> Result<(), String> {
     let flag = Arc::clone(&shutdown);
     let stage_config = config.clone();
     let started = Instant::now();
-    let stage = std::thread::spawn(move || crate::engine::run(&stage_config, topology, flag));
+    let stage = std::thread::spawn(move || {
+        crate::engine::run(&stage_config, topology, flag, Default::default())
+    });
 
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut counts = count_records(&bootstrap, &outputs)?;

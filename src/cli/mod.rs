@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-pub use args::StageArgs;
+pub use args::{RuntimeArgs, StageArgs};
 
 use crate::config::{redacted, ConfigErrors};
-use crate::observability::{self, LogFormat};
+use crate::observability::{self, Health, LogFormat, Telemetry};
 use crate::topology::Registry;
 
 /// Exactly-once, transactional Kafka stream processing stages.
@@ -41,7 +41,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a stage against a Kafka cluster until SIGTERM or SIGINT.
-    Run(StageArgs),
+    Run {
+        /// The stage settings.
+        #[command(flatten)]
+        stage: StageArgs,
+        /// Process-level knobs.
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
     /// Check a stage's configuration without connecting to Kafka.
     Validate {
         /// The stage settings to check.
@@ -68,7 +75,7 @@ pub fn main(registry: Registry) -> ExitCode {
     #[cfg(feature = "fault-injection")]
     let _fail_points = fail::FailScenario::setup();
     match cli.command {
-        Command::Run(stage) => run(stage, &registry),
+        Command::Run { stage, runtime } => run(stage, runtime, &registry),
         Command::Validate { stage, print } => validate(stage, print, &registry),
         Command::Topologies => {
             for info in registry.iter() {
@@ -107,7 +114,7 @@ fn validate(stage: StageArgs, print: bool, registry: &Registry) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(stage: StageArgs, registry: &Registry) -> ExitCode {
+fn run(stage: StageArgs, runtime: RuntimeArgs, registry: &Registry) -> ExitCode {
     let config = match stage.into_config() {
         Ok(config) => config,
         Err(error) => return config_failure(&error.into()),
@@ -118,8 +125,16 @@ fn run(stage: StageArgs, registry: &Registry) -> ExitCode {
     };
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&shutdown);
-    let result = signals::run_until_signal(shutdown, move || {
-        crate::engine::run(&config, topology, flag)
+    let telemetry = Telemetry {
+        metrics: Arc::default(),
+        health: Arc::new(Health::new(runtime.ready_max_transaction_age)),
+    };
+    let http = runtime
+        .metrics_address
+        .0
+        .map(|address| (address, telemetry.clone()));
+    let result = signals::run_until_signal(shutdown, runtime.shutdown_grace, http, move || {
+        crate::engine::run(&config, topology, flag, telemetry)
     });
     match result {
         Ok(stats) => {

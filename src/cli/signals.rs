@@ -1,21 +1,28 @@
 //! Runs the engine on its own thread and turns SIGTERM / SIGINT into a graceful shutdown.
 //!
 //! The first signal sets the shutdown flag: the worker commits its open transaction, leaves the
-//! group and returns. A second signal exits at once with code 130 (the open transaction, if any,
-//! is then aborted by the broker after `transaction_timeout`, or at once by a restarted
-//! instance with the same id).
+//! group and returns. A second signal exits at once with code 130, and so does (with code 1) a
+//! shutdown that takes longer than the grace period (`--shutdown-grace`, 30 s): the open
+//! transaction, if any, is then aborted by the broker after `transaction_timeout`, or at once by
+//! a restarted instance with the same id.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::engine::WorkerStats;
 use crate::error::EngineError;
+use crate::observability::Telemetry;
 
 /// Runs `engine` on a dedicated thread until it returns; signals set `shutdown`.
+/// Serves the metrics and health endpoint meanwhile, when given an address.
 pub(crate) fn run_until_signal<F>(
     shutdown: Arc<AtomicBool>,
+    grace: Duration,
+    http: Option<(SocketAddr, Telemetry)>,
     engine: F,
 ) -> Result<WorkerStats, EngineError>
 where
@@ -34,7 +41,15 @@ where
         .enable_all()
         .build()
         .map_err(|e| EngineError::Startup(format!("cannot start the signal runtime: {e}")))?;
-    runtime.block_on(wait_for_signals(shutdown, done_rx))?;
+    if let Some((address, telemetry)) = http {
+        runtime.spawn(async move {
+            // A stage that cannot expose metrics still processes; its probes will fail.
+            if let Err(error) = crate::observability::serve(address, telemetry).await {
+                tracing::error!(%error, %address, "Cannot serve /metrics, /healthz and /readyz.");
+            }
+        });
+    }
+    runtime.block_on(wait_for_signals(shutdown, grace, done_rx))?;
     worker
         .join()
         .unwrap_or_else(|_| Err(EngineError::Startup("the worker thread panicked".into())))
@@ -42,6 +57,7 @@ where
 
 async fn wait_for_signals(
     shutdown: Arc<AtomicBool>,
+    grace: Duration,
     mut done: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(), EngineError> {
     let listen = |kind: SignalKind| {
@@ -57,12 +73,16 @@ async fn wait_for_signals(
     shutdown.store(true, Ordering::Relaxed);
     tokio::select! {
         _ = &mut done => Ok(()),
-        _ = term.recv() => force_exit(),
-        _ = int.recv() => force_exit(),
+        _ = term.recv() => force_exit("a second signal arrived", 130),
+        _ = int.recv() => force_exit("a second signal arrived", 130),
+        _ = tokio::time::sleep(grace) => force_exit("the shutdown grace period ran out", 1),
     }
 }
 
-fn force_exit() -> ! {
-    eprintln!("kstage: second signal received; exiting without finishing the transaction");
-    std::process::exit(130)
+fn force_exit(why: &str, code: i32) -> ! {
+    tracing::error!("Exiting without finishing the open transaction: {why}.");
+    eprintln!(
+        "kstage: {why}; exiting without finishing the open transaction (the broker aborts it)"
+    );
+    std::process::exit(code)
 }

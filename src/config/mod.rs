@@ -9,6 +9,7 @@
 //! Every default is a named function whose comment says where the value comes from.
 
 mod redact;
+mod security;
 mod validate;
 
 pub use redact::REDACTED;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{RegistryConfig, TopicFormat};
 
 pub use redact::redacted;
+pub use security::{SaslMechanism, SecurityConfig, SecurityProtocol, SECURITY_KAFKA_KEYS};
 pub use validate::{ConfigError, ConfigErrors, RESERVED_KAFKA_KEYS};
 
 /// How input offsets are committed relative to the output records.
@@ -131,6 +133,8 @@ pub struct StageConfig {
     pub schema_registry: Option<RegistryConfig>,
     /// Parameters for the topology's constructor.
     pub params: BTreeMap<String, String>,
+    /// TLS and SASL for the connection to Kafka.
+    pub security: SecurityConfig,
     /// Raw librdkafka settings for both the consumer and the producer (`security.protocol`,
     /// `session.timeout.ms`, ...). Settings exactly-once depends on are refused; see
     /// [`RESERVED_KAFKA_KEYS`].
@@ -187,6 +191,7 @@ impl Default for StageConfig {
             formats: BTreeMap::new(),
             schema_registry: None,
             params: BTreeMap::new(),
+            security: SecurityConfig::default(),
             kafka: BTreeMap::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),

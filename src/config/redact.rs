@@ -47,6 +47,7 @@ pub fn redacted(config: &StageConfig) -> StageConfig {
         kafka: scrub(&config.kafka),
         consumer: scrub(&config.consumer),
         producer: scrub(&config.producer),
+        security: config.security.redacted(),
         schema_registry: config.schema_registry.clone().map(|mut registry| {
             if registry.password.is_some() {
                 registry.password = Some(REDACTED.to_string());
@@ -72,11 +73,13 @@ mod tests {
             .producer
             .insert("ssl.key.password".into(), "s3cret".into());
         config.params.insert("api_token".into(), "t0k".into());
+        config.security.password = Some("sasl-pw".into());
+        config.security.key_password = Some("key-pw".into());
         let mut registry = crate::codec::RegistryConfig::new("http://registry");
         registry.password = Some("r3g".into());
         config.schema_registry = Some(registry);
         let shown = format!("{:?}", redacted(&config));
-        for secret in ["hunter2", "s3cret", "t0k", "r3g"] {
+        for secret in ["hunter2", "s3cret", "t0k", "r3g", "sasl-pw", "key-pw"] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
         assert!(shown.contains("alice"));

@@ -234,6 +234,7 @@ impl StageConfig {
         self.check_timeouts(&mut errors);
         self.check_kafka_maps(&mut errors);
         self.check_poison_policy(&mut errors);
+        self.security.check(&mut errors);
         self.check_codecs(&mut errors);
         errors
     }
@@ -360,6 +361,12 @@ impl StageConfig {
                     errors.push(ConfigError::new(
                         format!("{section}.{key}"),
                         format!("kstage sets this itself ({why}); remove it"),
+                    ));
+                }
+                if self.security.is_set() && super::SECURITY_KAFKA_KEYS.contains(&key.as_str()) {
+                    errors.push(ConfigError::new(
+                        format!("{section}.{key}"),
+                        "is also set by [security]; give it in one place only",
                     ));
                 }
             }

@@ -282,3 +282,36 @@ fn avro_needs_a_registry_that_gives_up_before_the_transaction_does() {
     };
     assert_eq!(only_error(&config).key, "schema_registry.url");
 }
+
+#[test]
+fn sasl_needs_a_mechanism_user_and_password() {
+    let mut config = valid();
+    config.security.protocol = crate::config::SecurityProtocol::SaslSsl;
+    let keys = error_keys(&config);
+    for key in [
+        "security.sasl_mechanism",
+        "security.username",
+        "security.password",
+    ] {
+        assert!(
+            keys.contains(&key.to_string()),
+            "{key} missing from {keys:?}"
+        );
+    }
+    config.security.sasl_mechanism = Some(crate::config::SaslMechanism::ScramSha512);
+    config.security.username = Some("stage".into());
+    config.security.password = Some("pw".into());
+    assert_eq!(error_keys(&config), Vec::<String>::new());
+    config.kafka.insert("sasl.password".into(), "other".into());
+    assert_eq!(only_error(&config).key, "kafka.sasl.password");
+}
+
+#[test]
+fn tls_files_must_exist_and_match_the_protocol() {
+    let mut config = valid();
+    config.security.ca_location = Some("/nonexistent/ca.pem".into());
+    let keys = error_keys(&config);
+    assert!(keys.contains(&"security.protocol".to_string()), "{keys:?}");
+    config.security.protocol = crate::config::SecurityProtocol::Ssl;
+    assert_eq!(only_error(&config).key, "security.ca_location");
+}

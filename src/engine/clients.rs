@@ -3,10 +3,13 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
 
 use super::broken::Broken;
+use super::rebalance::StageContext;
 use crate::config::{DeliveryMode, StageConfig};
+use crate::error::is_authorization;
 use crate::error::EngineError;
 
 /// The consumer's settings: user settings first, then the ones exactly-once depends on (which
@@ -17,7 +20,10 @@ pub(crate) fn consumer_config(config: &StageConfig) -> ClientConfig {
     client
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("auto.offset.reset", "earliest")
+        // Consumer lag for the metrics.
+        .set("statistics.interval.ms", "5000")
         .set("client.id", config.transactional_id());
+    config.security.apply(&mut client);
     for (key, value) in config.kafka.iter().chain(&config.consumer) {
         client.set(key, value);
     }
@@ -41,6 +47,7 @@ pub(crate) fn producer_config(config: &StageConfig) -> ClientConfig {
         // Where Java producers and Kafka Streams would put a key (librdkafka's default differs).
         .set("partitioner", "murmur2_random")
         .set("client.id", config.transactional_id());
+    config.security.apply(&mut client);
     for (key, value) in config.kafka.iter().chain(&config.producer) {
         client.set(key, value);
     }
@@ -57,18 +64,33 @@ pub(crate) fn producer_config(config: &StageConfig) -> ClientConfig {
     client
 }
 
-/// Waits until the cluster answers, then checks that every input and output topic exists.
-/// An unreachable cluster is retried with backoff until `timeout`; a missing topic fails at once.
-pub(crate) fn preflight<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+/// Waits until the cluster answers, then checks that every topic the stage uses exists and may be
+/// described. An unreachable cluster is retried with backoff until `timeout`; a failed login, a
+/// missing topic or a refused topic fails at once, with what to fix.
+pub(crate) fn preflight(
+    consumer: &BaseConsumer<StageContext>,
     config: &StageConfig,
     timeout: Duration,
 ) -> Result<(), EngineError> {
     let deadline = Instant::now() + timeout;
     let mut backoff = Duration::from_millis(200);
-    let metadata = loop {
-        match consumer.fetch_metadata(None, Duration::from_secs(10)) {
-            Ok(metadata) => break metadata,
+    let login_failed = |detail: String| {
+        EngineError::Startup(format!(
+            "cannot log in to Kafka at {}: {detail}; check security.protocol, sasl_mechanism, \
+             username and password",
+            config.bootstrap_servers
+        ))
+    };
+    loop {
+        let result = consumer.fetch_metadata(None, Duration::from_secs(10));
+        // Serves librdkafka's error events, where a failed SASL login is reported.
+        let _ = consumer.poll(Duration::ZERO);
+        if let Some(detail) = consumer.context().pending().authentication.take() {
+            return Err(login_failed(detail));
+        }
+        match result {
+            Ok(_) => break,
+            Err(error) if is_authorization(&error) => return Err(login_failed(error.to_string())),
             Err(error) if Instant::now() + backoff < deadline => {
                 tracing::warn!(%error, bootstrap_servers = %config.bootstrap_servers,
                     "The Kafka cluster does not answer yet; retrying.");
@@ -83,28 +105,50 @@ pub(crate) fn preflight<C: ConsumerContext>(
                 )))
             }
         }
-    };
-    let exists = |name: &str| {
-        metadata
-            .topics()
-            .iter()
-            .any(|t| t.name() == name && t.error().is_none())
-    };
-    let missing: Vec<String> = config
+    }
+    let topics = config
         .inputs
         .iter()
-        .map(|t| ("input", t))
-        .chain(config.outputs.values().map(|t| ("output", t)))
-        .chain(config.dead_letter_topic.iter().map(|t| ("dead-letter", t)))
-        .filter(|(_, topic)| !exists(topic))
-        .map(|(role, topic)| format!("{role} topic {topic:?}"))
-        .collect();
-    if missing.is_empty() {
+        .map(|t| ("input", t, "Read"))
+        .chain(config.outputs.values().map(|t| ("output", t, "Write")))
+        .chain(
+            config
+                .dead_letter_topic
+                .iter()
+                .map(|t| ("dead-letter", t, "Write")),
+        );
+    let mut problems = Vec::new();
+    for (role, topic, operation) in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|source| EngineError::Kafka {
+                operation: "reading topic metadata",
+                source,
+            })?;
+        let error = metadata
+            .topics()
+            .first()
+            .and_then(|t| t.error())
+            .map(RDKafkaErrorCode::from);
+        match error {
+            None => {}
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed) => problems.push(format!(
+                "{role} topic {topic:?} is not authorised for this principal (grant {operation} \
+                 and Describe on it)"
+            )),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => problems.push(format!(
+                "{role} topic {topic:?} does not exist (create it first; kstage does not create \
+                 topics)"
+            )),
+            Some(other) => problems.push(format!("{role} topic {topic:?}: {other}")),
+        }
+    }
+    if problems.is_empty() {
         Ok(())
     } else {
         Err(EngineError::Startup(format!(
-            "{} does not exist on {}; create it first (kstage does not create topics)",
-            missing.join(", "),
+            "{} on {}",
+            problems.join("; "),
             config.bootstrap_servers
         )))
     }

@@ -41,6 +41,7 @@ pub use transaction::WorkerStats;
 use crate::codec::Codecs;
 use crate::config::StageConfig;
 use crate::error::EngineError;
+use crate::observability::Telemetry;
 use crate::topology::{StageInfo, Topology};
 
 /// How long start-up waits for the cluster to answer before it gives up.
@@ -55,6 +56,7 @@ pub fn run(
     config: &StageConfig,
     mut topology: Box<dyn Topology>,
     shutdown: Arc<AtomicBool>,
+    telemetry: Telemetry,
 ) -> Result<WorkerStats, EngineError> {
     let codecs = Codecs::new(
         config.default_format.clone(),
@@ -78,15 +80,20 @@ pub fn run(
         &clients::producer_config(config),
         transactional_id.clone(),
         config.transaction_timeout,
+        Arc::clone(&telemetry.metrics),
     )?;
     let consumer: BaseConsumer<rebalance::StageContext> = clients::consumer_config(config)
-        .create_with_context(rebalance::StageContext::new(transactions))
+        .create_with_context(rebalance::StageContext::new(
+            transactions,
+            telemetry.clone(),
+        ))
         .map_err(|source| EngineError::Kafka {
             operation: "creating the consumer",
             source,
         })?;
     clients::preflight(&consumer, config, STARTUP_TIMEOUT)?;
     consumer.context().transactions().init()?;
+    telemetry.health.set_producer_ready();
     let inputs: Vec<&str> = config.inputs.iter().map(String::as_str).collect();
     consumer
         .subscribe(&inputs)

@@ -16,15 +16,38 @@ use crate::error::EngineError;
 /// How long a committed-offsets lookup or a seek may block.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The records of one open batch (one transaction in exactly_once mode).
+/// An input partition a batch read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReadPartition {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    /// The first offset the batch consumed from it.
+    pub(crate) first_offset: i64,
+    /// Records and key + value bytes the batch consumed from it.
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
+}
+
+/// Records and bytes a batch wrote to one output topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub(crate) topic: String,
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
+}
+
+/// The records of one open batch (one transaction in exactly_once mode). Counting here, on the
+/// worker's thread, keeps metrics off the per-record path: they are updated once per commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Batch {
     /// When the batch's first record was consumed.
     pub(crate) started: Instant,
     /// Input records in the batch.
     pub(crate) records: usize,
-    /// (topic, partition, first offset consumed) per partition read.
-    partitions: Vec<(String, i32, i64)>,
+    /// Per input partition read.
+    pub(crate) read: Vec<ReadPartition>,
+    /// Per output topic written.
+    pub(crate) written: Vec<Written>,
 }
 
 impl Batch {
@@ -32,34 +55,62 @@ impl Batch {
         Self {
             started,
             records: 0,
-            partitions: Vec::new(),
+            read: Vec::new(),
+            written: Vec::new(),
         }
     }
 
-    /// Notes a consumed record. A linear scan: a worker reads few partitions, and this avoids
-    /// hashing the topic name per record.
-    pub(crate) fn note(&mut self, topic: &str, partition: i32, offset: i64) {
+    /// Notes a consumed record. Linear scans: a worker reads and writes few partitions, and this
+    /// avoids hashing a topic name per record.
+    pub(crate) fn note(&mut self, topic: &str, partition: i32, offset: i64, bytes: usize) {
         self.records += 1;
-        let known = self
-            .partitions
-            .iter()
-            .any(|(t, p, _)| *p == partition && t == topic);
-        if !known {
-            self.partitions.push((topic.to_string(), partition, offset));
+        let bytes = bytes as u64;
+        match self
+            .read
+            .iter_mut()
+            .find(|r| r.partition == partition && r.topic == topic)
+        {
+            Some(read) => {
+                read.records += 1;
+                read.bytes += bytes;
+            }
+            None => self.read.push(ReadPartition {
+                topic: topic.to_string(),
+                partition,
+                first_offset: offset,
+                records: 1,
+                bytes,
+            }),
+        }
+    }
+
+    /// Notes a record sent to an output topic.
+    pub(crate) fn note_written(&mut self, topic: &str, bytes: usize) {
+        let bytes = bytes as u64;
+        match self.written.iter_mut().find(|w| w.topic == topic) {
+            Some(written) => {
+                written.records += 1;
+                written.bytes += bytes;
+            }
+            None => self.written.push(Written {
+                topic: topic.to_string(),
+                records: 1,
+                bytes,
+            }),
         }
     }
 
     /// The first offset this batch consumed from a partition.
     pub(crate) fn first_offset(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.partitions
+        self.read
             .iter()
-            .find(|(t, p, _)| *p == partition && t == topic)
-            .map(|(_, _, o)| *o)
+            .find(|r| r.partition == partition && r.topic == topic)
+            .map(|r| r.first_offset)
     }
 
     /// The partitions this batch read from.
     pub(crate) fn partitions(&self) -> impl Iterator<Item = (&str, i32)> {
-        self.partitions.iter().map(|(t, p, _)| (t.as_str(), *p))
+        self.read.iter().map(|r| (r.topic.as_str(), r.partition))
     }
 }
 
@@ -72,7 +123,7 @@ pub(crate) fn positions<C: ConsumerContext>(
         operation: "reading consumer positions",
         source,
     })?;
-    let mut wanted = TopicPartitionList::with_capacity(batch.partitions.len());
+    let mut wanted = TopicPartitionList::with_capacity(batch.read.len());
     for (topic, partition) in batch.partitions() {
         let position = all
             .find_partition(topic, partition)
@@ -143,15 +194,26 @@ mod tests {
     #[test]
     fn batch_remembers_the_first_offset_per_partition() {
         let mut batch = Batch::new(Instant::now());
-        batch.note("a", 0, 10);
-        batch.note("a", 0, 11);
-        batch.note("a", 1, 5);
-        batch.note("b", 0, 7);
+        batch.note("a", 0, 10, 100);
+        batch.note("a", 0, 11, 50);
+        batch.note("a", 1, 5, 1);
+        batch.note("b", 0, 7, 1);
+        batch.note_written("out", 20);
+        batch.note_written("out", 30);
         assert_eq!(batch.records, 4);
         assert_eq!(batch.first_offset("a", 0), Some(10));
         assert_eq!(batch.first_offset("a", 1), Some(5));
         assert_eq!(batch.first_offset("b", 0), Some(7));
         assert_eq!(batch.first_offset("b", 1), None);
         assert_eq!(batch.partitions().count(), 3);
+        assert_eq!((batch.read[0].records, batch.read[0].bytes), (2, 150));
+        assert_eq!(
+            batch.written,
+            vec![Written {
+                topic: "out".into(),
+                records: 2,
+                bytes: 50
+            }]
+        );
     }
 }

@@ -27,15 +27,20 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 
 use super::offsets::Batch;
 use super::transaction::{CommitOutcome, Transactions};
 use crate::error::EngineError;
+use crate::observability::{KindLabel, PartitionLabel, Telemetry};
 
 /// What the rebalance callbacks leave for the worker loop.
 #[derive(Default)]
 pub(crate) struct Pending {
+    /// An authentication failure reported by librdkafka (it retries them forever otherwise).
+    pub(crate) authentication: Option<String>,
     /// A fatal error met in a callback.
     pub(crate) fatal: Option<EngineError>,
     /// A batch aborted in a callback: the loop must rewind before processing again.
@@ -49,14 +54,24 @@ pub(crate) struct Pending {
 pub(crate) struct StageContext {
     transactions: Mutex<Transactions>,
     pending: Mutex<Pending>,
+    telemetry: Telemetry,
 }
 
 impl StageContext {
-    pub(crate) fn new(transactions: Transactions) -> Self {
+    pub(crate) fn new(transactions: Transactions, telemetry: Telemetry) -> Self {
         Self {
             transactions: Mutex::new(transactions),
             pending: Mutex::new(Pending::default()),
+            telemetry,
         }
+    }
+
+    fn count_rebalance(&self, kind: &'static str) {
+        self.telemetry
+            .metrics
+            .rebalances
+            .get_or_create(&KindLabel { kind })
+            .inc();
     }
 
     /// The producer side. Only the worker's thread locks it (the callbacks run there too), so it
@@ -75,6 +90,10 @@ impl StageContext {
 
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, partitions: usize) {
         let lost = consumer.assignment_lost();
+        self.count_rebalance(if lost { "lost" } else { "revoke" });
+        if lost {
+            self.telemetry.health.set_in_group(false);
+        }
         let mut transactions = self.transactions();
         if !transactions.is_open() {
             tracing::info!(
@@ -107,13 +126,43 @@ impl StageContext {
     }
 }
 
-impl ClientContext for StageContext {}
+impl ClientContext for StageContext {
+    fn stats(&self, statistics: Statistics) {
+        let lag = &self.telemetry.metrics.consumer_lag;
+        for (name, topic) in &statistics.topics {
+            for (id, partition) in &topic.partitions {
+                // librdkafka's own `consumer_lag` is based on offsets the consumer committed
+                // itself, which a transactional stage never does; use the position (the offset
+                // after the last record handed to the stage) against the last stable offset,
+                // the end a read_committed consumer can reach. -1 means unknown; partition -1
+                // is librdkafka's internal one.
+                if *id >= 0 && partition.app_offset >= 0 && partition.ls_offset >= 0 {
+                    let label = PartitionLabel {
+                        topic: name.clone(),
+                        partition: *id,
+                    };
+                    lag.get_or_create(&label)
+                        .set((partition.ls_offset - partition.app_offset).max(0));
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if crate::error::is_authorization(&error) {
+            self.pending().authentication = Some(format!("{error}: {reason}"));
+        }
+        tracing::error!(%error, reason, "librdkafka reported an error.");
+    }
+}
 
 impl ConsumerContext for StageContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => self.on_revoke(consumer, tpl.count()),
             Rebalance::Assign(tpl) => {
+                self.count_rebalance("assign");
+                self.telemetry.health.set_in_group(true);
                 tracing::info!(partitions = tpl.count(), "Partitions assigned.");
             }
             Rebalance::Error(error) => {

@@ -16,6 +16,7 @@ use rdkafka::message::{BorrowedHeaders, Message, OwnedHeaders};
 use super::rebalance::StageContext;
 use crate::config::{PoisonPolicy, StageConfig};
 use crate::error::EngineError;
+use crate::observability::KindLabel;
 use crate::topology::{
     Context, Emitter, Headers, OutputHeader, OutputRecord, Record, Topology, TopologyError,
 };
@@ -132,6 +133,7 @@ where
             record.context.topic,
             record.context.partition,
             record.context.offset,
+            record_size(&record),
         )?;
     }
     let provenance = handling
@@ -177,6 +179,11 @@ fn transform<'a, 'h>(
         .collect()
 }
 
+/// Key plus value bytes, as counted by the metrics.
+fn record_size(record: &Record<'_>) -> usize {
+    record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len)
+}
+
 fn provenance(context: &Context<'_>) -> [OutputHeader<'static>; 3] {
     let header = |name: &'static str, value: String| {
         (Cow::Borrowed(name), Some(Cow::Owned(value.into_bytes())))
@@ -215,11 +222,16 @@ fn poison(
     };
     let mut transactions = consumer.context().transactions();
     if open_batch {
-        transactions.record_consumed(topic, partition, offset)?;
+        transactions.record_consumed(topic, partition, offset, record_size(record))?;
     }
     match dead_letter_topic {
         None => {
             transactions.stats.skipped += 1;
+            transactions
+                .metrics
+                .poison_records
+                .get_or_create(&KindLabel { kind: "skipped" })
+                .inc();
             tracing::warn!(topic, partition, offset, error = %error, "Skipped a record that cannot be processed.");
         }
         Some(dlq) => {
@@ -247,6 +259,14 @@ fn poison(
             }
             transactions.send(dlq, &letter)?;
             transactions.stats.dead_lettered += 1;
+            let kind = KindLabel {
+                kind: "dead_lettered",
+            };
+            transactions
+                .metrics
+                .poison_records
+                .get_or_create(&kind)
+                .inc();
             tracing::warn!(topic, partition, offset, dead_letter_topic = dlq, error = %error,
                 "Dead-lettered a record that cannot be processed.");
         }

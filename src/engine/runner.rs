@@ -88,12 +88,7 @@ impl Worker {
                     self.on_processed(outcome)?;
                 }
                 Err(error) => match classify_consumer(&error) {
-                    ErrorClass::Fatal => {
-                        return Err(EngineError::Kafka {
-                            operation: "consuming",
-                            source: error,
-                        })
-                    }
+                    ErrorClass::Fatal => return Err(EngineError::kafka("consuming", error, "")),
                     _ => {
                         tracing::warn!(%error, "The consumer reported an error; it keeps retrying.")
                     }
@@ -218,9 +213,11 @@ fn note_consumed(
     consumer: &BaseConsumer<StageContext>,
     message: &BorrowedMessage<'_>,
 ) -> Result<(), EngineError> {
+    let size = message.key().map_or(0, <[u8]>::len) + message.payload().map_or(0, <[u8]>::len);
     consumer.context().transactions().record_consumed(
         message.topic(),
         message.partition(),
         message.offset(),
+        size,
     )
 }

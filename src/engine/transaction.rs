@@ -27,7 +27,7 @@
 //!   rewinds. Everything else is fatal (see [`crate::error`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -43,7 +43,12 @@ use super::offsets::{self, Batch};
 use super::retry::{retrying, Retried};
 use crate::config::DeliveryMode;
 use crate::error::{classify, EngineError, ErrorClass};
+use crate::observability::{StageMetrics, TopicLabel};
 use crate::topology::OutputRecord;
+
+/// Aborts in a row (no commit in between) after which the worker stops: an error that makes
+/// every transaction abort would otherwise loop abort → rewind → retry forever.
+const MAX_CONSECUTIVE_ABORTS: u32 = 20;
 
 /// How a commit ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +114,10 @@ pub(crate) struct Transactions {
     batch: Option<Batch>,
     /// Failed deliveries counted when the batch opened.
     failed_at_open: u64,
+    /// Aborts since the last successful commit.
+    consecutive_aborts: u32,
+    /// Updated once per batch.
+    pub(crate) metrics: Arc<StageMetrics>,
     /// Counters.
     pub(crate) stats: WorkerStats,
 }
@@ -121,6 +130,7 @@ impl Transactions {
         config: &ClientConfig,
         transactional_id: String,
         transaction_timeout: Duration,
+        metrics: Arc<StageMetrics>,
     ) -> Result<Self, EngineError> {
         let producer = config
             .create_with_context(DeliveryTracker::default())
@@ -135,6 +145,8 @@ impl Transactions {
             transaction_timeout,
             batch: None,
             failed_at_open: 0,
+            consecutive_aborts: 0,
+            metrics,
             stats: WorkerStats::default(),
         })
     }
@@ -170,6 +182,7 @@ impl Transactions {
         topic: &str,
         partition: i32,
         offset: i64,
+        bytes: usize,
     ) -> Result<(), EngineError> {
         if self.batch.is_none() {
             if self.mode == DeliveryMode::ExactlyOnce {
@@ -179,9 +192,10 @@ impl Transactions {
             }
             self.failed_at_open = self.failed_deliveries();
             self.batch = Some(Batch::new(Instant::now()));
+            self.metrics.transaction_opened();
         }
         if let Some(batch) = &mut self.batch {
-            batch.note(topic, partition, offset);
+            batch.note(topic, partition, offset, bytes);
         }
         self.stats.records_in += 1;
         Ok(())
@@ -214,11 +228,16 @@ impl Transactions {
             }
             base = base.headers(headers);
         }
+        let size = record.key.as_ref().map_or(0, |k| k.len())
+            + record.value.as_ref().map_or(0, |v| v.len());
         let deadline = self.deadline();
         loop {
             match self.producer.send(base) {
                 Ok(()) => {
                     self.stats.records_out += 1;
+                    if let Some(batch) = &mut self.batch {
+                        batch.note_written(topic, size);
+                    }
                     return Ok(());
                 }
                 Err((error, returned)) if classify(&error) == ErrorClass::Retriable => {
@@ -249,7 +268,7 @@ impl Transactions {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<CommitOutcome, EngineError> {
-        let Some(records) = self.batch.as_ref().map(|batch| batch.records) else {
+        let Some(batch) = self.batch.clone() else {
             return Ok(CommitOutcome::Committed);
         };
         let started = Instant::now();
@@ -258,11 +277,23 @@ impl Transactions {
             DeliveryMode::AtLeastOnce => self.commit_after_flush(consumer)?,
             DeliveryMode::AtMostOnce => self.commit_offsets(consumer)?,
         };
+        if outcome != CommitOutcome::Committed && self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS
+        {
+            return Err(EngineError::AbortLoop {
+                aborts: self.consecutive_aborts,
+                last: self
+                    .last_delivery_error()
+                    .unwrap_or_else(|| "see the log above".into()),
+            });
+        }
         if outcome == CommitOutcome::Committed {
+            self.consecutive_aborts = 0;
             self.stats.commits += 1;
+            let elapsed = started.elapsed();
+            self.record_commit(&batch, elapsed);
             tracing::debug!(
-                records,
-                commit_us = started.elapsed().as_micros() as u64,
+                records = batch.records,
+                commit_us = elapsed.as_micros() as u64,
                 "Committed a batch."
             );
         }
@@ -381,8 +412,32 @@ impl Transactions {
         Ok(self.take_aborted())
     }
 
+    /// Hands a committed batch's counts to the metrics.
+    fn record_commit(&self, batch: &Batch, elapsed: Duration) {
+        let m = &self.metrics;
+        m.transaction_closed(true);
+        m.commit_seconds.observe(elapsed.as_secs_f64());
+        m.records_per_transaction.observe(batch.records as f64);
+        for read in &batch.read {
+            let label = TopicLabel {
+                topic: read.topic.clone(),
+            };
+            m.records_in.get_or_create(&label).inc_by(read.records);
+            m.bytes_in.get_or_create(&label).inc_by(read.bytes);
+        }
+        for written in &batch.written {
+            let label = TopicLabel {
+                topic: written.topic.clone(),
+            };
+            m.records_out.get_or_create(&label).inc_by(written.records);
+            m.bytes_out.get_or_create(&label).inc_by(written.bytes);
+        }
+    }
+
     fn take_aborted(&mut self) -> CommitOutcome {
+        self.metrics.transaction_closed(false);
         self.stats.aborts += 1;
+        self.consecutive_aborts += 1;
         CommitOutcome::Aborted(
             self.batch
                 .take()
@@ -454,6 +509,9 @@ impl Transactions {
                 source,
             },
             Retried::Failed(source) => {
+                if crate::error::is_fenced(&source) {
+                    self.metrics.fenced.inc();
+                }
                 let source = match self.producer.client().fatal_error() {
                     Some((code, _)) if !crate::error::is_fenced(&source) => {
                         KafkaError::MessageProduction(code)

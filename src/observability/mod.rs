@@ -1,7 +1,16 @@
-//! Logging: `tracing` to stderr, human-readable by default or JSON, level from `RUST_LOG`.
+//! Observability: logs, metrics, health.
 //!
+//! Logging: `tracing` to stderr, human-readable by default or JSON, level from `RUST_LOG`.
 //! The engine logs per batch, rebalance, abort and error, and a periodic progress line; never
 //! per record. librdkafka's own log lines arrive through the `log` facade and are bridged in.
+
+mod health;
+mod http;
+mod metrics;
+
+pub use health::{default_max_open_transaction, Health, Telemetry};
+pub use http::serve;
+pub use metrics::{now_ms, KindLabel, PartitionLabel, StageMetrics, TopicLabel};
 
 use tracing_subscriber::EnvFilter;
 
