@@ -10,6 +10,7 @@
 //! * [`config`]: the stage configuration and its validation.
 //! * [`engine`]: the transactional consume-transform-produce loop.
 //! * [`cli`]: the `kstage` command line, reusable by a binary that registers its own topologies.
+//! * [`verify`]: checks a pipeline's output against its input (`kstage verify`).
 
 pub mod cli;
 pub mod codec;
@@ -18,3 +19,4 @@ pub mod engine;
 pub mod error;
 pub mod observability;
 pub mod topology;
+pub mod verify;

@@ -6,6 +6,7 @@
 mod args;
 mod demo;
 mod signals;
+mod verify;
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -62,6 +63,10 @@ pub enum Command {
     Topologies,
     /// Run a topology end to end on librdkafka's in-process mock cluster (no Kafka needed).
     Demo(demo::DemoArgs),
+    /// Check a pipeline's output against its input: lost, duplicated, unexpected and
+    /// out-of-order records, aborted records visible, torn and hanging transactions, group
+    /// offsets. Exit code 1 when a check fails.
+    Verify(verify::VerifyArgs),
 }
 
 /// Parses the command line, runs the command, and returns the process exit code.
@@ -84,6 +89,7 @@ pub fn main(registry: Registry) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Demo(args) => demo::run(args, &registry),
+        Command::Verify(args) => verify::run(args),
     }
 }
 

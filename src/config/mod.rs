@@ -133,6 +133,10 @@ pub struct StageConfig {
     pub schema_registry: Option<RegistryConfig>,
     /// Parameters for the topology's constructor.
     pub params: BTreeMap<String, String>,
+    /// Topic -> partition count the stage expects; checked at start-up, so a topic re-created with
+    /// another count (which would move keys between partitions) stops the stage with a clear
+    /// error instead of silently re-partitioning. Topics not listed are not checked.
+    pub expected_partitions: BTreeMap<String, usize>,
     /// TLS and SASL for the connection to Kafka.
     pub security: SecurityConfig,
     /// Raw librdkafka settings for both the consumer and the producer (`security.protocol`,
@@ -191,6 +195,7 @@ impl Default for StageConfig {
             formats: BTreeMap::new(),
             schema_registry: None,
             params: BTreeMap::new(),
+            expected_partitions: BTreeMap::new(),
             security: SecurityConfig::default(),
             kafka: BTreeMap::new(),
             consumer: BTreeMap::new(),

@@ -266,6 +266,18 @@ impl StageConfig {
             )),
             (_, None) => {}
         }
+        for (topic, count) in &self.expected_partitions {
+            let used = self.inputs.contains(topic)
+                || self.outputs.values().any(|t| t == topic)
+                || self.dead_letter_topic.as_ref() == Some(topic);
+            if !used || *count == 0 {
+                errors.push(ConfigError::new(
+                    format!("expected_partitions.{topic}"),
+                    "must name an input, output or dead-letter topic of this stage, with a count \
+                     of at least 1",
+                ));
+            }
+        }
         if self.max_value_bytes == 0 {
             errors.push(ConfigError::new("max_value_bytes", "must be at least 1"));
         }

@@ -315,3 +315,12 @@ fn tls_files_must_exist_and_match_the_protocol() {
     config.security.protocol = crate::config::SecurityProtocol::Ssl;
     assert_eq!(only_error(&config).key, "security.ca_location");
 }
+
+#[test]
+fn expected_partitions_must_name_a_topic_of_the_stage() {
+    let mut config = valid();
+    config.expected_partitions.insert("in".into(), 3);
+    assert_eq!(error_keys(&config), Vec::<String>::new());
+    config.expected_partitions.insert("elsewhere".into(), 3);
+    assert_eq!(only_error(&config).key, "expected_partitions.elsewhere");
+}

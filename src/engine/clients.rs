@@ -125,13 +125,21 @@ pub(crate) fn preflight(
                 operation: "reading topic metadata",
                 source,
             })?;
-        let error = metadata
-            .topics()
-            .first()
+        let topic_metadata = metadata.topics().first();
+        let error = topic_metadata
             .and_then(|t| t.error())
             .map(RDKafkaErrorCode::from);
         match error {
-            None => {}
+            None => {
+                let found = topic_metadata.map_or(0, |t| t.partitions().len());
+                match config.expected_partitions.get(topic.as_str()) {
+                    Some(&expected) if expected != found => problems.push(format!(
+                        "{role} topic {topic:?} has {found} partitions, expected_partitions says \
+                         {expected}"
+                    )),
+                    _ => {}
+                }
+            }
             Some(RDKafkaErrorCode::TopicAuthorizationFailed) => problems.push(format!(
                 "{role} topic {topic:?} is not authorised for this principal (grant {operation} \
                  and Describe on it)"

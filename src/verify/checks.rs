@@ -78,15 +78,22 @@ pub(crate) fn tally(
                 }
             }
             Resolved::Aborted(source) => tally.aborted_visible.add(limit, || match source {
-                Some(at) => format!("{} derives from aborted {}", topics.show(out), topics.show(*at)),
-                None => format!("{}: its id is only in aborted input records", topics.show(out)),
+                Some(at) => format!(
+                    "{} derives from aborted {}",
+                    topics.show(out),
+                    topics.show(*at)
+                ),
+                None => format!(
+                    "{}: its id is only in aborted input records",
+                    topics.show(out)
+                ),
             }),
             Resolved::Unknown(why) => tally
                 .unexpected
                 .add(limit, || format!("{}: {why}", topics.show(out))),
-            Resolved::NeedsUncommitted(_) => tally
-                .unexpected
-                .add(limit, || format!("{}: source not resolved", topics.show(out))),
+            Resolved::NeedsUncommitted(_) => tally.unexpected.add(limit, || {
+                format!("{}: source not resolved", topics.show(out))
+            }),
         }
     }
     for (tp, partition_counts) in &counts {

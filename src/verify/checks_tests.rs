@@ -121,7 +121,10 @@ fn outputs_from_unknown_or_aborted_sources_are_reported() {
     assert_eq!(t.unexpected.count, 1);
     assert!(t.unexpected.examples[0].contains("no provenance headers"));
     assert_eq!(t.aborted_visible.count, 1);
-    assert!(t.duplicated.ok(), "an aborted-derived record is not counted twice");
+    assert!(
+        t.duplicated.ok(),
+        "an aborted-derived record is not counted twice"
+    );
 }
 
 #[test]
@@ -150,7 +153,16 @@ fn run(f: &Fixture, records: &[(i64, bool, i64)]) -> Vec<RunRecord> {
 fn a_partly_visible_transaction_is_torn() {
     let f = fixture(10);
     // Offsets 0..=2: one transaction (sources 0, 1, 2), marker at 3; then 4..=5, marker at 6.
-    let records = run(&f, &[(0, true, 0), (1, false, 1), (2, true, 2), (4, true, 3), (5, true, 4)]);
+    let records = run(
+        &f,
+        &[
+            (0, true, 0),
+            (1, false, 1),
+            (2, true, 2),
+            (4, true, 3),
+            (5, true, 4),
+        ],
+    );
     let mut finding = Finding::default();
     let checked = torn(f.out(), &records, &f.topics, LIMIT, &mut finding);
     assert_eq!(checked, 2);
@@ -164,7 +176,14 @@ fn an_aborted_then_retried_transaction_is_not_torn() {
     // Aborted attempt at 0..=2 (marker 3), committed retry of the same sources at 4..=6.
     let records = run(
         &f,
-        &[(0, false, 0), (1, false, 1), (2, false, 2), (4, true, 0), (5, true, 1), (6, true, 2)],
+        &[
+            (0, false, 0),
+            (1, false, 1),
+            (2, false, 2),
+            (4, true, 0),
+            (5, true, 1),
+            (6, true, 2),
+        ],
     );
     let mut finding = Finding::default();
     assert_eq!(torn(f.out(), &records, &f.topics, LIMIT, &mut finding), 2);
@@ -176,7 +195,10 @@ fn interleaved_producers_are_not_judged() {
     let f = fixture(10);
     // A zombie's aborted records and its successor's committed records of the same source
     // partition, interleaved in one run: source offsets repeat, so the run is not attributable.
-    let records = run(&f, &[(0, false, 5), (1, true, 5), (2, false, 6), (3, true, 6)]);
+    let records = run(
+        &f,
+        &[(0, false, 5), (1, true, 5), (2, false, 6), (3, true, 6)],
+    );
     let mut finding = Finding::default();
     assert_eq!(torn(f.out(), &records, &f.topics, LIMIT, &mut finding), 0);
     assert!(finding.ok());

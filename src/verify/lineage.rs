@@ -66,17 +66,18 @@ impl Topics {
         id
     }
 
-    pub(crate) fn get(&self, name: &str) -> Option<u16> {
-        self.index.get(name).copied()
-    }
-
     pub(crate) fn name(&self, id: u16) -> &str {
         self.names.get(usize::from(id)).map_or("?", String::as_str)
     }
 
     /// `topic[partition]@offset`.
     pub(crate) fn show(&self, at: Coord) -> String {
-        format!("{}[{}]@{}", self.name(at.tp.topic), at.tp.partition, at.offset)
+        format!(
+            "{}[{}]@{}",
+            self.name(at.tp.topic),
+            at.tp.partition,
+            at.offset
+        )
     }
 }
 
@@ -135,8 +136,9 @@ pub(crate) fn source(
     topics: &mut Topics,
 ) -> Source {
     match identity {
-        Identity::Provenance => provenance(message, topics)
-            .map_or(Source::Missing("no provenance headers"), Source::At),
+        Identity::Provenance => {
+            provenance(message, topics).map_or(Source::Missing("no provenance headers"), Source::At)
+        }
         Identity::Key => message
             .key()
             .map_or(Source::Missing("no key"), |k| Source::Id(k.into())),
@@ -243,7 +245,9 @@ impl Resolver<'_> {
                     }
                     Some((partition, i)) => match partition.sources.get(i) {
                         Some(next) => self.resolve_depth(next, via.or(Some(at.tp)), depth + 1),
-                        None => Resolved::Unknown(format!("{} has no source", self.topics.show(*at))),
+                        None => {
+                            Resolved::Unknown(format!("{} has no source", self.topics.show(*at)))
+                        }
                     },
                     None => match &view.uncommitted {
                         None => Resolved::NeedsUncommitted(at.tp.topic),
@@ -279,6 +283,9 @@ impl Resolver<'_> {
                 _ => {}
             }
         }
-        Resolved::Unknown(format!("id {:?} is not in the input", String::from_utf8_lossy(id)))
+        Resolved::Unknown(format!(
+            "id {:?} is not in the input",
+            String::from_utf8_lossy(id)
+        ))
     }
 }

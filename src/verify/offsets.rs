@@ -162,10 +162,12 @@ fn committed_offsets(
         match consumer.committed_offsets(tpl.clone(), super::read::REQUEST_TIMEOUT) {
             Ok(list) => {
                 return Ok((0..partitions)
-                    .map(|p| match list.find_partition(topic, p).map(|e| e.offset()) {
-                        Some(Offset::Offset(o)) => Some(o),
-                        _ => None,
-                    })
+                    .map(
+                        |p| match list.find_partition(topic, p).map(|e| e.offset()) {
+                            Some(Offset::Offset(o)) => Some(o),
+                            _ => None,
+                        },
+                    )
                     .collect());
             }
             Err(source) if Instant::now() >= deadline => {

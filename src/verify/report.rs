@@ -173,7 +173,11 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let failed = self.failed_checks();
         if failed.is_empty() {
-            writeln!(f, "kstage verify: PASSED (all {} checks)", self.checks().len())?;
+            writeln!(
+                f,
+                "kstage verify: PASSED (all {} checks)",
+                self.checks().len()
+            )?;
         } else {
             writeln!(
                 f,
@@ -241,7 +245,10 @@ mod tests {
         assert_eq!(report.duplicated.count, 2);
         assert_eq!(report.duplicated.examples.len(), 1, "examples are capped");
         let text = report.to_string();
-        assert!(text.contains("FAILED (1 of 8 checks: duplicated)"), "{text}");
+        assert!(
+            text.contains("FAILED (1 of 8 checks: duplicated)"),
+            "{text}"
+        );
         assert!(text.contains("in[0]@3 seen 2 times"), "{text}");
     }
 
