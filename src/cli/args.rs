@@ -52,6 +52,9 @@ pub struct StageArgs {
     /// transaction.timeout.ms, as a duration (e.g. 60s).
     #[arg(long, env = "KSTAGE_TRANSACTION_TIMEOUT", value_parser = duration)]
     pub transaction_timeout: Option<Duration>,
+    /// Workers (consumer + transactional producer pairs) in this instance.
+    #[arg(long, env = "KSTAGE_WORKERS")]
+    pub workers: Option<usize>,
     /// What to do with a record that cannot be processed.
     #[arg(long, env = "KSTAGE_POISON_POLICY", value_enum)]
     pub poison_policy: Option<PoisonPolicy>,
@@ -209,6 +212,7 @@ impl StageArgs {
             .transaction_timeout
             .unwrap_or(config.transaction_timeout);
         config.poison_policy = self.poison_policy.unwrap_or(config.poison_policy);
+        config.workers = self.workers.unwrap_or(config.workers);
         config.dead_letter_topic = self.dead_letter_topic.or(config.dead_letter_topic);
         config.provenance_headers = self.provenance_headers.unwrap_or(config.provenance_headers);
         config.max_value_bytes = self.max_value_bytes.unwrap_or(config.max_value_bytes);

@@ -92,7 +92,7 @@ fn demo(args: &DemoArgs, registry: &Registry) -> Result<(), String> {
     let stage_config = config.clone();
     let started = Instant::now();
     let stage = std::thread::spawn(move || {
-        crate::engine::run(&stage_config, topology, flag, Default::default())
+        crate::engine::run(&stage_config, vec![topology], flag, Default::default())
     });
 
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -125,8 +125,8 @@ fn run(stage: StageArgs, runtime: RuntimeArgs, registry: &Registry) -> ExitCode 
         Ok(config) => config,
         Err(error) => return config_failure(&error.into()),
     };
-    let topology = match config.validate(registry) {
-        Ok(topology) => topology,
+    let topologies = match config.topologies(registry) {
+        Ok(topologies) => topologies,
         Err(errors) => return config_failure(&errors),
     };
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -140,7 +140,7 @@ fn run(stage: StageArgs, runtime: RuntimeArgs, registry: &Registry) -> ExitCode 
         .0
         .map(|address| (address, telemetry.clone()));
     let result = signals::run_until_signal(shutdown, runtime.shutdown_grace, http, move || {
-        crate::engine::run(&config, topology, flag, telemetry)
+        crate::engine::run(&config, topologies, flag, telemetry)
     });
     match result {
         Ok(stats) => {

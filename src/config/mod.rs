@@ -113,6 +113,10 @@ pub struct StageConfig {
     /// crashed or paused instance). Must stay below `max.poll.interval.ms`.
     #[serde(with = "humantime_serde")]
     pub transaction_timeout: Duration,
+    /// Workers in this instance, each a consumer and a transactional producer on its own thread
+    /// (transactional ids `<app_id>-<instance_id>-<n>` when more than one). More workers help
+    /// only with spare cores and more input partitions than instances.
+    pub workers: usize,
     /// What to do with a record that cannot be processed.
     pub poison_policy: PoisonPolicy,
     /// Where `poison_policy = "dead_letter"` writes records; required by that policy only.
@@ -187,6 +191,7 @@ impl Default for StageConfig {
             commit_interval: default_commit_interval(),
             max_records_per_txn: default_max_records_per_txn(),
             transaction_timeout: default_transaction_timeout(),
+            workers: 1,
             poison_policy: PoisonPolicy::default(),
             dead_letter_topic: None,
             provenance_headers: true,
@@ -229,7 +234,8 @@ impl StageConfig {
         })
     }
 
-    /// The transactional id of worker `worker` of this instance.
+    /// The transactional id of this instance (with one worker; worker `n` of several appends
+    /// `-n`).
     pub fn transactional_id(&self) -> String {
         format!("{}-{}", self.app_id, self.instance_id)
     }

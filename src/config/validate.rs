@@ -83,6 +83,21 @@ impl From<ConfigError> for ConfigErrors {
 }
 
 impl StageConfig {
+    /// Checks the configuration and builds one topology instance per worker.
+    pub fn topologies(&self, registry: &Registry) -> Result<Vec<Box<dyn Topology>>, ConfigErrors> {
+        let first = self.validate(registry)?;
+        let mut topologies = vec![first];
+        while topologies.len() < self.workers {
+            let topology = registry
+                .get(&self.topology)
+                .map(|info| (info.factory)(&TopologyParams::new(self.params.clone())))
+                .and_then(Result::ok)
+                .ok_or_else(|| ConfigError::new("topology", "cannot build another instance"))?;
+            topologies.push(topology);
+        }
+        Ok(topologies)
+    }
+
     /// Checks the configuration against itself and against the registered topologies, and builds
     /// the topology (which checks its parameters). Returns the topology ready to run, or every
     /// problem found.
@@ -218,6 +233,9 @@ impl StageConfig {
                     format!("topic {topic:?} is also an input; a stage must not feed itself"),
                 ));
             }
+        }
+        if !(1..=64).contains(&self.workers) {
+            errors.push(ConfigError::new("workers", "must be from 1 to 64"));
         }
         if self.max_records_per_txn == 0 {
             errors.push(ConfigError::new(

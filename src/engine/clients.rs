@@ -14,7 +14,7 @@ use crate::error::EngineError;
 
 /// The consumer's settings: user settings first, then the ones exactly-once depends on (which
 /// validation has already refused in user settings).
-pub(crate) fn consumer_config(config: &StageConfig) -> ClientConfig {
+pub(crate) fn consumer_config(config: &StageConfig, client_id: &str) -> ClientConfig {
     let mut client = ClientConfig::new();
     // Defaults a user may change.
     client
@@ -22,7 +22,7 @@ pub(crate) fn consumer_config(config: &StageConfig) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         // Consumer lag for the metrics.
         .set("statistics.interval.ms", "5000")
-        .set("client.id", config.transactional_id());
+        .set("client.id", client_id);
     config.security.apply(&mut client);
     for (key, value) in config.kafka.iter().chain(&config.consumer) {
         client.set(key, value);
@@ -41,12 +41,12 @@ pub(crate) fn consumer_config(config: &StageConfig) -> ClientConfig {
 }
 
 /// The producer's settings, transactional in exactly_once mode.
-pub(crate) fn producer_config(config: &StageConfig) -> ClientConfig {
+pub(crate) fn producer_config(config: &StageConfig, transactional_id: &str) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         // Where Java producers and Kafka Streams would put a key (librdkafka's default differs).
         .set("partitioner", "murmur2_random")
-        .set("client.id", config.transactional_id());
+        .set("client.id", transactional_id);
     config.security.apply(&mut client);
     for (key, value) in config.kafka.iter().chain(&config.producer) {
         client.set(key, value);
@@ -59,7 +59,7 @@ pub(crate) fn producer_config(config: &StageConfig) -> ClientConfig {
             config.transaction_timeout.as_millis().to_string(),
         );
     if config.delivery == DeliveryMode::ExactlyOnce {
-        client.set("transactional.id", config.transactional_id());
+        client.set("transactional.id", transactional_id);
     }
     client
 }

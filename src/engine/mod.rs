@@ -47,14 +47,19 @@ use crate::topology::{StageInfo, Topology};
 /// How long start-up waits for the cluster to answer before it gives up.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs one stage until `shutdown` is set (then commits the open transaction, leaves the group
+/// Runs one stage until `shutdown` is set (then commits the open transactions, leaves the group
 /// and returns its counters) or a fatal error.
 ///
+/// `topologies` holds one topology instance per worker (`workers` in the config). One worker is
+/// one consumer and one transactional producer, each on its own thread; a single worker runs on
+/// the calling thread. When one worker fails the others are stopped (they commit what they
+/// hold) and the first error is returned.
+///
 /// Blocks the calling thread: call it from a dedicated thread or `spawn_blocking`. The config
-/// must have passed [`StageConfig::validate`], which also builds `topology`.
+/// must have passed [`StageConfig::validate`], which also builds the topologies.
 pub fn run(
     config: &StageConfig,
-    mut topology: Box<dyn Topology>,
+    topologies: Vec<Box<dyn Topology>>,
     shutdown: Arc<AtomicBool>,
     telemetry: Telemetry,
 ) -> Result<WorkerStats, EngineError> {
@@ -71,26 +76,102 @@ pub fn run(
         codecs: Arc::new(codecs),
         outputs: Arc::new(config.outputs.clone()),
     };
+    let workers = topologies.len();
+    if workers <= 1 {
+        let topology = topologies
+            .into_iter()
+            .next()
+            .ok_or_else(|| EngineError::Startup("no topology instance to run".to_string()))?;
+        return run_worker(
+            config,
+            config.transactional_id(),
+            topology,
+            &stage,
+            shutdown,
+            telemetry,
+        );
+    }
+    let results: Vec<Result<WorkerStats, EngineError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = topologies
+            .into_iter()
+            .enumerate()
+            .map(|(index, topology)| {
+                let (stage, shutdown, telemetry) =
+                    (&stage, Arc::clone(&shutdown), telemetry.clone());
+                let transactional_id = format!("{}-{index}", config.transactional_id());
+                std::thread::Builder::new()
+                    .name(format!("kstage-worker-{index}"))
+                    .spawn_scoped(scope, move || {
+                        let result = run_worker(
+                            config,
+                            transactional_id,
+                            topology,
+                            stage,
+                            Arc::clone(&shutdown),
+                            telemetry,
+                        );
+                        if result.is_err() {
+                            // One worker down stops the stage: the others commit and leave.
+                            shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        result
+                    })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| match handle {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    Err(EngineError::Startup("a worker thread panicked".to_string()))
+                }),
+                Err(e) => Err(EngineError::Startup(format!(
+                    "cannot start a worker thread: {e}"
+                ))),
+            })
+            .collect()
+    });
+    let mut total = WorkerStats::default();
+    for result in results {
+        let stats = result?;
+        total.records_in += stats.records_in;
+        total.records_out += stats.records_out;
+        total.commits += stats.commits;
+        total.aborts += stats.aborts;
+        total.skipped += stats.skipped;
+        total.dead_lettered += stats.dead_lettered;
+    }
+    Ok(total)
+}
+
+/// One worker: its consumer and producer, from start-up checks to shutdown.
+fn run_worker(
+    config: &StageConfig,
+    transactional_id: String,
+    mut topology: Box<dyn Topology>,
+    stage: &StageInfo,
+    shutdown: Arc<AtomicBool>,
+    telemetry: Telemetry,
+) -> Result<WorkerStats, EngineError> {
     topology
-        .on_start(&stage)
+        .on_start(stage)
         .map_err(|e| EngineError::Startup(format!("topology {}: {e}", config.topology)))?;
-    let transactional_id = config.transactional_id();
     let transactions = transaction::Transactions::new(
         config.delivery,
-        &clients::producer_config(config),
+        &clients::producer_config(config, &transactional_id),
         transactional_id.clone(),
         config.transaction_timeout,
         Arc::clone(&telemetry.metrics),
     )?;
-    let consumer: BaseConsumer<rebalance::StageContext> = clients::consumer_config(config)
-        .create_with_context(rebalance::StageContext::new(
-            transactions,
-            telemetry.clone(),
-        ))
-        .map_err(|source| EngineError::Kafka {
-            operation: "creating the consumer",
-            source,
-        })?;
+    let consumer: BaseConsumer<rebalance::StageContext> =
+        clients::consumer_config(config, &transactional_id)
+            .create_with_context(rebalance::StageContext::new(
+                transactions,
+                telemetry.clone(),
+            ))
+            .map_err(|source| EngineError::Kafka {
+                operation: "creating the consumer",
+                source,
+            })?;
     clients::preflight(&consumer, config, STARTUP_TIMEOUT)?;
     consumer.context().transactions().init()?;
     telemetry.health.set_producer_ready();
@@ -107,7 +188,7 @@ pub fn run(
         delivery = config.delivery.as_str(),
         inputs = ?config.inputs,
         outputs = ?config.outputs,
-        "Stage started."
+        "Stage worker started."
     );
     runner::Worker {
         consumer,

@@ -17,9 +17,7 @@ use super::rebalance::StageContext;
 use crate::config::{PoisonPolicy, StageConfig};
 use crate::error::EngineError;
 use crate::observability::KindLabel;
-use crate::topology::{
-    Context, Emitter, Headers, OutputHeader, OutputRecord, Record, Topology, TopologyError,
-};
+use crate::topology::{Context, Emitter, Headers, OutputRecord, Record, Topology, TopologyError};
 
 /// Header names written on output and dead-letter records.
 pub mod headers {
@@ -136,25 +134,23 @@ where
             record_size(&record),
         )?;
     }
-    let provenance = handling
-        .provenance_headers
-        .then(|| provenance(&record.context));
-    for (topic, mut output) in outputs {
-        if let Some(extra) = &provenance {
-            output.headers.extend(extra.iter().cloned());
+    let provenance = handling.provenance_headers.then_some(&record.context);
+    for output in &outputs {
+        // `transform` checked every route.
+        if let Some(topic) = handling.topic(output.output) {
+            transactions.send(topic, output, provenance)?;
         }
-        transactions.send(topic, &output)?;
     }
     transactions.serve_deliveries();
     Ok(())
 }
 
-/// The topology's outputs for a record, each with its topic; nothing is sent yet.
-fn transform<'a, 'h>(
+/// The topology's outputs for a record, every one routed to a topic; nothing is sent yet.
+fn transform<'a>(
     topology: &mut dyn Topology,
-    handling: &'h RecordHandling,
+    handling: &RecordHandling,
     record: &Record<'a>,
-) -> Result<Vec<(&'h str, OutputRecord<'a>)>, TopologyError> {
+) -> Result<Vec<OutputRecord<'a>>, TopologyError> {
     if let Some(value) = record.value {
         if value.len() > handling.max_value_bytes {
             return Err(TopologyError::invalid(format!(
@@ -166,33 +162,19 @@ fn transform<'a, 'h>(
     }
     let mut emitter = Emitter::new();
     topology.process(record, &mut emitter)?;
-    emitter
-        .into_records()
-        .into_iter()
-        .map(|output| match handling.topic(output.output) {
-            Some(topic) => Ok((topic, output)),
-            None => Err(TopologyError::transform(format!(
-                "the topology emitted to output {:?}, which it does not declare",
-                output.output
-            ))),
-        })
-        .collect()
+    let outputs = emitter.into_records();
+    if let Some(unrouted) = outputs.iter().find(|o| handling.topic(o.output).is_none()) {
+        return Err(TopologyError::transform(format!(
+            "the topology emitted to output {:?}, which it does not declare",
+            unrouted.output
+        )));
+    }
+    Ok(outputs)
 }
 
 /// Key plus value bytes, as counted by the metrics.
 fn record_size(record: &Record<'_>) -> usize {
     record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len)
-}
-
-fn provenance(context: &Context<'_>) -> [OutputHeader<'static>; 3] {
-    let header = |name: &'static str, value: String| {
-        (Cow::Borrowed(name), Some(Cow::Owned(value.into_bytes())))
-    };
-    [
-        header(headers::SOURCE_TOPIC, context.topic.to_string()),
-        header(headers::SOURCE_PARTITION, context.partition.to_string()),
-        header(headers::SOURCE_OFFSET, context.offset.to_string()),
-    ]
 }
 
 fn poison(
@@ -251,13 +233,10 @@ fn poison(
             };
             add(headers::ERROR_CLASS, error.kind.as_str().to_string());
             add(headers::ERROR_MESSAGE, error.message.clone());
-            add(headers::SOURCE_TOPIC, topic.to_string());
-            add(headers::SOURCE_PARTITION, partition.to_string());
-            add(headers::SOURCE_OFFSET, offset.to_string());
             if let Some(ts) = timestamp {
                 add(headers::SOURCE_TIMESTAMP, ts.to_string());
             }
-            transactions.send(dlq, &letter)?;
+            transactions.send(dlq, &letter, Some(&record.context))?;
             transactions.stats.dead_lettered += 1;
             let kind = KindLabel {
                 kind: "dead_lettered",

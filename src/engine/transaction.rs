@@ -40,15 +40,19 @@ use rdkafka::ClientContext;
 
 use super::broken::Broken;
 use super::offsets::{self, Batch};
+use super::record::headers::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
 use super::retry::{retrying, Retried};
 use crate::config::DeliveryMode;
 use crate::error::{classify, EngineError, ErrorClass};
 use crate::observability::{StageMetrics, TopicLabel};
-use crate::topology::OutputRecord;
+use crate::topology::{Context, OutputRecord};
 
 /// Aborts in a row (no commit in between) after which the worker stops: an error that makes
 /// every transaction abort would otherwise loop abort → rewind → retry forever.
 const MAX_CONSECUTIVE_ABORTS: u32 = 20;
+
+/// How many records go by between two polls for delivery reports.
+const SERVE_DELIVERIES_EVERY: u32 = 256;
 
 /// How a commit ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +120,8 @@ pub(crate) struct Transactions {
     failed_at_open: u64,
     /// Aborts since the last successful commit.
     consecutive_aborts: u32,
+    /// Records processed since delivery reports were last served.
+    unserved: u32,
     /// Updated once per batch.
     pub(crate) metrics: Arc<StageMetrics>,
     /// Counters.
@@ -146,6 +152,7 @@ impl Transactions {
             batch: None,
             failed_at_open: 0,
             consecutive_aborts: 0,
+            unserved: 0,
             metrics,
             stats: WorkerStats::default(),
         })
@@ -201,12 +208,14 @@ impl Transactions {
         Ok(())
     }
 
-    /// Sends one output record (inside the open transaction in exactly_once mode). A full local
-    /// queue is waited out by serving delivery reports.
+    /// Sends one output record (inside the open transaction in exactly_once mode), with the
+    /// provenance headers of `provenance` if given. A full local queue is waited out by serving
+    /// delivery reports.
     pub(crate) fn send(
         &mut self,
         topic: &str,
         record: &OutputRecord<'_>,
+        provenance: Option<&Context<'_>>,
     ) -> Result<(), EngineError> {
         let mut base = BaseRecord::<[u8], [u8], ()>::with_opaque_to(topic, ());
         if let Some(key) = &record.key {
@@ -218,13 +227,31 @@ impl Transactions {
         if let Some(timestamp) = record.timestamp {
             base = base.timestamp(timestamp);
         }
-        if !record.headers.is_empty() {
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        let extra = if provenance.is_some() { 3 } else { 0 };
+        if !record.headers.is_empty() || extra > 0 {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + extra);
             for (key, value) in &record.headers {
                 headers = headers.insert(Header {
                     key: key.as_ref(),
                     value: value.as_deref(),
                 });
+            }
+            if let Some(source) = provenance {
+                // Formatted on the stack: no allocation per record for the provenance headers.
+                let (mut partition, mut offset) = (itoa::Buffer::new(), itoa::Buffer::new());
+                headers = headers
+                    .insert(Header {
+                        key: SOURCE_TOPIC,
+                        value: Some(source.topic),
+                    })
+                    .insert(Header {
+                        key: SOURCE_PARTITION,
+                        value: Some(partition.format(source.partition)),
+                    })
+                    .insert(Header {
+                        key: SOURCE_OFFSET,
+                        value: Some(offset.format(source.offset)),
+                    });
             }
             base = base.headers(headers);
         }
@@ -256,10 +283,15 @@ impl Transactions {
         }
     }
 
-    /// Serves delivery reports that are ready, without blocking. Called once per consumed record
-    /// so reports never pile up.
-    pub(crate) fn serve_deliveries(&self) {
-        self.producer.poll(Duration::ZERO);
+    /// Serves delivery reports that are ready, without blocking, every
+    /// [`SERVE_DELIVERIES_EVERY`] records, so reports never pile up (and a full queue, and
+    /// every commit, serve them too).
+    pub(crate) fn serve_deliveries(&mut self) {
+        self.unserved += 1;
+        if self.unserved >= SERVE_DELIVERIES_EVERY {
+            self.unserved = 0;
+            self.producer.poll(Duration::ZERO);
+        }
     }
 
     /// Commits the open batch (see the module docs for each mode). Does nothing when no batch is
