@@ -254,6 +254,13 @@ impl EngineError {
                 transactional_id: transactional_id.to_string(),
                 source,
             }
+        } else if is_authorization(&source) {
+            let hint = authorization_hint(&source, transactional_id);
+            Self::NotAuthorized {
+                operation,
+                source,
+                hint,
+            }
         } else {
             Self::Kafka { operation, source }
         }
