@@ -48,7 +48,24 @@ pub(crate) struct Worker {
 
 impl Worker {
     /// Runs until shutdown is requested (then commits and returns) or a fatal error.
+    ///
+    /// After an error the open batch may hold part of a record's outputs, so it must never
+    /// commit: it is aborted here (best effort; a fenced producer cannot, and the broker or the
+    /// next instance aborts it), and the producer side is marked defunct so that the revoke
+    /// callback of the consumer's close does not commit it either.
     pub(crate) fn run(mut self) -> Result<WorkerStats, EngineError> {
+        let result = self.run_until_stopped();
+        if result.is_err() {
+            let mut transactions = self.consumer.context().transactions();
+            transactions.mark_defunct();
+            if let Err(error) = transactions.abort() {
+                tracing::warn!(%error, "Could not abort the open transaction after the error.");
+            }
+        }
+        result
+    }
+
+    fn run_until_stopped(&mut self) -> Result<WorkerStats, EngineError> {
         let mut buffer: Vec<OwnedMessage> = Vec::new();
         let mut last_summary = Instant::now();
         let mut summarised = WorkerStats::default();

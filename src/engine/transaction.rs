@@ -122,6 +122,8 @@ pub(crate) struct Transactions {
     consecutive_aborts: u32,
     /// Records processed since delivery reports were last served.
     unserved: u32,
+    /// Set after a fatal error: the open batch may be partial and must never commit.
+    defunct: bool,
     /// Updated once per batch.
     pub(crate) metrics: Arc<StageMetrics>,
     /// Counters.
@@ -153,6 +155,7 @@ impl Transactions {
             failed_at_open: 0,
             consecutive_aborts: 0,
             unserved: 0,
+            defunct: false,
             metrics,
             stats: WorkerStats::default(),
         })
@@ -170,6 +173,11 @@ impl Transactions {
             producer.init_transactions(timeout)
         })
         .map_err(|e| self.fatal("init_transactions", e))
+    }
+
+    /// Marks the producer side unusable after a fatal error: commits are refused from now on.
+    pub(crate) fn mark_defunct(&mut self) {
+        self.defunct = true;
     }
 
     /// Whether a batch is open.
@@ -303,6 +311,9 @@ impl Transactions {
         let Some(batch) = self.batch.clone() else {
             return Ok(CommitOutcome::Committed);
         };
+        if self.defunct {
+            return self.abort();
+        }
         let started = Instant::now();
         let outcome = match self.mode {
             DeliveryMode::ExactlyOnce => self.commit_transaction(consumer)?,

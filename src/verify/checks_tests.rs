@@ -203,3 +203,36 @@ fn interleaved_producers_are_not_judged() {
     assert_eq!(torn(f.out(), &records, &f.topics, LIMIT, &mut finding), 0);
     assert!(finding.ok());
 }
+
+#[test]
+fn interleaved_lanes_are_judged_each_on_its_own() {
+    let mut f = fixture(10);
+    let other = f.topics.intern("in2");
+    let lane2 = |offset| Coord {
+        tp: Tp {
+            topic: other,
+            partition: 0,
+        },
+        offset,
+    };
+    let record = |offset, committed, source| RunRecord {
+        offset,
+        committed,
+        source: Some(source),
+    };
+    // One run: a committed transaction from in[0] interleaved with an aborted one from in2[0].
+    let mut records = vec![
+        record(0, true, f.at(0)),
+        record(1, false, lane2(0)),
+        record(2, true, f.at(1)),
+        record(3, false, lane2(1)),
+    ];
+    let mut finding = Finding::default();
+    assert_eq!(torn(f.out(), &records, &f.topics, LIMIT, &mut finding), 2);
+    assert!(finding.ok(), "{finding:?}");
+    // The in2[0] transaction partly visible: torn.
+    records[3].committed = true;
+    assert_eq!(torn(f.out(), &records, &f.topics, LIMIT, &mut finding), 2);
+    assert_eq!(finding.count, 1);
+    assert!(finding.examples[0].contains("from in2[0]"), "{finding:?}");
+}

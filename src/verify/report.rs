@@ -112,7 +112,7 @@ pub struct Report {
     pub aborted_visible: Finding,
     /// Single-transaction runs of an output partition partly committed, partly not.
     pub torn_transactions: Finding,
-    /// Runs the torn-transaction check could attribute to one transaction and checked.
+    /// Lanes of runs the torn-transaction check could attribute to one transaction and checked.
     pub runs_checked: u64,
     /// Output (and through) partitions whose LSO stayed below the high watermark.
     pub hanging_transactions: Finding,
@@ -161,7 +161,7 @@ impl Report {
     fn detail(&self, name: &str) -> String {
         match name {
             "order" => format!("({} lanes)", self.order_lanes),
-            "torn transactions" => format!("({} runs checked)", self.runs_checked),
+            "torn transactions" => format!("({} run lanes checked)", self.runs_checked),
             "hanging transactions" => format!("({} partitions)", self.partitions.len()),
             "group offsets" => format!("({} group partitions)", self.groups.len()),
             _ => String::new(),
