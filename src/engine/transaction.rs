@@ -124,6 +124,9 @@ pub(crate) struct Transactions {
     unserved: u32,
     /// Set after a fatal error: the open batch may be partial and must never commit.
     defunct: bool,
+    /// Set when commit_transaction gave up with its outcome unknown: that transaction must not
+    /// be aborted.
+    commit_in_doubt: bool,
     /// Updated once per batch.
     pub(crate) metrics: Arc<StageMetrics>,
     /// Counters.
@@ -156,6 +159,7 @@ impl Transactions {
             consecutive_aborts: 0,
             unserved: 0,
             defunct: false,
+            commit_in_doubt: false,
             metrics,
             stats: WorkerStats::default(),
         })
@@ -396,7 +400,12 @@ impl Transactions {
                 tracing::warn!(error = %e, "Committing the transaction failed; aborting it.");
                 self.abort()
             }
-            Err(e) => Err(self.fatal("commit_transaction", e)),
+            Err(e) => {
+                // Whether it committed is unknown: never abort it (a late EndTxn could end a later
+                // transaction); the stage stops, and the next init_transactions settles it.
+                self.commit_in_doubt = true;
+                Err(self.fatal("commit_transaction", e))
+            }
         }
     }
 
@@ -442,6 +451,10 @@ impl Transactions {
     pub(crate) fn abort(&mut self) -> Result<CommitOutcome, EngineError> {
         if self.batch.is_none() {
             return Ok(CommitOutcome::Committed);
+        }
+        if self.commit_in_doubt {
+            tracing::warn!("The last commit's outcome is unknown; not aborting that transaction.");
+            return Ok(self.take_aborted());
         }
         if self.mode == DeliveryMode::ExactlyOnce {
             // Bounded: an abort must not wait for a broker that is gone.
