@@ -32,13 +32,14 @@ use super::CodecError;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// (output topic, is key, schema source) -> the strategy carrying the supplied schema.
-type StrategyCache = HashMap<(String, bool, String), Arc<Strategy>>;
+/// (output topic, is key, schema source) -> the strategy carrying the supplied schema, and an
+/// encoder of its own: the converter caches one schema per subject per encoder, so two types
+/// written to one subject (a new schema version) need two encoders.
+type StrategyCache = HashMap<(String, bool, String), Arc<(Strategy, AvroEncoder)>>;
 
 pub(super) struct AvroCodec {
     settings: SrSettings,
     decoder: AvroDecoder,
-    encoder: AvroEncoder,
     strategy: SubjectNameStrategy,
     unavailable_timeout: Duration,
     /// Reader schemas by Rust type name.
@@ -52,7 +53,6 @@ impl AvroCodec {
         Ok(Self {
             settings: config.client()?,
             decoder: AvroDecoder::new(config.client()?),
-            encoder: AvroEncoder::new(config.client()?),
             strategy: config.subject_name_strategy,
             unavailable_timeout: config.unavailable_timeout,
             reader_schemas: Mutex::new(HashMap::new()),
@@ -91,8 +91,9 @@ impl AvroCodec {
         value: &T,
         schema_file: Option<&Path>,
     ) -> Result<Vec<u8>, CodecError> {
-        let strategy = self.strategy_for::<T>(topic, is_key, schema_file)?;
-        self.retrying("encoding", || self.encoder.encode_struct(value, &strategy))
+        let output = self.strategy_for::<T>(topic, is_key, schema_file)?;
+        let (strategy, encoder) = &*output;
+        self.retrying("encoding", || encoder.encode_struct(value, strategy))
     }
 
     fn reader_schema<T: AvroSchema>(&self) -> Arc<Schema> {
@@ -112,7 +113,7 @@ impl AvroCodec {
         topic: &str,
         is_key: bool,
         schema_file: Option<&Path>,
-    ) -> Result<Arc<Strategy>, CodecError> {
+    ) -> Result<Arc<(Strategy, AvroEncoder)>, CodecError> {
         let source = match schema_file {
             Some(path) => path.display().to_string(),
             None => std::any::type_name::<T>().to_string(),
@@ -151,9 +152,9 @@ impl AvroCodec {
                 )))
             }
         };
-        let strategy = Arc::new(strategy);
-        cache.insert(key, Arc::clone(&strategy));
-        Ok(strategy)
+        let output = Arc::new((strategy, AvroEncoder::new(self.settings.clone())));
+        cache.insert(key, Arc::clone(&output));
+        Ok(output)
     }
 
     /// Calls the registry, retrying while it is unreachable, up to the unavailable timeout.
@@ -179,12 +180,24 @@ impl AvroCodec {
                         "The schema registry does not answer; retrying.");
                     // A 5xx answer is cached as final by the converter; it is not.
                     self.decoder.remove_errors_from_cache();
-                    self.encoder.remove_errors_from_cache();
+                    self.forget_encoder_errors();
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(error) => return Err(CodecError::Poison(describe(&error))),
             }
+        }
+    }
+}
+
+impl AvroCodec {
+    fn forget_encoder_errors(&self) {
+        let cache = self
+            .strategies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for output in cache.values() {
+            output.1.remove_errors_from_cache();
         }
     }
 }

@@ -89,13 +89,22 @@ mod tests {
     fn ready_only_when_initialised_joined_and_not_stuck() {
         let health = Health::new(Duration::from_millis(0));
         let metrics = StageMetrics::new();
-        assert!(health.readiness(&metrics).unwrap_err().contains("producer"));
+        assert!(health
+            .readiness(&metrics)
+            .expect_err("not ready")
+            .contains("producer"));
         health.set_producer_ready();
-        assert!(health.readiness(&metrics).unwrap_err().contains("group"));
+        assert!(health
+            .readiness(&metrics)
+            .expect_err("not ready")
+            .contains("group"));
         health.set_in_group(true);
         assert_eq!(health.readiness(&metrics), Ok(()));
         metrics.transaction_opened();
         std::thread::sleep(Duration::from_millis(5));
-        assert!(health.readiness(&metrics).unwrap_err().contains("open for"));
+        assert!(health
+            .readiness(&metrics)
+            .expect_err("not ready")
+            .contains("open for"));
     }
 }
