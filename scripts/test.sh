@@ -152,6 +152,13 @@ echo "KSTAGE_TEST_REQUIRE_BROKER=${KSTAGE_TEST_REQUIRE_BROKER}" >&2
 done_section
 
 # ---------------------------------------------------------------------------
+section "Python test client (scripts/python-env.sh)"
+KSTAGE_TEST_PYTHON="$("${SCRIPTS}/python-env.sh")" || die "could not set up the Python test client"
+export KSTAGE_TEST_PYTHON
+echo "KSTAGE_TEST_PYTHON=${KSTAGE_TEST_PYTHON}" >&2
+done_section
+
+# ---------------------------------------------------------------------------
 section "cargo test --features ${FEATURES}${CARGO_ARGS[*]:+ ${CARGO_ARGS[*]}} -- ${TEST_ARGS[*]}"
 test_rc=0
 cargo test --features "${FEATURES}" "${CARGO_ARGS[@]}" -- "${TEST_ARGS[@]}" || test_rc=$?

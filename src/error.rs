@@ -58,26 +58,25 @@ fn code_of(error: &KafkaError) -> Option<RDKafkaErrorCode> {
 }
 
 /// What the operator should do about an authorization or authentication error.
-pub fn authorization_hint(error: &KafkaError, transactional_id: &str) -> &'static str {
-    let _ = transactional_id;
+pub fn authorization_hint(error: &KafkaError, transactional_id: &str) -> String {
     match code_of(error) {
-        Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed) => {
-            "the principal needs Write and Describe on the stage's TransactionalId \
-             (<app_id>-<instance_id>)"
-        }
-        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
-            "the principal needs Read (and Describe) on every input topic and Write (and \
-             Describe) on every output and dead-letter topic"
-        }
+        Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed) => format!(
+            "the principal needs Write and Describe on TransactionalId {transactional_id:?}"
+        ),
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => "the principal needs Read (and \
+            Describe) on every input topic and Write (and Describe) on every output and \
+            dead-letter topic"
+            .to_string(),
         Some(RDKafkaErrorCode::GroupAuthorizationFailed) => {
-            "the principal needs Read on the consumer group (the app_id)"
+            "the principal needs Read on the consumer group (the app_id)".to_string()
         }
         Some(RDKafkaErrorCode::ClusterAuthorizationFailed) => {
             "the principal lacks a cluster-level permission (IdempotentWrite on older brokers)"
+                .to_string()
         }
-        _ => {
-            "authentication failed: check security.protocol, sasl_mechanism, username and password"
-        }
+        _ => "authentication failed: check security.protocol, sasl_mechanism, username and \
+              password"
+            .to_string(),
     }
 }
 
@@ -170,7 +169,7 @@ pub enum EngineError {
         /// The client's error.
         source: KafkaError,
         /// What to grant or fix.
-        hint: &'static str,
+        hint: String,
     },
     /// Transactions keep aborting without one committing in between.
     #[error(
@@ -299,7 +298,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .contains("Write and Describe on the stage's TransactionalId"),
+                .contains(r#"Write and Describe on TransactionalId "app-0""#),
             "{error}"
         );
         let topic = KafkaError::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed);

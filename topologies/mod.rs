@@ -5,6 +5,7 @@
 //! [`kstage::topology::Topology`], declare it below, and register it in [`registry`]; then run it
 //! with `kstage run --topology my-transform ...`.
 
+pub mod bench_enrich;
 pub mod orders;
 pub mod orders_avro;
 pub mod passthrough;
@@ -19,7 +20,12 @@ pub fn registry() -> Registry {
     registry
         .register("passthrough", passthrough::DESCRIPTION, passthrough::build)
         .register("orders", orders::DESCRIPTION, orders::build)
-        .register("orders-avro", orders_avro::DESCRIPTION, orders_avro::build);
+        .register("orders-avro", orders_avro::DESCRIPTION, orders_avro::build)
+        .register(
+            "bench-enrich",
+            bench_enrich::DESCRIPTION,
+            bench_enrich::build,
+        );
     #[cfg(feature = "fault-injection")]
     registry.register("fail-on", testing::DESCRIPTION, testing::build);
     registry

@@ -16,7 +16,8 @@ use clap::{Parser, Subcommand};
 
 pub use args::{RuntimeArgs, StageArgs};
 
-use crate::config::{redacted, ConfigErrors};
+use crate::config::{redacted, ConfigErrors, DeliveryMode};
+use crate::error::EngineError;
 use crate::observability::{self, Health, LogFormat, Telemetry};
 use crate::topology::Registry;
 
@@ -129,6 +130,15 @@ fn run(stage: StageArgs, runtime: RuntimeArgs, registry: &Registry) -> ExitCode 
         Ok(topologies) => topologies,
         Err(errors) => return config_failure(&errors),
     };
+    let (inputs, app_id) = (config.inputs.clone(), config.app_id.clone());
+    let writes: Vec<String> = config
+        .outputs
+        .values()
+        .chain(&config.dead_letter_topic)
+        .cloned()
+        .collect();
+    let transactional_id =
+        (config.delivery == DeliveryMode::ExactlyOnce).then(|| config.transactional_id());
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&shutdown);
     let telemetry = Telemetry {
@@ -158,6 +168,17 @@ fn run(stage: StageArgs, runtime: RuntimeArgs, registry: &Registry) -> ExitCode 
         Err(error) => {
             tracing::error!(%error, "Stage failed.");
             eprintln!("kstage: {error}");
+            if let EngineError::NotAuthorized { .. } = error {
+                eprintln!(
+                    "kstage: this stage reads {:?} as group {:?} and writes {:?}{}",
+                    inputs,
+                    app_id,
+                    writes,
+                    transactional_id
+                        .map(|id| format!(" with TransactionalId {id:?}"))
+                        .unwrap_or_default()
+                );
+            }
             ExitCode::from(error.exit_code())
         }
     }

@@ -80,7 +80,7 @@ async fn wait_for_signals(
 }
 
 fn force_exit(why: &str, code: i32) -> ! {
-    tracing::error!("Exiting without finishing the open transaction: {why}.");
+    tracing::error!("Exiting before the stage finished stopping: {why}.");
     eprintln!(
         "kstage: {why}; exiting without finishing the open transaction (the broker aborts it)"
     );

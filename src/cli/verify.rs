@@ -24,7 +24,7 @@ pub enum IdentityArg {
     Provenance,
     /// The record key (unique in the input).
     Key,
-    /// A JSON value field named by --id-field (unique in the input).
+    /// A JSON value field, named by --id-field (default `id`), unique in the input.
     Field,
 }
 
@@ -159,11 +159,10 @@ pub fn run(args: VerifyArgs) -> ExitCode {
     }
     let bar = show_progress.then(|| {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template(
-            "{msg:48!} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}",
-        )
-        .map(|s| s.progress_chars("=> "))
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style =
+            ProgressStyle::with_template("{msg:56!} [{bar:30}] {human_pos}/{human_len} eta {eta}")
+                .map(|s| s.progress_chars("=> "))
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         Bar(bar)
     });

@@ -1,5 +1,6 @@
 //! librdkafka client settings for a worker's consumer and producer, and the start-up check.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -67,11 +68,14 @@ pub(crate) fn producer_config(config: &StageConfig, transactional_id: &str) -> C
 /// Waits until the cluster answers, then checks that every topic the stage uses exists and may be
 /// described. An unreachable cluster is retried with backoff until `timeout`; a failed login, a
 /// missing topic or a refused topic fails at once, with what to fix.
+///
+/// Returns `Ok(false)` when `shutdown` is set meanwhile: the stage stops before it started.
 pub(crate) fn preflight(
     consumer: &BaseConsumer<StageContext>,
     config: &StageConfig,
     timeout: Duration,
-) -> Result<(), EngineError> {
+    shutdown: &AtomicBool,
+) -> Result<bool, EngineError> {
     let deadline = Instant::now() + timeout;
     let mut backoff = Duration::from_millis(200);
     let login_failed = |detail: String| {
@@ -82,9 +86,13 @@ pub(crate) fn preflight(
         ))
     };
     loop {
+        if shutdown.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
         let result = consumer.fetch_metadata(None, Duration::from_secs(10));
-        // Serves librdkafka's error events, where a failed SASL login is reported.
-        let _ = consumer.poll(Duration::ZERO);
+        // Serves librdkafka's error events, where a failed SASL login is reported; they are
+        // only delivered by a poll that waits a little.
+        let _ = consumer.poll(Duration::from_millis(100));
         if let Some(detail) = consumer.context().pending().authentication.take() {
             return Err(login_failed(detail));
         }
@@ -152,7 +160,7 @@ pub(crate) fn preflight(
         }
     }
     if problems.is_empty() {
-        Ok(())
+        Ok(true)
     } else {
         Err(EngineError::Startup(format!(
             "{} on {}",

@@ -172,7 +172,10 @@ fn run_worker(
                 operation: "creating the consumer",
                 source,
             })?;
-    clients::preflight(&consumer, config, STARTUP_TIMEOUT)?;
+    if !clients::preflight(&consumer, config, STARTUP_TIMEOUT, &shutdown)? {
+        tracing::info!("Stopped during start-up; nothing was processed.");
+        return Ok(WorkerStats::default());
+    }
     consumer.context().transactions().init()?;
     telemetry.health.set_producer_ready();
     let inputs: Vec<&str> = config.inputs.iter().map(String::as_str).collect();

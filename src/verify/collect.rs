@@ -8,7 +8,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rdkafka::consumer::BaseConsumer;
 use rdkafka::Message;
 
 use super::checks::{self, RunRecord, Seen};
@@ -16,7 +15,7 @@ use super::lineage::{
     self, Coord, Identity, PartitionView, Resolved, Resolver, Source, TopicView, Topics, Tp,
     Uncommitted,
 };
-use super::read::{Bounds, Client, Isolation, Progress};
+use super::read::{Bounds, Client, Isolation, Progress, VerifyConsumer};
 use super::report::{PartitionEnds, Report, TopicSummary};
 use super::{VerifyConfig, VerifyError};
 
@@ -262,7 +261,7 @@ fn lso(ends: &[PartitionEnds], topic: &str, partition: i32) -> Option<i64> {
 /// From each partition's low watermark to `end(partition)`.
 fn bounds_to(
     client: &Client,
-    lows: &BaseConsumer,
+    lows: &VerifyConsumer,
     topic: &str,
     partitions: i32,
     end: impl Fn(i32) -> Option<i64>,
@@ -281,7 +280,7 @@ fn bounds_to(
 /// The read_uncommitted view of an upstream topic, up to its high watermark.
 fn load_uncommitted(
     client: &Client,
-    lows: &BaseConsumer,
+    lows: &VerifyConsumer,
     topic: &str,
     partitions: i32,
     identity: &Identity,

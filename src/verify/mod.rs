@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Every output record is traced back to one input record ([`Identity`]: provenance headers by
-//! default, or the key, or a JSON field; see [`lineage`](self) for how chains are followed),
+//! default, or the key, or a JSON field; the `lineage` module explains how chains are followed),
 //! then the checks run:
 //!
 //! | check | fails when |
@@ -18,7 +18,7 @@
 //! | unexpected | an output record traces to no input record |
 //! | order | within a lane (input partition → through partition → output partition), input offsets do not strictly increase with output offsets |
 //! | aborted visible | a read_committed output record derives from a record of an aborted upstream transaction (a source seen only read_uncommitted) |
-//! | torn transactions | an output run attributable to one transaction is partly visible (see [`checks`](self)) |
+//! | torn transactions | an output run attributable to one transaction is partly visible (the `checks` module says precisely what is checkable) |
 //! | hanging transactions | an output or through partition's LSO stays below its high watermark for the settle timeout |
 //! | group offsets | a consumer group has records left after its committed (stable) offset |
 //!

@@ -147,7 +147,7 @@ pub(crate) fn group_lag(
 /// Stable committed offsets of `group` on `topic`, retrying broker errors until `timeout`
 /// (an open transaction holding offsets makes the broker answer "unstable" until it ends).
 fn committed_offsets(
-    consumer: &rdkafka::consumer::BaseConsumer,
+    consumer: &super::read::VerifyConsumer,
     group: &str,
     topic: &str,
     partitions: i32,

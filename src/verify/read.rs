@@ -14,8 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -79,6 +80,26 @@ pub struct Bounds {
     pub end: i64,
 }
 
+/// The verifier's client context: end-of-partition events are expected (reads stop there), so
+/// they are not logged as errors; other client errors are warnings, since librdkafka retries
+/// and a read that gets nowhere fails on its own ([`STALL_TIMEOUT`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VerifyContext;
+
+impl ClientContext for VerifyContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
+        tracing::warn!(%error, reason, "The Kafka client reported an error; retrying.");
+    }
+}
+
+impl ConsumerContext for VerifyContext {}
+
+/// A consumer of the verifier.
+pub type VerifyConsumer = BaseConsumer<VerifyContext>;
+
 /// Creates the verifier's Kafka clients from the bootstrap servers and extra librdkafka settings.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -107,18 +128,18 @@ impl Client {
         &self,
         isolation: Isolation,
         group: Option<&str>,
-    ) -> Result<BaseConsumer, VerifyError> {
+    ) -> Result<VerifyConsumer, VerifyError> {
         let mut config = self.base.clone();
         config
             .set("isolation.level", isolation.as_str())
             .set("group.id", group.unwrap_or("kstage-verify"));
         config
-            .create()
+            .create_with_context(VerifyContext)
             .map_err(|source| VerifyError::kafka("creating a consumer", source))
     }
 
     /// The number of partitions of `topic`; an error if the topic does not exist.
-    pub fn partitions(&self, consumer: &BaseConsumer, topic: &str) -> Result<i32, VerifyError> {
+    pub fn partitions(&self, consumer: &VerifyConsumer, topic: &str) -> Result<i32, VerifyError> {
         let metadata = consumer
             .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
             .map_err(|source| VerifyError::kafka(format!("metadata of {topic}"), source))?;
@@ -136,7 +157,7 @@ impl Client {
     /// for a read_committed `consumer` and the high watermark for a read_uncommitted one.
     pub fn watermarks(
         &self,
-        consumer: &BaseConsumer,
+        consumer: &VerifyConsumer,
         topic: &str,
         partitions: i32,
     ) -> Result<Vec<(i64, i64)>, VerifyError> {

@@ -214,12 +214,12 @@ impl fmt::Display for Report {
         )?;
         for (name, finding) in self.checks() {
             let mark = if finding.ok() { "ok  " } else { "FAIL" };
-            writeln!(
-                f,
+            let line = format!(
                 "  [{mark}] {name:<21} {:>8} {}",
                 finding.count,
                 self.detail(name)
-            )?;
+            );
+            writeln!(f, "{}", line.trim_end())?;
             for example in &finding.examples {
                 writeln!(f, "           - {example}")?;
             }

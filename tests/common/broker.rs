@@ -7,6 +7,8 @@
 //! 3. otherwise the test is skipped with a message, unless `KSTAGE_TEST_REQUIRE_BROKER=1`, in which
 //!    case it fails: a CI run that meant to test against a broker must not pass vacuously.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -72,13 +74,41 @@ pub fn unique_name(what: &str) -> String {
     format!("kstage-{what}-{:016x}", rand::random::<u64>())
 }
 
-/// Client settings shared by every helper client.
+/// Extra librdkafka settings of the helper clients, per bootstrap string: a fixture that starts a
+/// broker needing credentials (the secure broker of `secure.rs`) registers them, and every helper
+/// in this directory then authenticates to that broker without further changes.
+static CLIENT_SETTINGS: Mutex<BTreeMap<String, Vec<(String, String)>>> =
+    Mutex::new(BTreeMap::new());
+
+/// Makes [`client_config`] add `settings` for clients of `bootstrap` (until unregistered).
+pub fn register_client_settings(bootstrap: &str, settings: Vec<(String, String)>) {
+    CLIENT_SETTINGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(bootstrap.to_string(), settings);
+}
+
+/// Undoes [`register_client_settings`].
+pub fn unregister_client_settings(bootstrap: &str) {
+    CLIENT_SETTINGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(bootstrap);
+}
+
+/// Client settings shared by every helper client (plus those registered for `bootstrap`).
 pub fn client_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
         .set("broker.address.family", "v4")
         .set("log_level", "4");
+    let registered = CLIENT_SETTINGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (key, value) in registered.get(bootstrap).into_iter().flatten() {
+        config.set(key, value);
+    }
     config
 }
 

@@ -35,6 +35,13 @@ pub struct DeliveryCheck {
     first_error: Mutex<Option<String>>,
 }
 
+impl DeliveryCheck {
+    /// Deliveries that failed so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
 impl ClientContext for DeliveryCheck {}
 
 impl ProducerContext for DeliveryCheck {

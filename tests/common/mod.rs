@@ -6,10 +6,19 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod broker;
+pub mod chaos;
 pub mod check;
 pub mod input;
+pub mod ledger;
+pub mod mix;
+pub mod orders;
+pub mod orders_stage;
+pub mod raw;
 pub mod read;
+pub mod registry;
+pub mod secure;
 pub mod stage;
+pub mod values;
 
 use std::time::{Duration, Instant};
 

@@ -35,7 +35,10 @@ pub struct ReadRecord {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<String>,
+    /// The value's bytes (empty for a tombstone: see `tombstone`).
     pub value: Vec<u8>,
+    /// True when the record has no value at all.
+    pub tombstone: bool,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
@@ -135,6 +138,7 @@ pub fn read_topic(bootstrap: &str, topic: &str, isolation: Isolation) -> Vec<Rea
                             .key()
                             .map(|k| String::from_utf8_lossy(k).into_owned()),
                         value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                        tombstone: message.payload().is_none(),
                         headers,
                     });
             }
@@ -283,6 +287,7 @@ impl LiveReader {
                             .key()
                             .map(|k| String::from_utf8_lossy(k).into_owned()),
                         value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                        tombstone: message.payload().is_none(),
                         headers: Vec::new(),
                     }),
                 }

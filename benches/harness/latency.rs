@@ -1,0 +1,250 @@
+//! The latency run: a rate-limited producer writes records stamped with their creation time; a
+//! read_committed consumer of the contender's output records `now - created` in an HdrHistogram.
+//!
+//! ```text
+//! start contender on fresh topics
+//! probe: one record every 200 ms until one comes out (the contender is up and assigned)
+//! load:  `rate` records/s for warm-up + measured seconds, each stamped `ts_us` when it is sent
+//! read:  read_committed, fetch.wait.max.ms=10; records after the warm-up go in the histogram
+//! ```
+//!
+//! The clock is the harness's own (producer and consumer are threads of one process), so no
+//! clock skew enters. The latency includes the load producer's batching (`linger.ms=1`), the
+//! contender's commit interval and the broker's transaction markers: record created -> visible to
+//! a read_committed consumer.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use hdrhistogram::Histogram;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+
+use crate::contender::{self, Job, Kind, Programs};
+use crate::data;
+
+/// Key prefix of the latency records.
+const LOAD_PREFIX: &str = "lat-";
+/// Key prefix of the readiness probes.
+const PROBE_PREFIX: &str = "probe-";
+
+/// Settings of a latency run.
+#[derive(Debug, Clone)]
+pub struct LatencySettings {
+    /// Seconds of load whose records are not measured.
+    pub warmup: Duration,
+    /// Seconds of measured load.
+    pub measured: Duration,
+    /// Value size of the records.
+    pub record_size: usize,
+    /// Partitions of the topics.
+    pub partitions: i32,
+}
+
+/// What a latency run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyRun {
+    /// The contender.
+    pub contender: Kind,
+    /// The round (0-based).
+    pub round: usize,
+    /// Offered load, records per second.
+    pub rate: f64,
+    /// The rate the producer achieved over the load.
+    pub achieved_rate: f64,
+    /// Records measured.
+    pub measured: u64,
+    /// Records sent that never came out before the deadline.
+    pub missing: u64,
+    /// Latency percentiles in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+    /// Largest latency, ms.
+    pub max_ms: f64,
+    /// Mean latency, ms.
+    pub mean_ms: f64,
+    /// CPU seconds of the contender per second of load.
+    pub cpu_per_s: f64,
+    /// How the contender exited when stopped.
+    pub exit: String,
+    /// Why the run failed, if it did.
+    pub error: Option<String>,
+}
+
+/// Runs one contender at `rate` records per second on the fresh topics of `job`.
+pub fn run(
+    kind: Kind,
+    round: usize,
+    programs: &Programs,
+    job: &Job,
+    rate: f64,
+    settings: &LatencySettings,
+) -> Result<LatencyRun> {
+    let total_s = (settings.warmup + settings.measured).as_secs_f64();
+    let to_send = (rate * total_s).round() as u64;
+    let warmup_records = (rate * settings.warmup.as_secs_f64()).round() as u64;
+    let consumer = output_reader(&job.bootstrap, &job.output, settings.partitions)?;
+    let mut running = contender::start(kind, programs, job)?;
+    let probe_seen = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (probe_seen, received, stop) = (probe_seen.clone(), received.clone(), stop.clone());
+        std::thread::spawn(move || read(consumer, warmup_records, &probe_seen, &received, &stop))
+    };
+
+    // Everything that can fail runs in here, so the contender and the reader are stopped
+    // whatever happens.
+    let load = (|| -> Result<(u64, f64, f64)> {
+        let producer = data::producer(&job.bootstrap, 1)?;
+        let mut buffer = Vec::with_capacity(settings.record_size + 64);
+        // Probe until the contender is up.
+        let probe_deadline = Instant::now() + Duration::from_secs(180);
+        let mut probes = 0u64;
+        while !probe_seen.load(Ordering::Relaxed) {
+            anyhow::ensure!(
+                Instant::now() < probe_deadline && running.exited().is_none(),
+                "{} passed no probe record within 180 s; see {}",
+                kind.name(),
+                running.log.display()
+            );
+            let id = data::key(PROBE_PREFIX, probes);
+            data::value(
+                &mut buffer,
+                &id,
+                probes,
+                data::now_us(),
+                settings.record_size,
+            );
+            data::send(&producer, &job.input, &id, &buffer)?;
+            producer.flush(Duration::from_secs(10))?;
+            probes += 1;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let cpu_before = crate::procfs::sample(running.pid()).unwrap_or_default();
+        // The load: at each tick, send what is due by now.
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while sent < to_send {
+            let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(to_send);
+            while sent < due {
+                let id = data::key(LOAD_PREFIX, sent);
+                data::value(&mut buffer, &id, sent, data::now_us(), settings.record_size);
+                data::send(&producer, &job.input, &id, &buffer)?;
+                sent += 1;
+            }
+            producer.poll(Duration::ZERO);
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        let load_s = started.elapsed().as_secs_f64();
+        producer.flush(Duration::from_secs(30))?;
+        let cpu_after = crate::procfs::sample(running.pid()).unwrap_or_default();
+        // Wait for the rest to come out.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while received.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok((sent, load_s, cpu_after.cpu_s - cpu_before.cpu_s))
+    })();
+    stop.store(true, Ordering::Relaxed);
+    let histogram = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the latency reader panicked"))?;
+    let exit = running.stop(Duration::from_secs(30));
+    let histogram = histogram?;
+    let (sent, load_s, cpu_s, error) = match load {
+        Ok((sent, load_s, cpu_s)) => (sent, load_s, cpu_s, None),
+        Err(error) => (0, 1.0, 0.0, Some(format!("{error:#}"))),
+    };
+    let got = received.load(Ordering::Relaxed);
+    let ms = |us: u64| us as f64 / 1000.0;
+    let mut run = LatencyRun {
+        contender: kind,
+        round,
+        rate,
+        achieved_rate: sent as f64 / load_s,
+        measured: histogram.len(),
+        missing: sent.saturating_sub(got),
+        p50_ms: ms(histogram.value_at_quantile(0.5)),
+        p99_ms: ms(histogram.value_at_quantile(0.99)),
+        p999_ms: ms(histogram.value_at_quantile(0.999)),
+        max_ms: ms(histogram.max()),
+        mean_ms: histogram.mean() / 1000.0,
+        cpu_per_s: cpu_s / load_s,
+        exit,
+        error,
+    };
+    if run.error.is_none() && run.missing > 0 {
+        run.error = Some(format!(
+            "{} of {sent} records did not come out within 60 s",
+            run.missing
+        ));
+    }
+    Ok(run)
+}
+
+fn output_reader(bootstrap: &str, topic: &str, partitions: i32) -> Result<BaseConsumer> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "kstage-bench-latency")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        // Do not let the reader's own fetch wait add to what it measures.
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .context("creating the latency reader")?;
+    let mut tpl = TopicPartitionList::new();
+    for partition in 0..partitions {
+        tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(consumer)
+}
+
+fn read(
+    consumer: BaseConsumer,
+    warmup_records: u64,
+    probe_seen: &AtomicBool,
+    received: &AtomicU64,
+    stop: &AtomicBool,
+) -> Result<Histogram<u64>> {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(polled) = consumer.poll(Duration::from_millis(50)) else {
+            continue;
+        };
+        let now = data::now_us();
+        let message = match polled {
+            Ok(message) => message,
+            Err(error) => {
+                eprintln!("harness: latency reader: {error}");
+                continue;
+            }
+        };
+        let key = message.key().unwrap_or_default();
+        if key.starts_with(PROBE_PREFIX.as_bytes()) {
+            probe_seen.store(true, Ordering::Relaxed);
+            continue;
+        }
+        let Some(seq) = data::seq_of_key(LOAD_PREFIX, key) else {
+            continue;
+        };
+        received.fetch_add(1, Ordering::Relaxed);
+        if seq < warmup_records {
+            continue;
+        }
+        if let Some(created) = message.payload().and_then(data::ts_us_of_value) {
+            histogram.saturating_record(now.saturating_sub(created).max(1));
+        }
+    }
+    Ok(histogram)
+}
