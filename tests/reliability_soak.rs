@@ -46,7 +46,7 @@ fn a_chain_of_two_stages_stays_exactly_once_end_to_end_with_faults_in_both() {
     if !selected("chain", false) {
         return;
     }
-    let mut s = Scenario::new("3 brokers: chain A -> B, faults in both", 60_000, 1_000)
+    let mut s = Scenario::new("3 brokers: chain A -> B, faults in both", 60_000, 500)
         .at(0.1, Fault::KillStage(Target::A))
         .at(0.2, Fault::KillStage(Target::B))
         .at(0.3, Fault::CrashAt(Target::B, "before_commit"))
@@ -102,9 +102,11 @@ fn soak_a_million_records_through_the_chain_with_kills_broker_faults_and_rebalan
     faults.push(Fault::Zombie(Target::Any));
     // The faults spread over the time the input takes to write, minus a margin.
     let over = Duration::from_secs(records / rate.max(1)).mul_f64(0.9);
-    let mut rng = StdRng::seed_from_u64(seed("soak schedule"));
+    let seed = seed("soak");
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut s =
         Scenario::new("soak: chain, 1M records", records, rate).spread(faults, over, &mut rng);
+    s.seed = Some(seed);
     s.chain = true;
     s.aborts = true;
     let _serial = exclusive();

@@ -90,6 +90,8 @@ pub struct Programs {
     pub kstage_args: Vec<String>,
     /// target/release/examples/bench-raw-copy.
     pub raw_copy: PathBuf,
+    /// Extra arguments for the raw copy.
+    pub raw_copy_args: Vec<String>,
     /// benches/kafka-streams/target/kstage-bench-streams.jar.
     pub streams_jar: PathBuf,
     /// `java`.
@@ -202,6 +204,7 @@ pub fn command(kind: Kind, programs: &Programs, job: &Job) -> Command {
                 "--group",
                 &job.group,
             ]);
+            command.args(&programs.raw_copy_args);
             command
         }
         Kind::KafkaStreamsEos | Kind::KafkaStreamsAlo => {

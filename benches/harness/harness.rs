@@ -54,8 +54,9 @@ struct Args {
     /// Measured seconds of each latency run.
     #[arg(long, default_value_t = 30)]
     latency_seconds: u64,
-    /// Warm-up seconds of each latency run (not measured).
-    #[arg(long, default_value_t = 5)]
+    /// Warm-up seconds of each latency run (not measured). Long enough for a JVM's JIT to settle
+    /// and for the backlog a cold start builds to drain (latency-by-second.csv shows it).
+    #[arg(long, default_value_t = 30)]
     latency_warmup: u64,
     /// One offered load (records/s) for every contender's latency runs. By default each contender
     /// runs at half of kstage-eos's median throughput, or at half of its own if that is lower (so
@@ -108,6 +109,10 @@ struct Args {
     /// --kstage-arg=--producer-property --kstage-arg=linger.ms=10.
     #[arg(long = "kstage-arg", allow_hyphen_values = true)]
     kstage_args: Vec<String>,
+    /// An extra argument for the raw copy (repeatable), e.g.
+    /// --raw-copy-arg=--consumer-property --raw-copy-arg=fetch.queue.backoff.ms=10.
+    #[arg(long = "raw-copy-arg", allow_hyphen_values = true)]
+    raw_copy_args: Vec<String>,
     /// Give up on a throughput run after this many seconds.
     #[arg(long, default_value_t = 900)]
     run_timeout: u64,
@@ -159,6 +164,7 @@ fn main() -> Result<()> {
             .clone()
             .unwrap_or_else(|| repo.join("target/release/kstage")),
         kstage_args: args.kstage_args.clone(),
+        raw_copy_args: args.raw_copy_args.clone(),
         raw_copy: args
             .raw_copy_bin
             .clone()

@@ -97,9 +97,22 @@ pub fn run(
     let probe_seen = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let load_start_us = Arc::new(AtomicU64::new(0));
     let reader = {
         let (probe_seen, received, stop) = (probe_seen.clone(), received.clone(), stop.clone());
-        std::thread::spawn(move || read(consumer, warmup_records, &probe_seen, &received, &stop))
+        let load_start_us = load_start_us.clone();
+        std::thread::spawn(move || {
+            read(
+                consumer,
+                warmup_records,
+                &Shared {
+                    probe_seen: &probe_seen,
+                    received: &received,
+                    stop: &stop,
+                    load_start_us: &load_start_us,
+                },
+            )
+        })
     };
 
     // Everything that can fail runs in here, so the contender and the reader are stopped
@@ -133,6 +146,7 @@ pub fn run(
         let cpu_before = crate::procfs::sample(running.pid()).unwrap_or_default();
         // The load: at each tick, send what is due by now.
         let started = Instant::now();
+        load_start_us.store(data::now_us(), Ordering::Relaxed);
         let mut sent = 0u64;
         while sent < to_send {
             let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(to_send);
@@ -160,7 +174,8 @@ pub fn run(
         .join()
         .map_err(|_| anyhow::anyhow!("the latency reader panicked"))?;
     let exit = running.stop(Duration::from_secs(30));
-    let histogram = histogram?;
+    let (histogram, by_second) = histogram?;
+    write_by_second(&job.dir.join("latency-by-second.csv"), &by_second);
     let (sent, load_s, cpu_s, error) = match load {
         Ok((sent, load_s, cpu_s)) => (sent, load_s, cpu_s, None),
         Err(error) => (0, 1.0, 0.0, Some(format!("{error:#}"))),
@@ -210,15 +225,25 @@ fn output_reader(bootstrap: &str, topic: &str, partitions: i32) -> Result<BaseCo
     Ok(consumer)
 }
 
+/// What the reader shares with the producer side.
+struct Shared<'a> {
+    probe_seen: &'a AtomicBool,
+    received: &'a AtomicU64,
+    stop: &'a AtomicBool,
+    load_start_us: &'a AtomicU64,
+}
+
+/// Per second of load (by creation time): records, summed and largest latency in microseconds.
+type BySecond = Vec<(u64, u64, u64)>;
+
 fn read(
     consumer: BaseConsumer,
     warmup_records: u64,
-    probe_seen: &AtomicBool,
-    received: &AtomicU64,
-    stop: &AtomicBool,
-) -> Result<Histogram<u64>> {
+    shared: &Shared<'_>,
+) -> Result<(Histogram<u64>, BySecond)> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
-    while !stop.load(Ordering::Relaxed) {
+    let mut by_second: BySecond = Vec::new();
+    while !shared.stop.load(Ordering::Relaxed) {
         let Some(polled) = consumer.poll(Duration::from_millis(50)) else {
             continue;
         };
@@ -232,19 +257,51 @@ fn read(
         };
         let key = message.key().unwrap_or_default();
         if key.starts_with(PROBE_PREFIX.as_bytes()) {
-            probe_seen.store(true, Ordering::Relaxed);
+            shared.probe_seen.store(true, Ordering::Relaxed);
             continue;
         }
         let Some(seq) = data::seq_of_key(LOAD_PREFIX, key) else {
             continue;
         };
-        received.fetch_add(1, Ordering::Relaxed);
-        if seq < warmup_records {
+        shared.received.fetch_add(1, Ordering::Relaxed);
+        let Some(created) = message.payload().and_then(data::ts_us_of_value) else {
             continue;
+        };
+        let latency = now.saturating_sub(created).max(1);
+        let second =
+            created.saturating_sub(shared.load_start_us.load(Ordering::Relaxed)) / 1_000_000;
+        if let Ok(second) = usize::try_from(second) {
+            if second < 3600 {
+                if by_second.len() <= second {
+                    by_second.resize(second + 1, (0, 0, 0));
+                }
+                let slot = &mut by_second[second];
+                *slot = (slot.0 + 1, slot.1 + latency, slot.2.max(latency));
+            }
         }
-        if let Some(created) = message.payload().and_then(data::ts_us_of_value) {
-            histogram.saturating_record(now.saturating_sub(created).max(1));
+        if seq >= warmup_records {
+            histogram.saturating_record(latency);
         }
     }
-    Ok(histogram)
+    Ok((histogram, by_second))
+}
+
+/// Writes the latency per second of load (warm-up included), to tell a steady latency from a
+/// backlog that grows or drains.
+fn write_by_second(path: &std::path::Path, by_second: &BySecond) {
+    let mut csv = String::from("second,records,mean_ms,max_ms\n");
+    for (second, (records, sum, max)) in by_second.iter().enumerate() {
+        let mean = if *records > 0 {
+            *sum as f64 / *records as f64 / 1000.0
+        } else {
+            0.0
+        };
+        csv.push_str(&format!(
+            "{second},{records},{mean:.1},{:.1}\n",
+            *max as f64 / 1000.0
+        ));
+    }
+    if let Err(error) = std::fs::write(path, csv) {
+        eprintln!("harness: writing {}: {error}", path.display());
+    }
 }

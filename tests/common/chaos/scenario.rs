@@ -80,6 +80,8 @@ pub struct Scenario {
     pub expect: Expect,
     /// Draining gives up when no group progressed for this long (default [`DRAIN_STALL`]).
     pub drain_stall: Duration,
+    /// The seed of the run's random choices (default: [`super::seed`]).
+    pub seed: Option<u64>,
 }
 
 impl Scenario {
@@ -99,6 +101,7 @@ impl Scenario {
             steps: Vec::new(),
             expect: Expect::ExactlyOnce,
             drain_stall: DRAIN_STALL,
+            seed: None,
         }
     }
 
@@ -122,7 +125,7 @@ impl Scenario {
 
 /// Runs `scenario` against `bootstrap` (`cluster`: the three-broker cluster, if that is where).
 pub fn run(scenario: &Scenario, bootstrap: &str, cluster: Option<&Cluster>) -> Outcome {
-    let seed = seed(scenario.name);
+    let seed = scenario.seed.unwrap_or_else(|| seed(scenario.name));
     let started = Instant::now();
     let replication = if cluster.is_some() { 3 } else { 1 };
     let topic = |what: &str, partitions: i32| {
