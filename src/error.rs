@@ -151,9 +151,11 @@ pub enum EngineError {
     /// Another instance with the same transactional id took over: this one is a zombie and
     /// must write nothing more.
     #[error(
-        "fenced: another producer with transactional id {transactional_id:?} has taken over \
-         ({source}); this instance stops. If that was not a restart of this same instance, give \
-         each instance a distinct instance_id"
+        "fenced: transactional id {transactional_id:?} has a newer epoch ({source}): either \
+         another producer with this id took over (a restart of this instance, or two instances \
+         sharing an instance_id: give each a distinct one), or the transaction coordinator \
+         aborted this instance's transaction after transaction_timeout (it was paused or cut off \
+         for that long). This instance stops; a restart resumes from the committed offsets"
     )]
     Fenced {
         /// Our transactional id.
