@@ -158,10 +158,12 @@ pub fn default_commit_interval() -> Duration {
     Duration::from_millis(100)
 }
 
-/// 10,000 records: bounds the work redone after an abort; at the default commit interval it is
-/// only reached above 100k records/s.
+/// 100,000 records: bounds the work redone after an abort and matches librdkafka's local queue
+/// (`queue.buffering.max.messages`); at the default commit interval it is only reached above 1M
+/// records/s. A lower cap makes a busy stage commit more often than `commit_interval`: 10,000
+/// cost a third of the throughput in the benchmark (docs/BENCHMARKS.md, "Tuning").
 pub fn default_max_records_per_txn() -> usize {
-    10_000
+    100_000
 }
 
 /// 60 s: librdkafka's default `transaction.timeout.ms`.

@@ -23,6 +23,15 @@ pub(crate) fn consumer_config(config: &StageConfig, client_id: &str) -> ClientCo
         .set("auto.offset.reset", "earliest")
         // Consumer lag for the metrics.
         .set("statistics.interval.ms", "5000")
+        // The prefetch queue, measured with scripts/bench.sh (docs/BENCHMARKS.md, "Tuning"):
+        // librdkafka postpones a partition's next fetch by fetch.queue.backoff.ms (1 s by
+        // default) once its queue holds queued.min.messages (100,000), so a stage that drains the
+        // queue faster than that stalls in bursts; and a queue of 100,000 records per partition
+        // (capped at 64 MiB) costs memory and allocator time without adding throughput. 10 ms,
+        // 10,000 records and 16 MiB: about twice the throughput at about half the peak RSS.
+        .set("fetch.queue.backoff.ms", "10")
+        .set("queued.min.messages", "10000")
+        .set("queued.max.messages.kbytes", "16384")
         .set("client.id", client_id);
     config.security.apply(&mut client);
     for (key, value) in config.kafka.iter().chain(&config.consumer) {

@@ -67,21 +67,23 @@ impl Worker {
 
     fn run_until_stopped(&mut self) -> Result<WorkerStats, EngineError> {
         let mut buffer: Vec<OwnedMessage> = Vec::new();
-        let mut last_summary = Instant::now();
-        let mut summarised = WorkerStats::default();
+        // When the last progress line was logged, and the counters it logged.
+        let mut summary = (Instant::now(), WorkerStats::default());
         loop {
             self.handle_callback_results(&mut buffer)?;
             if self.shutdown.load(Ordering::Relaxed) {
                 break;
             }
-            if self.batch_due() {
-                self.commit(&mut buffer)?;
-            }
-            if last_summary.elapsed() >= SUMMARY_EVERY {
-                summarised = self.log_summary(summarised);
-                last_summary = Instant::now();
-            }
-            let Some(polled) = self.consumer.poll(self.poll_wait()) else {
+            let wait = match self.until_due() {
+                Some(wait) => wait,
+                None => {
+                    self.commit(&mut buffer)?;
+                    self.summarise_if_due(&mut summary);
+                    MAX_POLL_WAIT
+                }
+            };
+            let Some(polled) = self.consumer.poll(wait) else {
+                self.summarise_if_due(&mut summary);
                 continue;
             };
             if self.consumer.context().pending().rewind.is_some() {
@@ -118,7 +120,7 @@ impl Worker {
         transactions.drain()?;
         let stats = transactions.stats;
         drop(transactions);
-        self.log_summary(summarised);
+        self.log_summary(summary.1);
         // Dropping the consumer closes it: it leaves the group (revoking with nothing open).
         Ok(stats)
     }
@@ -158,23 +160,19 @@ impl Worker {
         Ok(())
     }
 
-    fn batch_due(&self) -> bool {
+    /// How long the next poll may wait: `None` when the open batch is due (its
+    /// `commit_interval` has elapsed or it holds `max_records_per_txn` records). One clock read
+    /// per record while a batch is open, none otherwise.
+    fn until_due(&self) -> Option<Duration> {
         let transactions = self.consumer.context().transactions();
-        transactions.batch().is_some_and(|batch| {
-            batch.records >= self.max_records_per_txn
-                || batch.started.elapsed() >= self.commit_interval
-        })
-    }
-
-    fn poll_wait(&self) -> Duration {
-        let transactions = self.consumer.context().transactions();
-        match transactions.batch() {
-            Some(batch) => {
-                (batch.started + self.commit_interval).saturating_duration_since(Instant::now())
-            }
-            None => MAX_POLL_WAIT,
+        let Some(batch) = transactions.batch() else {
+            return Some(MAX_POLL_WAIT);
+        };
+        if batch.records >= self.max_records_per_txn {
+            return None;
         }
-        .min(MAX_POLL_WAIT)
+        let left = (batch.started + self.commit_interval).checked_duration_since(Instant::now())?;
+        (!left.is_zero()).then(|| left.min(MAX_POLL_WAIT))
     }
 
     /// Commits the open batch; after an abort, rewinds. In at_most_once mode, produces the
@@ -206,6 +204,14 @@ impl Worker {
             self.on_processed(outcome)?;
         }
         Ok(())
+    }
+
+    /// Logs a progress line if the last one is [`SUMMARY_EVERY`] old. Called after commits and
+    /// empty polls, not per record.
+    fn summarise_if_due(&self, summary: &mut (Instant, WorkerStats)) {
+        if summary.0.elapsed() >= SUMMARY_EVERY {
+            *summary = (Instant::now(), self.log_summary(summary.1));
+        }
     }
 
     fn log_summary(&self, before: WorkerStats) -> WorkerStats {

@@ -269,7 +269,8 @@ impl Transactions {
         }
         let size = record.key.as_ref().map_or(0, |k| k.len())
             + record.value.as_ref().map_or(0, |v| v.len());
-        let deadline = self.deadline();
+        // Only a full queue needs a deadline: no clock read per record.
+        let mut deadline = None;
         loop {
             match self.producer.send(base) {
                 Ok(()) => {
@@ -280,7 +281,7 @@ impl Transactions {
                     return Ok(());
                 }
                 Err((error, returned)) if classify(&error) == ErrorClass::Retriable => {
-                    if Instant::now() >= deadline {
+                    if Instant::now() >= *deadline.get_or_insert_with(|| self.deadline()) {
                         return Err(EngineError::RetriesExhausted {
                             operation: "producing (local queue full)",
                             waited_secs: self.transaction_timeout.as_secs(),
@@ -355,6 +356,7 @@ impl Transactions {
         let Some(batch) = &self.batch else {
             return Ok(CommitOutcome::Committed);
         };
+        let begun = Instant::now();
         let positions = offsets::positions(consumer, batch)?;
         let metadata = consumer.group_metadata().ok_or_else(|| {
             EngineError::Startup("the consumer has no group metadata (not in a group)".into())
@@ -374,6 +376,7 @@ impl Transactions {
         if let Err(e) = sent {
             return self.abort_or_fail("send_offsets_to_transaction", e);
         }
+        let offsets_sent = Instant::now();
         crash_point("kstage::after_send_offsets");
         if let Err(e) = self.await_deliveries(self.deadline()) {
             return self.abort_or_fail(
@@ -386,6 +389,7 @@ impl Transactions {
             tracing::debug!("fail point kstage::inject_abort: aborting the transaction");
             return self.abort();
         }
+        let delivered = Instant::now();
         let producer = &self.producer;
         // Retriable here means "outcome unknown": resume the commit, never abort it.
         match retrying("commit_transaction", self.deadline(), || {
@@ -393,6 +397,12 @@ impl Transactions {
         }) {
             Ok(()) => {
                 crash_point("kstage::after_commit");
+                tracing::trace!(
+                    offsets_us = (offsets_sent - begun).as_micros() as u64,
+                    deliveries_us = (delivered - offsets_sent).as_micros() as u64,
+                    end_txn_us = delivered.elapsed().as_micros() as u64,
+                    "Commit phases."
+                );
                 self.batch = None;
                 Ok(CommitOutcome::Committed)
             }
