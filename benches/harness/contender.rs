@@ -20,6 +20,9 @@ pub enum Kind {
     KstageEos,
     /// The same with `--delivery at_least_once`.
     KstageAlo,
+    /// kstage exactly_once with `--workers 2`: two consumer + transactional producer pairs in one
+    /// process, so one worker's commit overlaps the other's processing. Optional.
+    KstageEos2w,
     /// The limit: a plain rdkafka consume -> produce copy, no transactions, no transform.
     RawCopy,
     /// The peer: the Kafka Streams app in benches/kafka-streams with exactly_once_v2.
@@ -45,6 +48,7 @@ impl Kind {
         match self {
             Kind::KstageEos => "kstage-eos",
             Kind::KstageAlo => "kstage-alo",
+            Kind::KstageEos2w => "kstage-eos-2w",
             Kind::RawCopy => "raw-copy",
             Kind::KafkaStreamsEos => "kafka-streams-eos",
             Kind::KafkaStreamsAlo => "kafka-streams-alo",
@@ -57,6 +61,7 @@ impl Kind {
         match self {
             Kind::KstageEos => "kstage exactly_once (defaults), bench-enrich",
             Kind::KstageAlo => "kstage at_least_once, bench-enrich",
+            Kind::KstageEos2w => "kstage exactly_once with --workers 2, bench-enrich",
             Kind::RawCopy => "raw rdkafka copy, no transactions, no transform (the limit)",
             Kind::KafkaStreamsEos => "Kafka Streams exactly_once_v2, same transform (Jackson)",
             Kind::KafkaStreamsAlo => "Kafka Streams at_least_once, same transform (Jackson)",
@@ -75,7 +80,10 @@ impl Kind {
 
     /// Whether its output must hold every record exactly once.
     pub fn exactly_once(self) -> bool {
-        matches!(self, Kind::KstageEos | Kind::KafkaStreamsEos | Kind::Tmc)
+        matches!(
+            self,
+            Kind::KstageEos | Kind::KstageEos2w | Kind::KafkaStreamsEos | Kind::Tmc
+        )
     }
 }
 
@@ -169,7 +177,7 @@ impl Running {
 /// The command line of a contender for a job.
 pub fn command(kind: Kind, programs: &Programs, job: &Job) -> Command {
     match kind {
-        Kind::KstageEos | Kind::KstageAlo => {
+        Kind::KstageEos | Kind::KstageAlo | Kind::KstageEos2w => {
             let mut command = Command::new(&programs.kstage);
             command.args([
                 "run",
@@ -188,6 +196,9 @@ pub fn command(kind: Kind, programs: &Programs, job: &Job) -> Command {
             ]);
             if kind == Kind::KstageAlo {
                 command.args(["--delivery", "at_least_once"]);
+            }
+            if kind == Kind::KstageEos2w {
+                command.args(["--workers", "2"]);
             }
             command.args(&programs.kstage_args);
             command
@@ -275,7 +286,7 @@ pub fn start(kind: Kind, programs: &Programs, job: &Job) -> Result<Running> {
 /// Checks that a contender's program is there before a long run starts.
 pub fn check_program(kind: Kind, programs: &Programs) -> Result<()> {
     let needed: &Path = match kind {
-        Kind::KstageEos | Kind::KstageAlo => &programs.kstage,
+        Kind::KstageEos | Kind::KstageAlo | Kind::KstageEos2w => &programs.kstage,
         Kind::RawCopy => &programs.raw_copy,
         Kind::KafkaStreamsEos | Kind::KafkaStreamsAlo => &programs.streams_jar,
         Kind::Tmc => return Ok(()),

@@ -121,9 +121,10 @@ pub fn run(
     let mut running = contender::start(kind, programs, job)?;
     let pid = running.pid();
     let started = running.started;
-    let profiler = (settings.profile && matches!(kind, Kind::KstageEos | Kind::KstageAlo))
-        .then(|| crate::profile::Profiler::attach(pid, &job.dir))
-        .flatten();
+    let profiler = (settings.profile
+        && matches!(kind, Kind::KstageEos | Kind::KstageAlo | Kind::KstageEos2w))
+    .then(|| crate::profile::Profiler::attach(pid, &job.dir))
+    .flatten();
     let mut ticks: Vec<Tick> = Vec::new();
     let mut last = ProcSample::default();
     let mut error = None;
