@@ -22,6 +22,8 @@ pub enum Kind {
     KstageAlo,
     /// kstage exactly_once with `--workers 2`: two consumer + transactional producer pairs in one
     /// process, so one worker's commit overlaps the other's processing. Optional.
+    #[value(name = "kstage-eos-2w")]
+    #[serde(rename = "kstage-eos-2w")]
     KstageEos2w,
     /// The limit: a plain rdkafka consume -> produce copy, no transactions, no transform.
     RawCopy,
