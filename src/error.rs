@@ -148,6 +148,9 @@ pub enum EngineError {
     /// The stage could not start: a broker unreachable, a topic missing.
     #[error("cannot start the stage: {0}")]
     Startup(String),
+    /// The engine itself failed: a thread could not start or ended abnormally.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Another instance with the same transactional id took over: this one is a zombie and
     /// must write nothing more.
     #[error(

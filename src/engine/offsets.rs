@@ -100,6 +100,35 @@ impl Batch {
         }
     }
 
+    /// Adds a later batch (the one held while this one committed) to this one, for the rewind
+    /// after both are aborted: this batch's first offsets win, the later batch adds the
+    /// partitions only it read.
+    pub(crate) fn absorb(&mut self, later: Batch) {
+        self.records += later.records;
+        for read in later.read {
+            match self
+                .read
+                .iter_mut()
+                .find(|r| r.partition == read.partition && r.topic == read.topic)
+            {
+                Some(mine) => {
+                    mine.records += read.records;
+                    mine.bytes += read.bytes;
+                }
+                None => self.read.push(read),
+            }
+        }
+        for written in later.written {
+            match self.written.iter_mut().find(|w| w.topic == written.topic) {
+                Some(mine) => {
+                    mine.records += written.records;
+                    mine.bytes += written.bytes;
+                }
+                None => self.written.push(written),
+            }
+        }
+    }
+
     /// The first offset this batch consumed from a partition.
     pub(crate) fn first_offset(&self, topic: &str, partition: i32) -> Option<i64> {
         self.read
@@ -190,6 +219,38 @@ pub(crate) fn rewind<C: ConsumerContext>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absorbed_batch_keeps_the_earlier_first_offsets_and_adds_its_own_partitions() {
+        let mut earlier = Batch::new(Instant::now());
+        earlier.note("a", 0, 10, 100);
+        earlier.note_written("out", 20);
+        let mut held = Batch::new(Instant::now());
+        held.note("a", 0, 11, 50);
+        held.note("a", 1, 3, 5);
+        held.note_written("out", 30);
+        held.note_written("dlq", 7);
+        earlier.absorb(held);
+        assert_eq!(earlier.records, 3);
+        assert_eq!(earlier.first_offset("a", 0), Some(10));
+        assert_eq!(earlier.first_offset("a", 1), Some(3));
+        assert_eq!((earlier.read[0].records, earlier.read[0].bytes), (2, 150));
+        assert_eq!(
+            earlier.written,
+            vec![
+                Written {
+                    topic: "out".into(),
+                    records: 2,
+                    bytes: 50
+                },
+                Written {
+                    topic: "dlq".into(),
+                    records: 1,
+                    bytes: 7
+                }
+            ]
+        );
+    }
 
     #[test]
     fn batch_remembers_the_first_offset_per_partition() {

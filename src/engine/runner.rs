@@ -77,7 +77,7 @@ impl Worker {
             let wait = match self.until_due() {
                 Some(wait) => wait,
                 None => {
-                    self.commit(&mut buffer)?;
+                    self.commit(&mut buffer, true)?;
                     self.summarise_if_due(&mut summary);
                     MAX_POLL_WAIT
                 }
@@ -115,7 +115,7 @@ impl Worker {
             }
         }
         tracing::info!("Shutting down: committing the open batch.");
-        self.commit(&mut buffer)?;
+        self.commit(&mut buffer, false)?;
         let transactions = self.consumer.context().transactions();
         transactions.drain()?;
         let stats = transactions.stats;
@@ -153,6 +153,13 @@ impl Worker {
             buffer.clear();
             offsets::rewind(&self.consumer, &batch)?;
         }
+        // A commit in flight that has ended: begin the next transaction with the held outputs,
+        // or rewind if it failed.
+        let settled = self.consumer.context().transactions().settle(false)?;
+        if let Some(CommitOutcome::Aborted(batch)) = settled {
+            buffer.clear();
+            offsets::rewind(&self.consumer, &batch)?;
+        }
         // at_most_once: a revoke committed the buffered records' offsets; produce them now.
         if !buffer.is_empty() && !self.consumer.context().transactions().is_open() {
             self.produce_buffer(buffer)?;
@@ -176,13 +183,22 @@ impl Worker {
     }
 
     /// Commits the open batch; after an abort, rewinds. In at_most_once mode, produces the
-    /// buffered records once their offsets are committed.
-    fn commit(&mut self, buffer: &mut Vec<OwnedMessage>) -> Result<(), EngineError> {
-        let outcome = self
-            .consumer
-            .context()
-            .transactions()
-            .commit(&self.consumer)?;
+    /// buffered records once their offsets are committed. `in_background`: in exactly_once mode,
+    /// return while the transaction commits (see the pipelined commits in
+    /// [`super::transaction`]); otherwise return when it is done.
+    fn commit(
+        &mut self,
+        buffer: &mut Vec<OwnedMessage>,
+        in_background: bool,
+    ) -> Result<(), EngineError> {
+        let outcome = {
+            let mut transactions = self.consumer.context().transactions();
+            if in_background {
+                transactions.commit_in_background(&self.consumer)?
+            } else {
+                transactions.commit(&self.consumer)?
+            }
+        };
         match outcome {
             CommitOutcome::Committed => self.produce_buffer(buffer),
             CommitOutcome::Aborted(batch) => {

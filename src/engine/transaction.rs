@@ -6,10 +6,22 @@
 //!  outputs ──────────► send (inside the transaction)
 //!  batch due ────────► commit:
 //!      exactly_once:  send_offsets_to_transaction(positions, group_metadata)
-//!                     ──► await deliveries ──► commit_transaction
+//!                     ──► await deliveries ──► commit_transaction   (on the commit thread)
 //!      at_least_once: await deliveries ──► commit offsets (sync)
 //!      at_most_once:  commit offsets (sync); the runner produces after this returns
 //! ```
+//!
+//! **Pipelined commits (exactly_once).** The commit phases run on a short-lived commit thread.
+//! When the runner's batch is due it calls [`Transactions::commit_in_background`] and goes on
+//! consuming and processing while the transaction commits: the records it reads meanwhile open
+//! the next batch, but no transaction, and their outputs are *held* (copied) instead of sent,
+//! because a transactional producer takes no records between `commit_transaction` and the next
+//! `begin_transaction`. When the commit ends ([`Transactions::settle`]) the next transaction
+//! begins and the held outputs are sent into it; the offsets of the held batch go with that
+//! transaction, never with the one that was committing. At most one commit is in flight; a batch
+//! that falls due while one is waits for it. If the commit fails, the held batch is thrown away
+//! with the aborted one and the caller rewinds to the committed offsets. Rebalances, shutdown
+//! and errors settle the commit in flight first ([`Transactions::commit`], [`Transactions::abort`]).
 //!
 //! Invariants:
 //! * A transaction is open exactly while `batch` is `Some` (exactly_once). It is begun by the
@@ -26,17 +38,21 @@
 //!   aborted. Abortable errors abort once and report [`CommitOutcome::Aborted`] so the caller
 //!   rewinds. Everything else is fatal (see [`crate::error`]).
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::util::Timeout;
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::broken::Broken;
 use super::offsets::{self, Batch};
@@ -104,18 +120,75 @@ pub struct WorkerStats {
     pub dead_lettered: u64,
 }
 
+/// An output held back while the previous transaction commits, sent once the next one begins.
+struct HeldOutput {
+    topic: String,
+    record: OutputRecord<'static>,
+    /// The input record's topic, partition, offset and timestamp, for the provenance headers.
+    provenance: Option<(String, i32, i64, Option<i64>)>,
+}
+
+/// A transaction committing on the commit thread.
+struct InFlight {
+    /// Its batch: counted in the metrics when it commits, the rewind's fallback when it fails.
+    batch: Batch,
+    /// When the commit started.
+    started: Instant,
+    /// The commit thread.
+    thread: JoinHandle<Ended>,
+}
+
+/// How the commit thread's phases ended.
+enum Ended {
+    Committed,
+    /// An abortable error (or an injected abort): the transaction must be aborted.
+    Abortable {
+        operation: &'static str,
+        error: Option<KafkaError>,
+    },
+    /// An error that aborting cannot fix. `in_doubt`: commit_transaction's outcome is unknown.
+    Fatal {
+        operation: &'static str,
+        error: Retried,
+        in_doubt: bool,
+    },
+}
+
+impl Ended {
+    fn failed(operation: &'static str, error: Retried) -> Self {
+        match error {
+            Retried::Failed(e) if classify(&e) == ErrorClass::Abortable => Self::Abortable {
+                operation,
+                error: Some(e),
+            },
+            error => Self::Fatal {
+                operation,
+                error,
+                in_doubt: false,
+            },
+        }
+    }
+}
+
 /// The producer of one worker and the state of its open batch.
 pub(crate) struct Transactions {
-    /// The producer; transactional in exactly_once mode.
-    producer: BaseProducer<DeliveryTracker>,
+    /// The producer; transactional in exactly_once mode. Shared with the commit thread.
+    producer: Arc<BaseProducer<DeliveryTracker>>,
     /// Where the commit points are.
     mode: DeliveryMode,
     /// `<app_id>-<instance_id>`, for messages.
     transactional_id: String,
     /// Bounds every blocking call and retry loop of the commit path.
     transaction_timeout: Duration,
-    /// The open batch (the open transaction in exactly_once mode).
+    /// The open batch (in exactly_once mode the open transaction, or, while a commit is in
+    /// flight, the batch whose outputs are held).
     batch: Option<Batch>,
+    /// Whether the open batch's transaction has begun (exactly_once).
+    begun: bool,
+    /// The commit in flight (exactly_once).
+    in_flight: Option<InFlight>,
+    /// Outputs of the open batch held while `in_flight` commits.
+    held: Vec<HeldOutput>,
     /// Failed deliveries counted when the batch opened.
     failed_at_open: u64,
     /// Aborts since the last successful commit.
@@ -150,11 +223,14 @@ impl Transactions {
                 source,
             })?;
         Ok(Self {
-            producer,
+            producer: Arc::new(producer),
             mode,
             transactional_id,
             transaction_timeout,
             batch: None,
+            begun: false,
+            in_flight: None,
+            held: Vec::new(),
             failed_at_open: 0,
             consecutive_aborts: 0,
             unserved: 0,
@@ -184,9 +260,9 @@ impl Transactions {
         self.defunct = true;
     }
 
-    /// Whether a batch is open.
+    /// Whether a batch is open or a commit is in flight.
     pub(crate) fn is_open(&self) -> bool {
-        self.batch.is_some()
+        self.batch.is_some() || self.in_flight.is_some()
     }
 
     /// The open batch, if any.
@@ -195,7 +271,7 @@ impl Transactions {
     }
 
     /// Notes a consumed record, opening the batch (and, in exactly_once mode, beginning the
-    /// transaction) if none is open.
+    /// transaction unless a commit is in flight) if none is open.
     pub(crate) fn record_consumed(
         &mut self,
         topic: &str,
@@ -204,14 +280,11 @@ impl Transactions {
         bytes: usize,
     ) -> Result<(), EngineError> {
         if self.batch.is_none() {
-            if self.mode == DeliveryMode::ExactlyOnce {
-                self.producer.begin_transaction().map_err(|e| {
-                    EngineError::kafka("begin_transaction", e, &self.transactional_id)
-                })?;
-            }
-            self.failed_at_open = self.failed_deliveries();
             self.batch = Some(Batch::new(Instant::now()));
             self.metrics.transaction_opened();
+            if self.in_flight.is_none() {
+                self.begin()?;
+            }
         }
         if let Some(batch) = &mut self.batch {
             batch.note(topic, partition, offset, bytes);
@@ -220,15 +293,38 @@ impl Transactions {
         Ok(())
     }
 
+    /// Begins the open batch's transaction (exactly_once) and counts failed deliveries from
+    /// here.
+    fn begin(&mut self) -> Result<(), EngineError> {
+        if self.mode == DeliveryMode::ExactlyOnce {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| EngineError::kafka("begin_transaction", e, &self.transactional_id))?;
+        }
+        self.begun = true;
+        self.failed_at_open = self.failed_deliveries();
+        Ok(())
+    }
+
     /// Sends one output record (inside the open transaction in exactly_once mode), with the
-    /// provenance headers of `provenance` if given. A full local queue is waited out by serving
-    /// delivery reports.
+    /// provenance headers of `provenance` if given. While a commit is in flight the record is
+    /// held (copied) and sent when the next transaction begins. A full local queue is waited out
+    /// by serving delivery reports.
     pub(crate) fn send(
         &mut self,
         topic: &str,
         record: &OutputRecord<'_>,
         provenance: Option<&Context<'_>>,
     ) -> Result<(), EngineError> {
+        if self.batch.is_some() && !self.begun {
+            self.held.push(HeldOutput {
+                topic: topic.to_string(),
+                record: owned(record),
+                provenance: provenance
+                    .map(|c| (c.topic.to_string(), c.partition, c.offset, c.timestamp)),
+            });
+            return Ok(());
+        }
         let mut base = BaseRecord::<[u8], [u8], ()>::with_opaque_to(topic, ());
         if let Some(key) = &record.key {
             base = base.key(key.as_ref());
@@ -307,12 +403,15 @@ impl Transactions {
         }
     }
 
-    /// Commits the open batch (see the module docs for each mode). Does nothing when no batch is
-    /// open.
+    /// Commits the open batch (see the module docs for each mode) and returns when it is done,
+    /// after settling a commit in flight. Does nothing when no batch is open.
     pub(crate) fn commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<CommitOutcome, EngineError> {
+        if let Some(outcome @ CommitOutcome::Aborted(_)) = self.settle(true)? {
+            return Ok(outcome);
+        }
         let Some(batch) = self.batch.clone() else {
             return Ok(CommitOutcome::Committed);
         };
@@ -321,102 +420,168 @@ impl Transactions {
         }
         let started = Instant::now();
         let outcome = match self.mode {
-            DeliveryMode::ExactlyOnce => self.commit_transaction(consumer)?,
+            DeliveryMode::ExactlyOnce => {
+                self.start_commit(consumer)?;
+                return Ok(self.settle(true)?.unwrap_or(CommitOutcome::Committed));
+            }
             DeliveryMode::AtLeastOnce => self.commit_after_flush(consumer)?,
             DeliveryMode::AtMostOnce => self.commit_offsets(consumer)?,
         };
-        if outcome != CommitOutcome::Committed && self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS
-        {
-            return Err(EngineError::AbortLoop {
-                aborts: self.consecutive_aborts,
-                last: self
-                    .last_delivery_error()
-                    .unwrap_or_else(|| "see the log above".into()),
-            });
-        }
         if outcome == CommitOutcome::Committed {
-            self.consecutive_aborts = 0;
-            self.stats.commits += 1;
-            let elapsed = started.elapsed();
-            self.record_commit(&batch, elapsed);
-            tracing::debug!(
-                records = batch.records,
-                commit_us = elapsed.as_micros() as u64,
-                "Committed a batch."
-            );
+            self.committed(&batch, started);
         }
         Ok(outcome)
     }
 
-    fn commit_transaction<C: ConsumerContext>(
+    /// Starts committing the open batch and returns without waiting for it (exactly_once; the
+    /// other modes commit at once, as [`Self::commit`]). A commit still in flight is settled
+    /// first. `Committed` means "nothing to rewind": the commit may still be in flight, and a
+    /// failure is reported by a later [`Self::settle`], `commit` or `abort`.
+    pub(crate) fn commit_in_background<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<CommitOutcome, EngineError> {
-        crash_point("kstage::after_produce");
+        if self.mode != DeliveryMode::ExactlyOnce || self.defunct {
+            return self.commit(consumer);
+        }
+        if let Some(outcome @ CommitOutcome::Aborted(_)) = self.settle(true)? {
+            return Ok(outcome);
+        }
+        self.start_commit(consumer)?;
+        Ok(CommitOutcome::Committed)
+    }
+
+    /// Hands the open batch's transaction to a new commit thread: the phases are in
+    /// [`commit_phases`]; the positions and the group metadata are read here, on the worker's
+    /// thread, before any record of the next batch is consumed.
+    fn start_commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), EngineError> {
         let Some(batch) = &self.batch else {
-            return Ok(CommitOutcome::Committed);
+            return Ok(());
         };
-        let begun = Instant::now();
         let positions = offsets::positions(consumer, batch)?;
         let metadata = consumer.group_metadata().ok_or_else(|| {
             EngineError::Startup("the consumer has no group metadata (not in a group)".into())
         })?;
-        let producer = &self.producer;
-        let sent = if Broken::OffsetsOutsideTxn.active() {
+        let offsets = if Broken::OffsetsOutsideTxn.active() {
             retrying(
                 "committing offsets outside the transaction",
                 self.deadline(),
                 || consumer.commit(&positions, CommitMode::Sync),
             )
+            .map_err(|e| self.fatal("committing offsets outside the transaction", e))?;
+            None
         } else {
-            retrying("send_offsets_to_transaction", self.deadline(), || {
-                producer.send_offsets_to_transaction(&positions, &metadata, Timeout::Never)
-            })
+            Some((positions, metadata))
         };
-        if let Err(e) = sent {
-            return self.abort_or_fail("send_offsets_to_transaction", e);
+        let producer = Arc::clone(&self.producer);
+        let timeout = self.transaction_timeout;
+        let thread = std::thread::Builder::new()
+            .name("kstage-commit".into())
+            .spawn(move || commit_phases(&producer, offsets, timeout))
+            .map_err(|e| EngineError::Internal(format!("cannot start a commit thread: {e}")))?;
+        if let Some(batch) = self.batch.take() {
+            self.begun = false;
+            self.in_flight = Some(InFlight {
+                batch,
+                started: Instant::now(),
+                thread,
+            });
         }
-        let offsets_sent = Instant::now();
-        crash_point("kstage::after_send_offsets");
-        if let Err(e) = self.await_deliveries(self.deadline()) {
-            return self.abort_or_fail(
-                "awaiting deliveries",
-                Retried::exhausted(e, self.transaction_timeout),
-            );
-        }
-        crash_point("kstage::before_commit");
-        if injected_abort() {
-            tracing::debug!("fail point kstage::inject_abort: aborting the transaction");
-            return self.abort();
-        }
-        let delivered = Instant::now();
-        let producer = &self.producer;
-        // Retriable here means "outcome unknown": resume the commit, never abort it.
-        match retrying("commit_transaction", self.deadline(), || {
-            producer.commit_transaction(Timeout::Never)
-        }) {
-            Ok(()) => {
-                crash_point("kstage::after_commit");
-                tracing::trace!(
-                    offsets_us = (offsets_sent - begun).as_micros() as u64,
-                    deliveries_us = (delivered - offsets_sent).as_micros() as u64,
-                    end_txn_us = delivered.elapsed().as_micros() as u64,
-                    "Commit phases."
-                );
-                self.batch = None;
-                Ok(CommitOutcome::Committed)
+        Ok(())
+    }
+
+    /// Ends the commit in flight, if there is one and it has finished (or `wait`): counts it
+    /// when it committed and begins the next transaction with the held outputs; aborts it when it
+    /// failed, throwing the held batch away with it, and returns `Aborted` with both batches so
+    /// the caller rewinds. `None`: no commit was in flight, or it is still running.
+    pub(crate) fn settle(&mut self, wait: bool) -> Result<Option<CommitOutcome>, EngineError> {
+        let Some(in_flight) = self
+            .in_flight
+            .take_if(|in_flight| wait || in_flight.thread.is_finished())
+        else {
+            return Ok(None);
+        };
+        let InFlight {
+            batch,
+            started,
+            thread,
+        } = in_flight;
+        let Ok(ended) = thread.join() else {
+            // Whether it committed is unknown: treat it as in doubt, never abort it.
+            self.held.clear();
+            self.batch = Some(batch);
+            self.begun = true;
+            self.commit_in_doubt = true;
+            return Err(EngineError::Internal("the commit thread panicked".into()));
+        };
+        match ended {
+            Ended::Committed => {
+                self.committed(&batch, started);
+                if self.batch.is_some() {
+                    self.begin()?;
+                    for held in std::mem::take(&mut self.held) {
+                        let provenance = held.provenance.as_ref().map(
+                            |(topic, partition, offset, timestamp)| Context {
+                                topic,
+                                partition: *partition,
+                                offset: *offset,
+                                timestamp: *timestamp,
+                            },
+                        );
+                        self.send(&held.topic, &held.record, provenance.as_ref())?;
+                    }
+                }
+                Ok(Some(CommitOutcome::Committed))
             }
-            Err(Retried::Failed(e)) if classify(&e) == ErrorClass::Abortable => {
-                tracing::warn!(error = %e, "Committing the transaction failed; aborting it.");
-                self.abort()
+            Ended::Abortable { operation, error } => {
+                match error {
+                    Some(error) => {
+                        tracing::warn!(%error, "{operation} failed; aborting the transaction.")
+                    }
+                    None => tracing::debug!("{operation}: aborting the transaction"),
+                }
+                // Nothing of the held batch reached the producer: drop its outputs, and rewind
+                // from the earlier batch's first offsets (the held batch's for partitions only it
+                // read).
+                self.held.clear();
+                let mut merged = batch;
+                if let Some(held) = self.batch.take() {
+                    merged.absorb(held);
+                }
+                self.batch = Some(merged);
+                self.begun = true;
+                self.abort().map(Some)
             }
-            Err(e) => {
-                // Whether it committed is unknown: never abort it (a late EndTxn could end a later
-                // transaction); the stage stops, and the next init_transactions settles it.
-                self.commit_in_doubt = true;
-                Err(self.fatal("commit_transaction", e))
+            Ended::Fatal {
+                operation,
+                error,
+                in_doubt,
+            } => {
+                // The failed transaction is the open one again (a later abort may still end it,
+                // unless its commit is in doubt); the held batch never began.
+                self.held.clear();
+                self.batch = Some(batch);
+                self.begun = true;
+                self.commit_in_doubt |= in_doubt;
+                Err(self.fatal(operation, error))
             }
         }
+    }
+
+    /// Counts a committed batch.
+    fn committed(&mut self, batch: &Batch, started: Instant) {
+        self.consecutive_aborts = 0;
+        self.stats.commits += 1;
+        let elapsed = started.elapsed();
+        self.record_commit(batch, elapsed);
+        tracing::debug!(
+            records = batch.records,
+            commit_us = elapsed.as_micros() as u64,
+            "Committed a batch."
+        );
     }
 
     fn commit_after_flush<C: ConsumerContext>(
@@ -435,7 +600,7 @@ impl Transactions {
                 error = self.last_delivery_error().as_deref().unwrap_or("unknown"),
                 "A delivery failed; rewinding so the batch is produced again."
             );
-            return Ok(self.take_aborted());
+            return self.take_aborted();
         }
         self.commit_offsets(consumer)
     }
@@ -453,20 +618,26 @@ impl Transactions {
         })
         .map_err(|e| self.fatal("committing offsets", e))?;
         self.batch = None;
+        self.begun = false;
         Ok(CommitOutcome::Committed)
     }
 
     /// Aborts the open transaction (exactly_once) or drops the open batch (other modes) and
-    /// returns it, so the caller can rewind.
+    /// returns it, so the caller can rewind. A commit in flight is settled first; if it failed,
+    /// its abort covers the open batch too. Stops the stage (`AbortLoop`) after
+    /// [`MAX_CONSECUTIVE_ABORTS`] aborts in a row.
     pub(crate) fn abort(&mut self) -> Result<CommitOutcome, EngineError> {
+        if let Some(outcome @ CommitOutcome::Aborted(_)) = self.settle(true)? {
+            return Ok(outcome);
+        }
         if self.batch.is_none() {
             return Ok(CommitOutcome::Committed);
         }
         if self.commit_in_doubt {
             tracing::warn!("The last commit's outcome is unknown; not aborting that transaction.");
-            return Ok(self.take_aborted());
+            return self.take_aborted();
         }
-        if self.mode == DeliveryMode::ExactlyOnce {
+        if self.mode == DeliveryMode::ExactlyOnce && self.begun {
             // Bounded: an abort must not wait for a broker that is gone.
             let _ = self.await_deliveries(Instant::now() + Duration::from_secs(5));
             let producer = &self.producer;
@@ -475,7 +646,8 @@ impl Transactions {
             })
             .map_err(|e| self.fatal("abort_transaction", e))?;
         }
-        Ok(self.take_aborted())
+        self.held.clear();
+        self.take_aborted()
     }
 
     /// Hands a committed batch's counts to the metrics.
@@ -500,42 +672,29 @@ impl Transactions {
         }
     }
 
-    fn take_aborted(&mut self) -> CommitOutcome {
+    fn take_aborted(&mut self) -> Result<CommitOutcome, EngineError> {
         self.metrics.transaction_closed(false);
         self.stats.aborts += 1;
         self.consecutive_aborts += 1;
-        CommitOutcome::Aborted(
-            self.batch
-                .take()
-                .unwrap_or_else(|| Batch::new(Instant::now())),
-        )
-    }
-
-    fn abort_or_fail(
-        &mut self,
-        operation: &'static str,
-        error: Retried,
-    ) -> Result<CommitOutcome, EngineError> {
-        match error {
-            Retried::Failed(e) if classify(&e) == ErrorClass::Abortable => {
-                tracing::warn!(error = %e, "{operation} failed; aborting the transaction.");
-                self.abort()
-            }
-            other => Err(self.fatal(operation, other)),
+        self.begun = false;
+        let batch = self
+            .batch
+            .take()
+            .unwrap_or_else(|| Batch::new(Instant::now()));
+        if self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS {
+            return Err(EngineError::AbortLoop {
+                aborts: self.consecutive_aborts,
+                last: self
+                    .last_delivery_error()
+                    .unwrap_or_else(|| "see the log above".into()),
+            });
         }
+        Ok(CommitOutcome::Aborted(batch))
     }
 
     /// Polls delivery reports in 1 ms slices until nothing is in flight.
     fn await_deliveries(&self, deadline: Instant) -> Result<(), KafkaError> {
-        while self.producer.in_flight_count() > 0 {
-            if Instant::now() >= deadline {
-                return Err(KafkaError::Flush(
-                    rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
-                ));
-            }
-            self.producer.poll(Duration::from_millis(1));
-        }
-        Ok(())
+        await_deliveries(&self.producer, deadline)
     }
 
     /// Awaits deliveries before the process exits (at_most_once produces after committing).
@@ -587,6 +746,96 @@ impl Transactions {
                 EngineError::kafka(operation, source, &self.transactional_id)
             }
         }
+    }
+}
+
+/// The commit phases of one transaction, on the commit thread: the offsets (unless a broken mode
+/// committed them already), every delivery, then `commit_transaction`. Retriable errors repeat
+/// the call until the transaction timeout; a commit whose outcome stays unknown is reported in
+/// doubt, never aborted (a late EndTxn could end a later transaction).
+fn commit_phases(
+    producer: &BaseProducer<DeliveryTracker>,
+    offsets: Option<(TopicPartitionList, ConsumerGroupMetadata)>,
+    timeout: Duration,
+) -> Ended {
+    let deadline = || Instant::now() + timeout;
+    crash_point("kstage::after_produce");
+    let begun = Instant::now();
+    if let Some((positions, metadata)) = &offsets {
+        if let Err(e) = retrying("send_offsets_to_transaction", deadline(), || {
+            producer.send_offsets_to_transaction(positions, metadata, Timeout::Never)
+        }) {
+            return Ended::failed("send_offsets_to_transaction", e);
+        }
+    }
+    let offsets_sent = Instant::now();
+    crash_point("kstage::after_send_offsets");
+    if let Err(e) = await_deliveries(producer, deadline()) {
+        return Ended::failed("awaiting deliveries", Retried::exhausted(e, timeout));
+    }
+    crash_point("kstage::before_commit");
+    if injected_abort() {
+        return Ended::Abortable {
+            operation: "fail point kstage::inject_abort",
+            error: None,
+        };
+    }
+    let delivered = Instant::now();
+    match retrying("commit_transaction", deadline(), || {
+        producer.commit_transaction(Timeout::Never)
+    }) {
+        Ok(()) => {
+            crash_point("kstage::after_commit");
+            tracing::trace!(
+                offsets_us = (offsets_sent - begun).as_micros() as u64,
+                deliveries_us = (delivered - offsets_sent).as_micros() as u64,
+                end_txn_us = delivered.elapsed().as_micros() as u64,
+                "Commit phases."
+            );
+            Ended::Committed
+        }
+        Err(Retried::Failed(e)) if classify(&e) == ErrorClass::Abortable => Ended::Abortable {
+            operation: "commit_transaction",
+            error: Some(e),
+        },
+        Err(error) => Ended::Fatal {
+            operation: "commit_transaction",
+            error,
+            in_doubt: true,
+        },
+    }
+}
+
+/// Polls delivery reports in 1 ms slices until nothing is in flight: rdkafka's flush polls in
+/// 100 ms slices, which would add up to 100 ms to every commit.
+fn await_deliveries(
+    producer: &BaseProducer<DeliveryTracker>,
+    deadline: Instant,
+) -> Result<(), KafkaError> {
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            return Err(KafkaError::Flush(
+                rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+            ));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// A copy of an output record that owns its bytes, to hold while a commit is in flight.
+fn owned(record: &OutputRecord<'_>) -> OutputRecord<'static> {
+    let bytes = |b: &Cow<'_, [u8]>| Cow::Owned(b.to_vec());
+    OutputRecord {
+        output: record.output,
+        key: record.key.as_ref().map(bytes),
+        value: record.value.as_ref().map(bytes),
+        headers: record
+            .headers
+            .iter()
+            .map(|(name, value)| (Cow::Owned(name.to_string()), value.as_ref().map(bytes)))
+            .collect(),
+        timestamp: record.timestamp,
     }
 }
 
