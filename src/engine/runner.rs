@@ -154,8 +154,12 @@ impl Worker {
             offsets::rewind(&self.consumer, &batch)?;
         }
         // A commit in flight that has ended: begin the next transaction with the held outputs,
-        // or rewind if it failed.
-        let settled = self.consumer.context().transactions().settle(false)?;
+        // or rewind if it failed. Wait for it if the held batch is full.
+        let settled = {
+            let mut transactions = self.consumer.context().transactions();
+            let wait = transactions.held_full();
+            transactions.settle(wait)?
+        };
         if let Some(CommitOutcome::Aborted(batch)) = settled {
             buffer.clear();
             offsets::rewind(&self.consumer, &batch)?;

@@ -67,6 +67,11 @@ use crate::topology::{Context, OutputRecord};
 /// every transaction abort would otherwise loop abort → rewind → retry forever.
 const MAX_CONSECUTIVE_ABORTS: u32 = 20;
 
+/// Input records of the held batch after which the worker stops reading and waits for the commit
+/// in flight: bounds the memory the held outputs take (~20,000 x a few hundred bytes) when a
+/// commit is slow.
+const MAX_HELD_RECORDS: usize = 20_000;
+
 /// How many records go by between two polls for delivery reports.
 const SERVE_DELIVERIES_EVERY: u32 = 256;
 
@@ -491,6 +496,16 @@ impl Transactions {
             });
         }
         Ok(())
+    }
+
+    /// Whether the worker must wait for the commit in flight before it reads on: the held batch
+    /// is at [`MAX_HELD_RECORDS`].
+    pub(crate) fn held_full(&self) -> bool {
+        self.in_flight.is_some()
+            && self
+                .batch
+                .as_ref()
+                .is_some_and(|batch| batch.records >= MAX_HELD_RECORDS)
     }
 
     /// Ends the commit in flight, if there is one and it has finished (or `wait`): counts it
