@@ -45,12 +45,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata,
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, TopicPartitionList};
 
@@ -86,14 +88,50 @@ pub(crate) enum CommitOutcome {
     Aborted(Batch),
 }
 
-/// Counts failed deliveries; a failure in the open batch means it must not commit.
+/// Counts failed deliveries; a failure in the open batch means it must not commit. Also keeps
+/// the last transaction error librdkafka logged.
 #[derive(Default)]
 pub(crate) struct DeliveryTracker {
     failed: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The last `TXNERR` log line: why the current transaction failed (e.g. AddPartitionsToTxn
+    /// refused). A send after that only reports an erroneous state.
+    txn_error: Mutex<Option<String>>,
 }
 
-impl ClientContext for DeliveryTracker {}
+impl DeliveryTracker {
+    fn txn_error(&self) -> Option<String> {
+        self.txn_error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+impl ClientContext for DeliveryTracker {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if fac == "TXNERR" {
+            if let Ok(mut txn_error) = self.txn_error.lock() {
+                *txn_error = Some(log_message.to_string());
+            }
+        }
+        // As rdkafka's default.
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {log_message}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", "librdkafka: {fac} {log_message}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {fac} {log_message}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", "librdkafka: {fac} {log_message}")
+            }
+        }
+    }
+}
 
 impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();
@@ -308,6 +346,9 @@ impl Transactions {
         }
         self.begun = true;
         self.failed_at_open = self.failed_deliveries();
+        if let Ok(mut txn_error) = self.producer.context().txn_error.lock() {
+            *txn_error = None;
+        }
         Ok(())
     }
 
@@ -392,7 +433,7 @@ impl Transactions {
                     self.producer.poll(Duration::from_millis(5));
                     base = returned;
                 }
-                Err((error, _)) => return Err(self.fatal("producing", Retried::Failed(error))),
+                Err((error, _)) => return Err(self.send_failed(error)),
             }
         }
     }
@@ -739,6 +780,27 @@ impl Transactions {
         Instant::now() + self.transaction_timeout
     }
 
+    /// The error for a refused send. A send into a transaction that has already failed is
+    /// refused with an erroneous state; the cause is in librdkafka's last `TXNERR` line, and an
+    /// authorization failure named there (a missing Write ACL on an output makes
+    /// AddPartitionsToTxn fail) is reported as such.
+    fn send_failed(&self, error: KafkaError) -> EngineError {
+        let refused_state = error.rdkafka_error_code() == Some(RDKafkaErrorCode::State);
+        if self.mode == DeliveryMode::ExactlyOnce && refused_state {
+            if let Some(reason) = self.producer.context().txn_error() {
+                tracing::error!(reason, "The transaction had failed before this send.");
+                if let Some(code) = authorization_code_in(&reason) {
+                    return EngineError::kafka(
+                        "producing",
+                        KafkaError::MessageProduction(code),
+                        &self.transactional_id,
+                    );
+                }
+            }
+        }
+        self.fatal("producing", Retried::Failed(error))
+    }
+
     /// Turns a final error into an [`EngineError`], recognising fencing and preferring the
     /// producer's recorded fatal error (a fatal state makes later calls report only `_FATAL`).
     fn fatal(&self, operation: &'static str, error: Retried) -> EngineError {
@@ -829,13 +891,36 @@ fn await_deliveries(
 ) -> Result<(), KafkaError> {
     while producer.in_flight_count() > 0 {
         if Instant::now() >= deadline {
-            return Err(KafkaError::Flush(
-                rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
-            ));
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
         }
         producer.poll(Duration::from_millis(1));
     }
     Ok(())
+}
+
+/// The authorization error a librdkafka transaction error line names, e.g. `... Topic
+/// authorization failed (after 3 ms) (TOPIC_AUTHORIZATION_FAILED)`.
+fn authorization_code_in(reason: &str) -> Option<RDKafkaErrorCode> {
+    [
+        (
+            "(TOPIC_AUTHORIZATION_FAILED)",
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+        ),
+        (
+            "(GROUP_AUTHORIZATION_FAILED)",
+            RDKafkaErrorCode::GroupAuthorizationFailed,
+        ),
+        (
+            "(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)",
+            RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
+        ),
+        (
+            "(CLUSTER_AUTHORIZATION_FAILED)",
+            RDKafkaErrorCode::ClusterAuthorizationFailed,
+        ),
+    ]
+    .into_iter()
+    .find_map(|(name, code)| reason.contains(name).then_some(code))
 }
 
 /// A copy of an output record that owns its bytes, to hold while a commit is in flight.
@@ -869,4 +954,24 @@ fn crash_point(name: &str) {
 fn injected_abort() -> bool {
     fail::fail_point!("kstage::inject_abort", |_| true);
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_error_line_names_its_authorization_failure() {
+        let line = "[thrd:main]: Current transaction failed in state InTransaction: Failed to add \
+                    partition(s) to transaction on broker TxnCoordinator/1: Broker: Topic \
+                    authorization failed (after 3 ms) (TOPIC_AUTHORIZATION_FAILED)";
+        assert_eq!(
+            authorization_code_in(line),
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+        );
+        assert_eq!(
+            authorization_code_in("[thrd:main]: Current transaction failed: (REQUEST_TIMED_OUT)"),
+            None
+        );
+    }
 }
