@@ -96,6 +96,17 @@ fn poison_record_aborts_the_open_transaction_and_exits_1() {
 
 #[test]
 fn random_aborts_leave_every_record_exactly_once() {
+    random_aborts_leave_every_record_exactly_once_with("false");
+}
+
+/// The same with pipelined commits: an abort then also throws away the batch held while the
+/// aborted transaction was committing.
+#[test]
+fn random_aborts_leave_every_record_exactly_once_with_pipelined_commits() {
+    random_aborts_leave_every_record_exactly_once_with("true");
+}
+
+fn random_aborts_leave_every_record_exactly_once_with(pipelined: &str) {
     let broker = require_broker!();
     let pipeline = Pipeline::new(&broker, 3);
     let writer = pipeline.seed(20_000);
@@ -112,6 +123,7 @@ fn random_aborts_leave_every_record_exactly_once() {
         .instance("aborty")
         .arg("--max-records-per-txn", "200")
         .arg("--commit-interval", "50ms")
+        .arg("--pipelined-commits", pipelined)
         .env("FAILPOINTS", "kstage::inject_abort=30%return")
         .spawn();
     pipeline.wait_drained(&mut stage, &ends);

@@ -92,10 +92,23 @@ fn kill_until_duplicates(
 
 #[test]
 fn every_record_exactly_once_across_sigkill_restarts() {
+    every_record_exactly_once_across_sigkill_restarts_with("false");
+}
+
+/// The same with pipelined commits: kills land while a commit is in flight and outputs are held.
+#[test]
+fn every_record_exactly_once_across_sigkill_restarts_with_pipelined_commits() {
+    every_record_exactly_once_across_sigkill_restarts_with("true");
+}
+
+fn every_record_exactly_once_across_sigkill_restarts_with(pipelined: &str) {
     let broker = require_broker!();
     let pipeline = Pipeline::new(&broker, 3);
     let mut writer = pipeline.seed(RECORDS);
-    let spec = pipeline.stage("passthrough").instance("crashy");
+    let spec = pipeline
+        .stage("passthrough")
+        .instance("crashy")
+        .arg("--pipelined-commits", pipelined);
     // A downstream read_committed consumer following the output across all the crashes.
     let live = LiveReader::start(
         &pipeline.bootstrap,

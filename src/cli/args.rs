@@ -49,6 +49,9 @@ pub struct StageArgs {
     /// Commit early once a transaction holds this many input records.
     #[arg(long, env = "KSTAGE_MAX_RECORDS_PER_TXN")]
     pub max_records_per_txn: Option<usize>,
+    /// exactly_once: commit on a commit thread while the worker goes on (see the README).
+    #[arg(long, env = "KSTAGE_PIPELINED_COMMITS", value_name = "true|false")]
+    pub pipelined_commits: Option<bool>,
     /// transaction.timeout.ms, as a duration (e.g. 60s).
     #[arg(long, env = "KSTAGE_TRANSACTION_TIMEOUT", value_parser = duration)]
     pub transaction_timeout: Option<Duration>,
@@ -211,6 +214,7 @@ impl StageArgs {
         config.transaction_timeout = self
             .transaction_timeout
             .unwrap_or(config.transaction_timeout);
+        config.pipelined_commits = self.pipelined_commits.unwrap_or(config.pipelined_commits);
         config.poison_policy = self.poison_policy.unwrap_or(config.poison_policy);
         config.workers = self.workers.unwrap_or(config.workers);
         config.dead_letter_topic = self.dead_letter_topic.or(config.dead_letter_topic);

@@ -109,6 +109,11 @@ pub struct StageConfig {
     pub commit_interval: Duration,
     /// Commit early once a transaction holds this many input records.
     pub max_records_per_txn: usize,
+    /// exactly_once only: commit each transaction on a commit thread while the worker goes on
+    /// reading and processing, holding the next transaction's outputs in memory until it begins.
+    /// Off by default: on the 2-core benchmark machine it cost throughput (docs/BENCHMARKS.md,
+    /// "Pipelined commits"); it is meant for stages whose commits wait on a distant broker.
+    pub pipelined_commits: bool,
     /// `transaction.timeout.ms`: the broker aborts a transaction left open longer than this (a
     /// crashed or paused instance). Must stay below `max.poll.interval.ms`.
     #[serde(with = "humantime_serde")]
@@ -192,6 +197,7 @@ impl Default for StageConfig {
             delivery: DeliveryMode::default(),
             commit_interval: default_commit_interval(),
             max_records_per_txn: default_max_records_per_txn(),
+            pipelined_commits: false,
             transaction_timeout: default_transaction_timeout(),
             workers: 1,
             poison_policy: PoisonPolicy::default(),

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{PoisonPolicy, StageConfig};
+use super::{DeliveryMode, PoisonPolicy, StageConfig};
 use crate::codec::Format;
 use crate::topology::{Registry, Topology, TopologyParams, DEFAULT_OUTPUT};
 
@@ -241,6 +241,12 @@ impl StageConfig {
             errors.push(ConfigError::new(
                 "max_records_per_txn",
                 "must be at least 1",
+            ));
+        }
+        if self.pipelined_commits && self.delivery != DeliveryMode::ExactlyOnce {
+            errors.push(ConfigError::new(
+                "pipelined_commits",
+                "applies to delivery = \"exactly_once\" only; set it to false or remove it",
             ));
         }
         if self.commit_interval.is_zero() {

@@ -191,6 +191,17 @@ fn tiny_transaction_timeouts_and_empty_batches_are_refused() {
         ..valid()
     };
     assert_eq!(only_error(&config).key, "max_records_per_txn");
+    let config = StageConfig {
+        pipelined_commits: true,
+        delivery: DeliveryMode::AtLeastOnce,
+        ..valid()
+    };
+    assert_eq!(only_error(&config).key, "pipelined_commits");
+    let config = StageConfig {
+        pipelined_commits: true,
+        ..valid()
+    };
+    assert!(config.validate(&registry()).is_ok());
 }
 
 #[test]

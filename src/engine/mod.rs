@@ -200,6 +200,7 @@ fn run_worker(
         mode: config.delivery,
         commit_interval: config.commit_interval,
         max_records_per_txn: config.max_records_per_txn,
+        pipelined_commits: config.pipelined_commits,
         shutdown,
     }
     .run()

@@ -43,6 +43,8 @@ pub(crate) struct Worker {
     pub(crate) mode: DeliveryMode,
     pub(crate) commit_interval: Duration,
     pub(crate) max_records_per_txn: usize,
+    /// Commit in the background (exactly_once; see [`super::transaction`]).
+    pub(crate) pipelined_commits: bool,
     pub(crate) shutdown: Arc<AtomicBool>,
 }
 
@@ -77,7 +79,7 @@ impl Worker {
             let wait = match self.until_due() {
                 Some(wait) => wait,
                 None => {
-                    self.commit(&mut buffer, true)?;
+                    self.commit(&mut buffer, self.pipelined_commits)?;
                     self.summarise_if_due(&mut summary);
                     MAX_POLL_WAIT
                 }
