@@ -11,8 +11,9 @@
 //!      at_most_once:  commit offsets (sync); the runner produces after this returns
 //! ```
 //!
-//! **Pipelined commits (exactly_once).** The commit phases run on a short-lived commit thread.
-//! When the runner's batch is due it calls [`Transactions::commit_in_background`] and goes on
+//! **Pipelined commits (exactly_once, `pipelined_commits = true`).** The commit phases always run
+//! on a short-lived commit thread; [`Transactions::commit`] waits for it. With pipelining, when
+//! the runner's batch is due it calls [`Transactions::commit_in_background`] and goes on
 //! consuming and processing while the transaction commits: the records it reads meanwhile open
 //! the next batch, but no transaction, and their outputs are *held* (copied) instead of sent,
 //! because a transactional producer takes no records between `commit_transaction` and the next
