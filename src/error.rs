@@ -148,6 +148,19 @@ pub enum EngineError {
     /// The stage could not start: a broker unreachable, a topic missing.
     #[error("cannot start the stage: {0}")]
     Startup(String),
+    /// A commit did not end in time: librdkafka can block a transactional call past every
+    /// timeout (librdkafka#5456, a coordinator that went away). Its outcome is unknown.
+    #[error(
+        "the commit of transactional id {transactional_id:?} did not end within {waited_secs} s \
+         (twice transaction_timeout); its outcome is unknown, so the stage stops without \
+         aborting it; a restart with the same instance_id settles it"
+    )]
+    CommitHung {
+        /// Our transactional id.
+        transactional_id: String,
+        /// How long the engine waited.
+        waited_secs: u64,
+    },
     /// The engine itself failed: a thread could not start or ended abnormally.
     #[error("internal error: {0}")]
     Internal(String),

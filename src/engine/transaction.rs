@@ -561,6 +561,23 @@ impl Transactions {
         else {
             return Ok(None);
         };
+        // Every phase retries only until the transaction timeout, but a single librdkafka call
+        // can block past any timeout (librdkafka#5456): bound the wait, and give the commit up as
+        // in doubt (never aborted; the thread is left behind) rather than hang the stage.
+        let limit = self.transaction_timeout * 2;
+        while !in_flight.thread.is_finished() {
+            if in_flight.started.elapsed() >= limit {
+                self.held.clear();
+                self.batch = Some(in_flight.batch);
+                self.begun = true;
+                self.commit_in_doubt = true;
+                return Err(EngineError::CommitHung {
+                    transactional_id: self.transactional_id.clone(),
+                    waited_secs: limit.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let InFlight {
             batch,
             started,
