@@ -41,8 +41,8 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -178,8 +178,8 @@ struct InFlight {
     batch: Batch,
     /// When the commit started.
     started: Instant,
-    /// The commit thread.
-    thread: JoinHandle<Ended>,
+    /// How the commit thread's phases ended (it sends once, then exits).
+    ended: Receiver<Ended>,
 }
 
 /// How the commit thread's phases ended.
@@ -525,16 +525,20 @@ impl Transactions {
         };
         let producer = Arc::clone(&self.producer);
         let timeout = self.transaction_timeout;
-        let thread = std::thread::Builder::new()
+        let (report, ended) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
             .name("kstage-commit".into())
-            .spawn(move || commit_phases(&producer, offsets, timeout))
+            .spawn(move || {
+                // The receiver is gone only if the worker gave the commit up as hung.
+                let _ = report.send(commit_phases(&producer, offsets, timeout));
+            })
             .map_err(|e| EngineError::Internal(format!("cannot start a commit thread: {e}")))?;
         if let Some(batch) = self.batch.take() {
             self.begun = false;
             self.in_flight = Some(InFlight {
                 batch,
                 started: Instant::now(),
-                thread,
+                ended,
             });
         }
         Ok(())
@@ -555,41 +559,44 @@ impl Transactions {
     /// failed, throwing the held batch away with it, and returns `Aborted` with both batches so
     /// the caller rewinds. `None`: no commit was in flight, or it is still running.
     pub(crate) fn settle(&mut self, wait: bool) -> Result<Option<CommitOutcome>, EngineError> {
-        let Some(in_flight) = self
-            .in_flight
-            .take_if(|in_flight| wait || in_flight.thread.is_finished())
-        else {
+        let Some(in_flight) = &self.in_flight else {
             return Ok(None);
         };
         // Every phase retries only until the transaction timeout, but a single librdkafka call
         // can block past any timeout (librdkafka#5456): bound the wait, and give the commit up as
-        // in doubt (never aborted; the thread is left behind) rather than hang the stage.
+        // in doubt (never aborted; its thread is left behind) rather than hang the stage.
         let limit = self.transaction_timeout * 2;
-        while !in_flight.thread.is_finished() {
-            if in_flight.started.elapsed() >= limit {
-                self.held.clear();
-                self.batch = Some(in_flight.batch);
-                self.begun = true;
-                self.commit_in_doubt = true;
-                return Err(EngineError::CommitHung {
+        let received = if wait {
+            let left = limit.saturating_sub(in_flight.started.elapsed());
+            match in_flight.ended.recv_timeout(left) {
+                Ok(ended) => Ok(ended),
+                Err(RecvTimeoutError::Timeout) => Err(EngineError::CommitHung {
                     transactional_id: self.transactional_id.clone(),
                     waited_secs: limit.as_secs(),
-                });
+                }),
+                Err(RecvTimeoutError::Disconnected) => Err(panicked()),
             }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let InFlight {
-            batch,
-            started,
-            thread,
-        } = in_flight;
-        let Ok(ended) = thread.join() else {
-            // Whether it committed is unknown: treat it as in doubt, never abort it.
-            self.held.clear();
-            self.batch = Some(batch);
-            self.begun = true;
-            self.commit_in_doubt = true;
-            return Err(EngineError::Internal("the commit thread panicked".into()));
+        } else {
+            match in_flight.ended.try_recv() {
+                Ok(ended) => Ok(ended),
+                Err(TryRecvError::Empty) => return Ok(None),
+                Err(TryRecvError::Disconnected) => Err(panicked()),
+            }
+        };
+        let Some(InFlight { batch, started, .. }) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        let ended = match received {
+            Ok(ended) => ended,
+            Err(error) => {
+                // Whether it committed is unknown: the open transaction again, in doubt, never
+                // aborted; the held batch never began.
+                self.held.clear();
+                self.batch = Some(batch);
+                self.begun = true;
+                self.commit_in_doubt = true;
+                return Err(error);
+            }
         };
         match ended {
             Ended::Committed => {
@@ -914,6 +921,11 @@ fn await_deliveries(
         producer.poll(Duration::from_millis(1));
     }
     Ok(())
+}
+
+/// The commit thread ended without reporting: it panicked.
+fn panicked() -> EngineError {
+    EngineError::Internal("the commit thread panicked".into())
 }
 
 /// The authorization error a librdkafka transaction error line names, e.g. `... Topic
