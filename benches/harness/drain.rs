@@ -74,6 +74,33 @@ pub struct DrainRun {
     pub error: Option<String>,
 }
 
+impl DrainRun {
+    /// A run that measured nothing yet: the starting point of a measured run and the record of
+    /// one that failed to start.
+    pub fn empty(contender: Kind, round: usize) -> Self {
+        Self {
+            contender,
+            round,
+            completed: false,
+            records_per_s: 0.0,
+            mb_per_s: 0.0,
+            startup_s: 0.0,
+            window_s: 0.0,
+            window_records: 0,
+            wall_s: 0.0,
+            cpu_s: 0.0,
+            cpu_window_s: 0.0,
+            cpu_s_per_million: 0.0,
+            peak_rss_mib: 0.0,
+            broker_cpu_window_s: None,
+            machine_busy_window_s: 0.0,
+            output: None,
+            exit: String::new(),
+            error: None,
+        }
+    }
+}
+
 /// The preloaded input the contenders drain.
 #[derive(Debug, Clone)]
 pub struct Input {
@@ -173,24 +200,11 @@ pub fn run(
     let exit = exited.unwrap_or_else(|| running.stop(Duration::from_secs(30)));
     write_ticks(&job.dir.join("progress.csv"), started, &ticks);
     let mut run = DrainRun {
-        contender: kind,
-        round,
-        completed: false,
-        records_per_s: 0.0,
-        mb_per_s: 0.0,
-        startup_s: 0.0,
-        window_s: 0.0,
-        window_records: 0,
-        wall_s: 0.0,
         cpu_s: last.cpu_s,
-        cpu_window_s: 0.0,
-        cpu_s_per_million: 0.0,
         peak_rss_mib: last.peak_rss_kib as f64 / 1024.0,
-        broker_cpu_window_s: None,
-        machine_busy_window_s: 0.0,
-        output: None,
         exit,
         error,
+        ..DrainRun::empty(kind, round)
     };
     let done = ticks.last().filter(|t| t.committed >= total);
     let first = ticks.iter().find(|t| t.committed > 0);

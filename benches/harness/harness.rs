@@ -449,24 +449,8 @@ fn git_revision(repo: &std::path::Path) -> String {
 
 fn failed_drain(kind: Kind, round: usize, error: &anyhow::Error) -> drain::DrainRun {
     drain::DrainRun {
-        contender: kind,
-        round,
-        completed: false,
-        records_per_s: 0.0,
-        mb_per_s: 0.0,
-        startup_s: 0.0,
-        window_s: 0.0,
-        window_records: 0,
-        wall_s: 0.0,
-        cpu_s: 0.0,
-        cpu_window_s: 0.0,
-        cpu_s_per_million: 0.0,
-        peak_rss_mib: 0.0,
-        broker_cpu_window_s: None,
-        machine_busy_window_s: 0.0,
-        output: None,
-        exit: String::new(),
         error: Some(format!("{error:#}")),
+        ..drain::DrainRun::empty(kind, round)
     }
 }
 

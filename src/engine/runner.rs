@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 
-use super::offsets;
+use super::offsets::{self, Batch};
 use super::rebalance::StageContext;
 use super::record::{self, RecordHandling};
 use super::transaction::{CommitOutcome, WorkerStats};
@@ -152,19 +152,20 @@ impl Worker {
             return Err(error);
         }
         if let Some(batch) = rewind {
-            buffer.clear();
-            offsets::rewind(&self.consumer, &batch)?;
+            self.rewind(buffer, &batch)?;
         }
-        // A commit in flight that has ended: begin the next transaction with the held outputs,
-        // or rewind if it failed. Wait for it if the held batch is full.
-        let settled = {
-            let mut transactions = self.consumer.context().transactions();
-            let wait = transactions.held_full();
-            transactions.settle(wait)?
-        };
-        if let Some(CommitOutcome::Aborted(batch)) = settled {
-            buffer.clear();
-            offsets::rewind(&self.consumer, &batch)?;
+        // Pipelined: a commit in flight that has ended begins the next transaction with the held
+        // outputs, or, if it failed, rewinds. Wait for it if the held batch is full. (Without
+        // pipelining no commit is ever in flight here: no lock per record for it.)
+        if self.pipelined_commits {
+            let settled = {
+                let mut transactions = self.consumer.context().transactions();
+                let wait = transactions.held_full();
+                transactions.settle(wait)?
+            };
+            if let Some(CommitOutcome::Aborted(batch)) = settled {
+                self.rewind(buffer, &batch)?;
+            }
         }
         // at_most_once: a revoke committed the buffered records' offsets; produce them now.
         if !buffer.is_empty() && !self.consumer.context().transactions().is_open() {
@@ -207,11 +208,14 @@ impl Worker {
         };
         match outcome {
             CommitOutcome::Committed => self.produce_buffer(buffer),
-            CommitOutcome::Aborted(batch) => {
-                buffer.clear();
-                offsets::rewind(&self.consumer, &batch)
-            }
+            CommitOutcome::Aborted(batch) => self.rewind(buffer, &batch),
         }
+    }
+
+    /// After an abort: drops what at_most_once buffered and seeks back to the committed offsets.
+    fn rewind(&self, buffer: &mut Vec<OwnedMessage>, aborted: &Batch) -> Result<(), EngineError> {
+        buffer.clear();
+        offsets::rewind(&self.consumer, aborted)
     }
 
     fn produce_buffer(&mut self, buffer: &mut Vec<OwnedMessage>) -> Result<(), EngineError> {

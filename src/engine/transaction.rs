@@ -459,20 +459,25 @@ impl Transactions {
         if let Some(outcome @ CommitOutcome::Aborted(_)) = self.settle(true)? {
             return Ok(outcome);
         }
-        let Some(batch) = self.batch.clone() else {
+        if self.batch.is_none() {
             return Ok(CommitOutcome::Committed);
-        };
+        }
         if self.defunct {
             return self.abort();
         }
+        if self.mode == DeliveryMode::ExactlyOnce {
+            // The commit thread's phases; settle counts the committed batch.
+            self.start_commit(consumer)?;
+            return Ok(self.settle(true)?.unwrap_or(CommitOutcome::Committed));
+        }
+        let Some(batch) = self.batch.clone() else {
+            return Ok(CommitOutcome::Committed);
+        };
         let started = Instant::now();
-        let outcome = match self.mode {
-            DeliveryMode::ExactlyOnce => {
-                self.start_commit(consumer)?;
-                return Ok(self.settle(true)?.unwrap_or(CommitOutcome::Committed));
-            }
-            DeliveryMode::AtLeastOnce => self.commit_after_flush(consumer)?,
-            DeliveryMode::AtMostOnce => self.commit_offsets(consumer)?,
+        let outcome = if self.mode == DeliveryMode::AtLeastOnce {
+            self.commit_after_flush(consumer)?
+        } else {
+            self.commit_offsets(consumer)?
         };
         if outcome == CommitOutcome::Committed {
             self.committed(&batch, started);
