@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::chaos::verifier::Verification;
 use common::raw::{RawRecord, RawWriter};
 use common::{create_topic, unique_name, InputRecord};
-use kstage::engine::headers::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
+use kstage::topology::headers::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
 use kstage::verify::Report;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};

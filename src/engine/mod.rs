@@ -35,7 +35,6 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-pub use record::headers;
 pub use transaction::WorkerStats;
 
 use crate::codec::Codecs;

@@ -17,23 +17,8 @@ use super::rebalance::StageContext;
 use crate::config::{PoisonPolicy, StageConfig};
 use crate::error::EngineError;
 use crate::observability::KindLabel;
+use crate::topology::headers;
 use crate::topology::{Context, Emitter, Headers, OutputRecord, Record, Topology, TopologyError};
-
-/// Header names written on output and dead-letter records.
-pub mod headers {
-    /// The input topic a record came from.
-    pub const SOURCE_TOPIC: &str = "kstage.source.topic";
-    /// The input partition.
-    pub const SOURCE_PARTITION: &str = "kstage.source.partition";
-    /// The input offset.
-    pub const SOURCE_OFFSET: &str = "kstage.source.offset";
-    /// The input timestamp (ms since the epoch), on dead-letter records.
-    pub const SOURCE_TIMESTAMP: &str = "kstage.source.timestamp";
-    /// The error class (`decode`, `invalid`, `transform`), on dead-letter records.
-    pub const ERROR_CLASS: &str = "kstage.error.class";
-    /// The error message, on dead-letter records.
-    pub const ERROR_MESSAGE: &str = "kstage.error.message";
-}
 
 /// How records are handled, resolved once from the config.
 pub(crate) struct RecordHandling {

@@ -59,7 +59,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::broken::Broken;
 use super::offsets::{self, Batch};
-use super::record::headers::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
+use crate::topology::headers::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
 use super::retry::{retrying, Retried};
 use crate::config::DeliveryMode;
 use crate::error::{classify, EngineError, ErrorClass};

@@ -34,6 +34,7 @@
 //! Errors are values: a [`TopologyError`] returned from `process` goes through the stage's poison
 //! policy (see [`crate::config::PoisonPolicy`]); nothing in a topology should panic.
 
+pub mod headers;
 mod record;
 mod registry;
 mod typed;

@@ -24,7 +24,7 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::headers::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
+use crate::topology::headers::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
 
 /// How output records are traced back to input records.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
