@@ -161,6 +161,18 @@ pub enum EngineError {
         /// How long the engine waited.
         waited_secs: u64,
     },
+    /// An abort did not end in time (the same librdkafka hang as [`Self::CommitHung`]).
+    #[error(
+        "aborting the transaction of transactional id {transactional_id:?} did not end within \
+         {waited_secs} s (twice transaction_timeout); the stage stops, and a restart with the \
+         same instance_id fences it and aborts it"
+    )]
+    AbortHung {
+        /// Our transactional id.
+        transactional_id: String,
+        /// How long the engine waited.
+        waited_secs: u64,
+    },
     /// The engine itself failed: a thread could not start or ended abnormally.
     #[error("internal error: {0}")]
     Internal(String),

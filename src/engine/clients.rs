@@ -102,7 +102,7 @@ pub(crate) fn preflight(
         // Serves librdkafka's error events, where a failed SASL login is reported; they are
         // only delivered by a poll that waits a little.
         let _ = consumer.poll(Duration::from_millis(100));
-        if let Some(detail) = consumer.context().pending().authentication.take() {
+        if let Some(detail) = consumer.context().take_authentication_failure() {
             return Err(login_failed(detail));
         }
         match result {

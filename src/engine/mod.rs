@@ -9,8 +9,10 @@
 //!
 //! * [`runner`]: the loop (batching by `commit_interval` and `max_records_per_txn`, poison
 //!   policy, rewind after aborts, shutdown).
-//! * [`transaction`]: the producer side and the commit path of each delivery mode.
-//! * [`rebalance`]: commit on revoke, abort on lost.
+//! * [`record`]: one record through the topology and the poison policy (no Kafka calls).
+//! * [`txn`]: the transaction as a state machine, the producer, the commit thread, the
+//!   delivery modes.
+//! * [`rebalance`]: the consumer's callbacks: commit on revoke, abort on lost.
 //! * [`offsets`]: positions to commit, and the rewind.
 //! * [`retry`]: retriable calls, with backoff and a deadline.
 //! * [`clients`]: librdkafka settings and the start-up check.
@@ -27,7 +29,7 @@ mod rebalance;
 mod record;
 mod retry;
 mod runner;
-mod transaction;
+mod txn;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -35,7 +37,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-pub use transaction::WorkerStats;
+pub use txn::WorkerStats;
 
 use crate::codec::Codecs;
 use crate::config::StageConfig;
@@ -131,13 +133,7 @@ pub fn run(
     });
     let mut total = WorkerStats::default();
     for result in results {
-        let stats = result?;
-        total.records_in += stats.records_in;
-        total.records_out += stats.records_out;
-        total.commits += stats.commits;
-        total.aborts += stats.aborts;
-        total.skipped += stats.skipped;
-        total.dead_lettered += stats.dead_lettered;
+        total.add(&result?);
     }
     Ok(total)
 }
@@ -154,17 +150,18 @@ fn run_worker(
     topology
         .on_start(stage)
         .map_err(|e| EngineError::Startup(format!("topology {}: {e}", config.topology)))?;
-    let transactions = transaction::Transactions::new(
+    let producer = Arc::new(txn::TransactionalProducer::new(
         config.delivery,
         &clients::producer_config(config, &transactional_id),
         transactional_id.clone(),
         config.transaction_timeout,
         Arc::clone(&telemetry.metrics),
-    )?;
+    )?);
+    let handle = Arc::new(txn::TxnHandle::new(Arc::clone(&producer))?);
     let consumer: BaseConsumer<rebalance::StageContext> =
         clients::consumer_config(config, &transactional_id)
             .create_with_context(rebalance::StageContext::new(
-                transactions,
+                Arc::clone(&handle),
                 telemetry.clone(),
             ))
             .map_err(|source| EngineError::Kafka {
@@ -175,7 +172,7 @@ fn run_worker(
         tracing::info!("Stopped during start-up; nothing was processed.");
         return Ok(WorkerStats::default());
     }
-    consumer.context().transactions().init()?;
+    producer.init()?;
     telemetry.health.set_producer_ready();
     let inputs: Vec<&str> = config.inputs.iter().map(String::as_str).collect();
     consumer
@@ -194,6 +191,7 @@ fn run_worker(
     );
     runner::Worker {
         consumer,
+        txn: txn::WorkerTxn::new(handle, producer, Arc::clone(&telemetry.metrics)),
         topology,
         handling: record::RecordHandling::new(config),
         mode: config.delivery,

@@ -1,7 +1,9 @@
-//! What a batch read, the positions it commits, and the rewind after an abort.
+//! What a batch read (its tally, for metrics and the batch-due check), the positions it commits,
+//! and the rewind after an abort.
 //!
-//! A batch remembers, per input partition it read from, the first offset it consumed. Commits
-//! send the consumer's *positions* (next offset to read) for exactly those partitions. After an
+//! A batch's [`Span`] (in the transaction state) remembers, per input partition it read from,
+//! the first offset it consumed. Commits send the consumer's *positions* (next offset to read)
+//! for exactly those partitions. After an
 //! abort the consumer has moved past records whose outputs were thrown away, so every assigned
 //! partition is sought back to its committed offset; a partition with no committed offset yet
 //! goes back to the first offset the aborted batch read from it.
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::txn::state::Span;
 use crate::error::EngineError;
 
 /// How long a committed-offsets lookup or a seek may block.
@@ -60,9 +63,10 @@ impl Batch {
         }
     }
 
-    /// Notes a consumed record. Linear scans: a worker reads and writes few partitions, and this
-    /// avoids hashing a topic name per record.
-    pub(crate) fn note(&mut self, topic: &str, partition: i32, offset: i64, bytes: usize) {
+    /// Notes a consumed record; returns whether its partition is new to the batch. Linear
+    /// scans: a worker reads and writes few partitions, and this avoids hashing a topic name per
+    /// record.
+    pub(crate) fn note(&mut self, topic: &str, partition: i32, offset: i64, bytes: usize) -> bool {
         self.records += 1;
         let bytes = bytes as u64;
         match self
@@ -73,14 +77,18 @@ impl Batch {
             Some(read) => {
                 read.records += 1;
                 read.bytes += bytes;
+                false
             }
-            None => self.read.push(ReadPartition {
-                topic: topic.to_string(),
-                partition,
-                first_offset: offset,
-                records: 1,
-                bytes,
-            }),
+            None => {
+                self.read.push(ReadPartition {
+                    topic: topic.to_string(),
+                    partition,
+                    first_offset: offset,
+                    records: 1,
+                    bytes,
+                });
+                true
+            }
         }
     }
 
@@ -99,61 +107,20 @@ impl Batch {
             }),
         }
     }
-
-    /// Adds a later batch (the one held while this one committed) to this one, for the rewind
-    /// after both are aborted: this batch's first offsets win, the later batch adds the
-    /// partitions only it read.
-    pub(crate) fn absorb(&mut self, later: Batch) {
-        self.records += later.records;
-        for read in later.read {
-            match self
-                .read
-                .iter_mut()
-                .find(|r| r.partition == read.partition && r.topic == read.topic)
-            {
-                Some(mine) => {
-                    mine.records += read.records;
-                    mine.bytes += read.bytes;
-                }
-                None => self.read.push(read),
-            }
-        }
-        for written in later.written {
-            match self.written.iter_mut().find(|w| w.topic == written.topic) {
-                Some(mine) => {
-                    mine.records += written.records;
-                    mine.bytes += written.bytes;
-                }
-                None => self.written.push(written),
-            }
-        }
-    }
-
-    /// The first offset this batch consumed from a partition.
-    pub(crate) fn first_offset(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.read
-            .iter()
-            .find(|r| r.partition == partition && r.topic == topic)
-            .map(|r| r.first_offset)
-    }
-
-    /// The partitions this batch read from.
-    pub(crate) fn partitions(&self) -> impl Iterator<Item = (&str, i32)> {
-        self.read.iter().map(|r| (r.topic.as_str(), r.partition))
-    }
 }
 
-/// The consumer's positions for the partitions `batch` read from.
+/// The consumer's positions for the partitions `span` read from.
 pub(crate) fn positions<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
-    batch: &Batch,
+    span: &Span,
 ) -> Result<TopicPartitionList, EngineError> {
     let all = consumer.position().map_err(|source| EngineError::Kafka {
         operation: "reading consumer positions",
         source,
     })?;
-    let mut wanted = TopicPartitionList::with_capacity(batch.read.len());
-    for (topic, partition) in batch.partitions() {
+    let mut wanted = TopicPartitionList::with_capacity(span.read.len());
+    for read in &span.read {
+        let (topic, partition) = (read.topic.as_str(), read.partition);
         let position = all
             .find_partition(topic, partition)
             .map(|elem| elem.offset())
@@ -176,7 +143,7 @@ pub(crate) fn positions<C: ConsumerContext>(
 /// offset the aborted batch read from it).
 pub(crate) fn rewind<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
-    aborted: &Batch,
+    aborted: &Span,
 ) -> Result<(), EngineError> {
     if super::broken::Broken::NoRewind.active() {
         tracing::warn!("KSTAGE_BROKEN_MODE: not rewinding after an abort (negative control)");
@@ -221,52 +188,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_absorbed_batch_keeps_the_earlier_first_offsets_and_adds_its_own_partitions() {
-        let mut earlier = Batch::new(Instant::now());
-        earlier.note("a", 0, 10, 100);
-        earlier.note_written("out", 20);
-        let mut held = Batch::new(Instant::now());
-        held.note("a", 0, 11, 50);
-        held.note("a", 1, 3, 5);
-        held.note_written("out", 30);
-        held.note_written("dlq", 7);
-        earlier.absorb(held);
-        assert_eq!(earlier.records, 3);
-        assert_eq!(earlier.first_offset("a", 0), Some(10));
-        assert_eq!(earlier.first_offset("a", 1), Some(3));
-        assert_eq!((earlier.read[0].records, earlier.read[0].bytes), (2, 150));
-        assert_eq!(
-            earlier.written,
-            vec![
-                Written {
-                    topic: "out".into(),
-                    records: 2,
-                    bytes: 50
-                },
-                Written {
-                    topic: "dlq".into(),
-                    records: 1,
-                    bytes: 7
-                }
-            ]
-        );
-    }
-
-    #[test]
-    fn batch_remembers_the_first_offset_per_partition() {
+    fn a_batch_tallies_records_and_bytes_per_partition_and_output() {
         let mut batch = Batch::new(Instant::now());
-        batch.note("a", 0, 10, 100);
-        batch.note("a", 0, 11, 50);
-        batch.note("a", 1, 5, 1);
-        batch.note("b", 0, 7, 1);
+        assert!(batch.note("a", 0, 10, 100), "a new partition");
+        assert!(!batch.note("a", 0, 11, 50), "a partition already read");
+        assert!(batch.note("a", 1, 5, 1));
+        assert!(batch.note("b", 0, 7, 1));
         batch.note_written("out", 20);
         batch.note_written("out", 30);
         assert_eq!(batch.records, 4);
-        assert_eq!(batch.first_offset("a", 0), Some(10));
-        assert_eq!(batch.first_offset("a", 1), Some(5));
-        assert_eq!(batch.first_offset("b", 0), Some(7));
-        assert_eq!(batch.first_offset("b", 1), None);
-        assert_eq!(batch.partitions().count(), 3);
+        let first: Vec<i64> = batch.read.iter().map(|r| r.first_offset).collect();
+        assert_eq!(first, vec![10, 5, 7]);
         assert_eq!((batch.read[0].records, batch.read[0].bytes), (2, 150));
         assert_eq!(
             batch.written,

@@ -20,72 +20,63 @@
 //! * **Lost**: the group has already handed the partitions to someone else; committing would be
 //!   rejected (our group metadata is stale), so the transaction is aborted.
 //!
-//! A callback cannot return an error, so its results are left here for the worker loop, which
-//! checks them after every poll: a fatal error stops the worker; an abort leaves a batch to
-//! rewind from (any record polled after the callback is dropped and read again).
+//! A callback cannot return an error, so it reaches the worker's transaction through one narrow
+//! handle ([`TxnHandle`]) that keeps what it did for the worker loop, which looks after every
+//! poll: a fatal error stops the worker; an abort leaves a span to rewind from (the record
+//! polled after the callback is dropped and read again).
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 
-use super::offsets::Batch;
-use super::transaction::{CommitOutcome, Transactions};
-use crate::error::EngineError;
+use super::txn::TxnHandle;
 use crate::observability::{KindLabel, PartitionLabel, Telemetry};
 
-/// What the rebalance callbacks leave for the worker loop.
-#[derive(Default)]
-pub(crate) struct Pending {
-    /// An authentication failure reported by librdkafka (it retries them forever otherwise).
-    pub(crate) authentication: Option<String>,
-    /// A fatal error met in a callback.
-    pub(crate) fatal: Option<EngineError>,
-    /// A batch aborted in a callback: the loop must rewind before processing again.
-    pub(crate) rewind: Option<Batch>,
-    /// Rebalances seen (assignments and revocations).
-    pub(crate) rebalances: u64,
-}
-
-/// The consumer context of a worker: owns the producer side so the rebalance callbacks can
-/// commit or abort the open transaction.
+/// The consumer context of a worker: the rebalance callbacks, statistics and client errors.
 pub(crate) struct StageContext {
-    transactions: Mutex<Transactions>,
-    pending: Mutex<Pending>,
+    /// The worker's transaction, for commit on revoke and abort on lost.
+    txn: Arc<TxnHandle>,
+    /// An authentication failure reported by librdkafka (it retries them forever otherwise).
+    authentication: Mutex<Option<String>>,
+    /// Rebalances seen (assignments and revocations).
+    rebalances: AtomicU64,
     telemetry: Telemetry,
 }
 
 impl StageContext {
-    pub(crate) fn new(transactions: Transactions, telemetry: Telemetry) -> Self {
+    pub(crate) fn new(txn: Arc<TxnHandle>, telemetry: Telemetry) -> Self {
         Self {
-            transactions: Mutex::new(transactions),
-            pending: Mutex::new(Pending::default()),
+            txn,
+            authentication: Mutex::new(None),
+            rebalances: AtomicU64::new(0),
             telemetry,
         }
     }
 
+    /// Rebalances seen so far.
+    pub(crate) fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::Relaxed)
+    }
+
+    /// An authentication failure librdkafka reported since the last call.
+    pub(crate) fn take_authentication_failure(&self) -> Option<String> {
+        self.authentication
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     fn count_rebalance(&self, kind: &'static str) {
+        self.rebalances.fetch_add(1, Ordering::Relaxed);
         self.telemetry
             .metrics
             .rebalances
             .get_or_create(&KindLabel { kind })
             .inc();
-    }
-
-    /// The producer side. Only the worker's thread locks it (the callbacks run there too), so it
-    /// is never contended; a poisoned lock is recovered because the state it guards is only
-    /// mutated by whole commits and aborts.
-    pub(crate) fn transactions(&self) -> MutexGuard<'_, Transactions> {
-        self.transactions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// What the callbacks left for the loop.
-    pub(crate) fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, partitions: usize) {
@@ -94,35 +85,7 @@ impl StageContext {
         if lost {
             self.telemetry.health.set_in_group(false);
         }
-        let mut transactions = self.transactions();
-        if !transactions.is_open() {
-            tracing::info!(
-                partitions,
-                lost,
-                "Partitions revoked; no transaction was open."
-            );
-            return;
-        }
-        let result = if lost {
-            tracing::warn!(
-                partitions,
-                "Partitions lost; aborting the open transaction."
-            );
-            transactions.abort()
-        } else {
-            tracing::info!(
-                partitions,
-                "Partitions revoked; committing the open transaction first."
-            );
-            transactions.commit(consumer)
-        };
-        drop(transactions);
-        let mut pending = self.pending();
-        match result {
-            Ok(CommitOutcome::Committed) => {}
-            Ok(CommitOutcome::Aborted(batch)) => pending.rewind = Some(batch),
-            Err(error) => pending.fatal = Some(error),
-        }
+        self.txn.revoke(consumer, partitions, lost);
     }
 }
 
@@ -150,7 +113,10 @@ impl ClientContext for StageContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         if crate::error::is_authorization(&error) {
-            self.pending().authentication = Some(format!("{error}: {reason}"));
+            *self
+                .authentication
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(format!("{error}: {reason}"));
         }
         tracing::error!(%error, reason, "librdkafka reported an error.");
     }
@@ -169,6 +135,5 @@ impl ConsumerContext for StageContext {
                 tracing::error!(%error, "The consumer group rebalance failed.");
             }
         }
-        self.pending().rebalances += 1;
     }
 }

@@ -1,0 +1,152 @@
+//! The producer's librdkafka callbacks: its log lines into `tracing`, the last transaction error
+//! it logged, and failed deliveries.
+//!
+//! librdkafka reports why a transaction failed only in a log line (facility `TXNERR`); a send
+//! refused afterwards says no more than "erroneous state". The line is kept here so that the
+//! engine can name the cause (a missing Write ACL, say) instead. Delivery failures are counted
+//! so that a batch with a failed delivery never commits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+
+/// The producer's context: counts failed deliveries and keeps the last transaction error.
+#[derive(Debug, Default)]
+pub(crate) struct ProducerHooks {
+    failed: AtomicU64,
+    last_delivery_error: Mutex<Option<String>>,
+    /// The last `TXNERR` log line: why the current transaction failed.
+    txn_error: Mutex<Option<String>>,
+}
+
+impl ProducerHooks {
+    /// Failed deliveries since the producer was created.
+    pub(crate) fn failed_deliveries(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// The last failed delivery's error.
+    pub(crate) fn last_delivery_error(&self) -> Option<String> {
+        self.last_delivery_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// The last transaction error librdkafka logged since [`Self::forget_txn_error`].
+    pub(crate) fn txn_error(&self) -> Option<String> {
+        self.txn_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Called when a transaction begins: earlier errors are not its own.
+    pub(crate) fn forget_txn_error(&self) {
+        if let Ok(mut txn_error) = self.txn_error.lock() {
+            *txn_error = None;
+        }
+    }
+}
+
+impl ClientContext for ProducerHooks {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if fac == "TXNERR" {
+            if let Ok(mut txn_error) = self.txn_error.lock() {
+                *txn_error = Some(log_message.to_string());
+            }
+        }
+        // Levels as rdkafka's default context maps them.
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {log_message}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", "librdkafka: {fac} {log_message}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {fac} {log_message}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", "librdkafka: {fac} {log_message}")
+            }
+        }
+    }
+}
+
+impl ProducerContext for ProducerHooks {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        if let Err((error, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = self.last_delivery_error.lock() {
+                *last = Some(error.to_string());
+            }
+        }
+    }
+}
+
+/// The authorization error a librdkafka transaction error line names, e.g. `... Topic
+/// authorization failed (after 3 ms) (TOPIC_AUTHORIZATION_FAILED)`.
+pub(crate) fn authorization_code_in(reason: &str) -> Option<RDKafkaErrorCode> {
+    [
+        (
+            "(TOPIC_AUTHORIZATION_FAILED)",
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+        ),
+        (
+            "(GROUP_AUTHORIZATION_FAILED)",
+            RDKafkaErrorCode::GroupAuthorizationFailed,
+        ),
+        (
+            "(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)",
+            RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
+        ),
+        (
+            "(CLUSTER_AUTHORIZATION_FAILED)",
+            RDKafkaErrorCode::ClusterAuthorizationFailed,
+        ),
+    ]
+    .into_iter()
+    .find_map(|(name, code)| reason.contains(name).then_some(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_error_line_names_its_authorization_failure() {
+        let line = "[thrd:main]: Current transaction failed in state InTransaction: Failed to add \
+                    partition(s) to transaction on broker TxnCoordinator/1: Broker: Topic \
+                    authorization failed (after 3 ms) (TOPIC_AUTHORIZATION_FAILED)";
+        assert_eq!(
+            authorization_code_in(line),
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+        );
+        assert_eq!(
+            authorization_code_in("[thrd:main]: Current transaction failed: (REQUEST_TIMED_OUT)"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_txnerr_line_is_kept_until_the_next_transaction_begins() {
+        let hooks = ProducerHooks::default();
+        hooks.log(RDKafkaLogLevel::Debug, "BROKER", "not a transaction error");
+        assert_eq!(hooks.txn_error(), None);
+        hooks.log(
+            RDKafkaLogLevel::Error,
+            "TXNERR",
+            "failed (TOPIC_AUTHORIZATION_FAILED)",
+        );
+        assert_eq!(
+            hooks.txn_error().as_deref(),
+            Some("failed (TOPIC_AUTHORIZATION_FAILED)")
+        );
+        hooks.forget_txn_error();
+        assert_eq!(hooks.txn_error(), None);
+    }
+}

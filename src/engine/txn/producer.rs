@@ -1,0 +1,287 @@
+//! The worker's producer: creation, `init_transactions`, `begin_transaction`, one record's send
+//! with its provenance headers, and delivery tracking.
+//!
+//! ```text
+//!   OutputRecord + Context ──► BaseRecord (+ kstage.source.* headers) ──► librdkafka queue
+//!                                        full queue: serve delivery reports, retry until the
+//!                                        transaction timeout
+//! ```
+//!
+//! The producer is shared (an `Arc`) by the worker, which sends, and the commit thread, which
+//! commits: librdkafka's producer is thread-safe, so no lock is taken to send. Every error leaves
+//! here as an [`EngineError`] that names the operation and the transactional id.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+
+use super::log::{authorization_code_in, ProducerHooks};
+use crate::config::DeliveryMode;
+use crate::engine::retry::{retrying, Retried};
+use crate::error::{classify, EngineError, ErrorClass};
+use crate::observability::StageMetrics;
+use crate::topology::headers::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
+use crate::topology::{Context, OutputRecord};
+
+/// The producer of one worker; transactional in exactly_once mode.
+pub(crate) struct TransactionalProducer {
+    producer: BaseProducer<ProducerHooks>,
+    mode: DeliveryMode,
+    /// `<app_id>-<instance_id>[-<worker>]`, for messages.
+    transactional_id: String,
+    /// Bounds every blocking call and retry loop of the commit path.
+    transaction_timeout: Duration,
+    /// For the fenced counter.
+    metrics: Arc<StageMetrics>,
+}
+
+impl std::fmt::Debug for TransactionalProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionalProducer")
+            .field("mode", &self.mode)
+            .field("transactional_id", &self.transactional_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TransactionalProducer {
+    /// Creates the producer. In exactly_once mode [`Self::init`] must run before the first
+    /// transaction.
+    pub(crate) fn new(
+        mode: DeliveryMode,
+        config: &ClientConfig,
+        transactional_id: String,
+        transaction_timeout: Duration,
+        metrics: Arc<StageMetrics>,
+    ) -> Result<Self, EngineError> {
+        let producer = config
+            .create_with_context(ProducerHooks::default())
+            .map_err(|source| EngineError::Kafka {
+                operation: "creating the producer",
+                source,
+            })?;
+        Ok(Self {
+            producer,
+            mode,
+            transactional_id,
+            transaction_timeout,
+            metrics,
+        })
+    }
+
+    pub(crate) fn mode(&self) -> DeliveryMode {
+        self.mode
+    }
+
+    pub(crate) fn transactional_id(&self) -> &str {
+        &self.transactional_id
+    }
+
+    pub(crate) fn transaction_timeout(&self) -> Duration {
+        self.transaction_timeout
+    }
+
+    /// The librdkafka producer, for the commit phases.
+    pub(crate) fn client(&self) -> &BaseProducer<ProducerHooks> {
+        &self.producer
+    }
+
+    /// A deadline one transaction timeout from now.
+    pub(crate) fn deadline(&self) -> Instant {
+        Instant::now() + self.transaction_timeout
+    }
+
+    /// `init_transactions` (exactly_once): registers the transactional id with its coordinator,
+    /// fences any predecessor with the same id and aborts its open transaction at once.
+    pub(crate) fn init(&self) -> Result<(), EngineError> {
+        if self.mode != DeliveryMode::ExactlyOnce {
+            return Ok(());
+        }
+        let timeout = self.transaction_timeout;
+        retrying("init_transactions", self.deadline(), || {
+            self.producer.init_transactions(timeout)
+        })
+        .map_err(|e| self.fatal("init_transactions", e))
+    }
+
+    /// `begin_transaction` (exactly_once); forgets the last transaction's error line.
+    pub(crate) fn begin(&self) -> Result<(), EngineError> {
+        if self.mode == DeliveryMode::ExactlyOnce {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| EngineError::kafka("begin_transaction", e, &self.transactional_id))?;
+        }
+        self.producer.context().forget_txn_error();
+        Ok(())
+    }
+
+    /// Sends one output record, with the provenance headers of `provenance` if given, and
+    /// returns its key + value bytes. A full local queue is waited out by serving delivery
+    /// reports, until the transaction timeout.
+    pub(crate) fn send(
+        &self,
+        topic: &str,
+        record: &OutputRecord<'_>,
+        provenance: Option<&Context<'_>>,
+    ) -> Result<usize, EngineError> {
+        let mut base = BaseRecord::<[u8], [u8], ()>::with_opaque_to(topic, ());
+        if let Some(key) = &record.key {
+            base = base.key(key.as_ref());
+        }
+        if let Some(value) = &record.value {
+            base = base.payload(value.as_ref());
+        }
+        if let Some(timestamp) = record.timestamp {
+            base = base.timestamp(timestamp);
+        }
+        let extra = if provenance.is_some() { 3 } else { 0 };
+        if !record.headers.is_empty() || extra > 0 {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + extra);
+            for (key, value) in &record.headers {
+                headers = headers.insert(Header {
+                    key: key.as_ref(),
+                    value: value.as_deref(),
+                });
+            }
+            if let Some(source) = provenance {
+                // Formatted on the stack: no allocation per record for the provenance headers.
+                let (mut partition, mut offset) = (itoa::Buffer::new(), itoa::Buffer::new());
+                headers = headers
+                    .insert(Header {
+                        key: SOURCE_TOPIC,
+                        value: Some(source.topic),
+                    })
+                    .insert(Header {
+                        key: SOURCE_PARTITION,
+                        value: Some(partition.format(source.partition)),
+                    })
+                    .insert(Header {
+                        key: SOURCE_OFFSET,
+                        value: Some(offset.format(source.offset)),
+                    });
+            }
+            base = base.headers(headers);
+        }
+        let size = record.key.as_ref().map_or(0, |k| k.len())
+            + record.value.as_ref().map_or(0, |v| v.len());
+        // Only a full queue needs a deadline: no clock read per record.
+        let mut deadline = None;
+        loop {
+            match self.producer.send(base) {
+                Ok(()) => return Ok(size),
+                Err((error, returned)) if classify(&error) == ErrorClass::Retriable => {
+                    if Instant::now() >= *deadline.get_or_insert_with(|| self.deadline()) {
+                        return Err(EngineError::RetriesExhausted {
+                            operation: "producing (local queue full)",
+                            waited_secs: self.transaction_timeout.as_secs(),
+                            source: error,
+                        });
+                    }
+                    self.producer.poll(Duration::from_millis(5));
+                    base = returned;
+                }
+                Err((error, _)) => return Err(self.send_failed(error)),
+            }
+        }
+    }
+
+    /// Serves the delivery reports that are ready, without blocking.
+    pub(crate) fn serve_deliveries(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Polls delivery reports in 1 ms slices until nothing is in flight: rdkafka's flush polls
+    /// in 100 ms slices, which would add up to 100 ms to every commit.
+    pub(crate) fn await_deliveries(&self, deadline: Instant) -> Result<(), KafkaError> {
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() >= deadline {
+                return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Awaits every delivery before the process exits, bounded by the transaction timeout.
+    pub(crate) fn drain(&self) -> Result<(), EngineError> {
+        self.await_deliveries(self.deadline())
+            .map_err(|source| EngineError::RetriesExhausted {
+                operation: "awaiting deliveries",
+                waited_secs: self.transaction_timeout.as_secs(),
+                source,
+            })
+    }
+
+    /// Failed deliveries since the producer was created.
+    pub(crate) fn failed_deliveries(&self) -> u64 {
+        self.producer.context().failed_deliveries()
+    }
+
+    /// The last failed delivery's error.
+    pub(crate) fn last_delivery_error(&self) -> Option<String> {
+        self.producer.context().last_delivery_error()
+    }
+
+    /// `abort_transaction`, retried until the transaction timeout. Deliveries are awaited first
+    /// (bounded: a broker that is gone must not hold the abort): aborting while the first
+    /// produce of a transaction is still in flight can reach a coordinator that has not
+    /// registered the partition yet and turn into a fatal `INVALID_TXN_STATE` (librdkafka#4849).
+    pub(crate) fn abort_transaction(&self) -> Result<(), EngineError> {
+        let _ = self.await_deliveries(Instant::now() + Duration::from_secs(5));
+        retrying("abort_transaction", self.deadline(), || {
+            self.producer.abort_transaction(Timeout::Never)
+        })
+        .map_err(|e| self.fatal("abort_transaction", e))
+    }
+
+    /// The error for a refused send. A send into a transaction that has already failed is
+    /// refused with an erroneous state; the cause is in librdkafka's last `TXNERR` line, and an
+    /// authorization failure named there (a missing Write ACL on an output makes
+    /// AddPartitionsToTxn fail) is reported as such.
+    fn send_failed(&self, error: KafkaError) -> EngineError {
+        let refused_state = error.rdkafka_error_code() == Some(RDKafkaErrorCode::State);
+        if self.mode == DeliveryMode::ExactlyOnce && refused_state {
+            if let Some(reason) = self.producer.context().txn_error() {
+                tracing::error!(reason, "The transaction had failed before this send.");
+                if let Some(code) = authorization_code_in(&reason) {
+                    return EngineError::kafka(
+                        "producing",
+                        KafkaError::MessageProduction(code),
+                        &self.transactional_id,
+                    );
+                }
+            }
+        }
+        self.fatal("producing", Retried::Failed(error))
+    }
+
+    /// Turns a final error into an [`EngineError`], recognising fencing and preferring the
+    /// producer's recorded fatal error (a fatal state makes later calls report only `_FATAL`).
+    pub(crate) fn fatal(&self, operation: &'static str, error: Retried) -> EngineError {
+        match error {
+            Retried::Exhausted { source, waited } => EngineError::RetriesExhausted {
+                operation,
+                waited_secs: waited.as_secs(),
+                source,
+            },
+            Retried::Failed(source) => {
+                if crate::error::is_fenced(&source) {
+                    self.metrics.fenced.inc();
+                }
+                let source = match self.producer.client().fatal_error() {
+                    Some((code, _)) if !crate::error::is_fenced(&source) => {
+                        KafkaError::MessageProduction(code)
+                    }
+                    _ => source,
+                };
+                EngineError::kafka(operation, source, &self.transactional_id)
+            }
+        }
+    }
+}
