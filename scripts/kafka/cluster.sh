@@ -16,6 +16,8 @@
 # (check_credential, random_secret, generate_secure_material,
 # secure_listener_properties, write_client_env). cmd_start sets the globals
 # NODES, EXTRA_PROPS, SECURE_USERS, ADMIN_PASSWORD that those read.
+# Environment read here: KSTAGE_KAFKA_HEAP_OPTS, KSTAGE_KAFKA_JVM_OPTS,
+# KSTAGE_KAFKA_PROPS, KSTAGE_KAFKA_LOG_LEVEL, KSTAGE_KAFKA_ADMIN_PASSWORD.
 
 write_broker_log4j() {
   local level="${KSTAGE_KAFKA_LOG_LEVEL:-INFO}"

@@ -6,7 +6,8 @@
 # own. Defines:
 #   - the settings read from the environment (KSTAGE_KAFKA_VERSION, KSTAGE_CACHE,
 #     KSTAGE_KAFKA_DATA, KSTAGE_KAFKA_PORT, timeouts, JAVA_HOME, MVN; see
-#     `kafka.sh help`) and the cache and data paths derived from them;
+#     `kafka.sh help`) and the cache and data paths derived from them (the
+#     variables only one command uses are read in that command's file);
 #   - log/die (stderr, prefixed "kafka.sh:"), require_cmd;
 #   - the port layout (set_secure, client_port, controller_port, mtls_port,
 #     node_ports) and node_dir;

@@ -14,6 +14,7 @@
 # Relies on common.sh (check_node_arg, node_pid, wait_gone, wait_ports_closed,
 # take_lock, ports, log, die), fetch.sh (ensure_fetched, run_class) and
 # cluster.sh (launch_node, wait_ready, cmd_bootstrap); iconv, od.
+# Environment read here: KSTAGE_COORDINATOR_TIMEOUT.
 
 cmd_signal() {
   local sig="$1" n="$2" pid

@@ -12,7 +12,8 @@
 # Also used by the other files: ensure_fetched (fetch unless complete) and
 # run_class (a Kafka class on a small JVM, warnings to stderr only).
 # Relies on common.sh (settings, paths, log, die, require_cmd); mvn (once),
-# curl (latest), flock.
+# curl (latest), flock. Environment read here: KSTAGE_M2_REPO,
+# KSTAGE_MAVEN_CENTRAL, KSTAGE_TOOL_JVM_OPTS.
 
 write_fetch_pom() {
   local pom="$1"
