@@ -1,9 +1,10 @@
 //! Stage settings from flags and `KSTAGE_...` environment variables, layered over the config file.
 //!
 //! ```text
-//!   --config FILE ──► toml::Table ──┐
-//!   KSTAGE_... (clap, per SETTINGS) ├─► patches written over the table ──► StageConfig::from_table
-//!   --flags    (clap, per SETTINGS) ┘        (flags win over variables)        (one serde read)
+//!   --config FILE ─────────► toml::Table ──┐
+//!   KSTAGE_... ─┐                          ├─► patches written  ──► StageConfig::from_table
+//!   --flags ────┴─► clap, per SETTINGS ────┘   over the table        (one serde read)
+//!                   (a flag wins over its variable)
 //! ```
 //!
 //! [`StageArgs`] builds one clap argument per entry of [`SETTINGS`] (so each flag names its
@@ -67,7 +68,8 @@ impl Args for StageArgs {
 
 /// The clap argument of one setting.
 fn setting_arg(setting: &Setting, defaults: &Table) -> Arg {
-    let mut help = setting.doc.to_string();
+    // Like the derived flags, whose one-sentence docs lose their full stop.
+    let mut help = setting.doc.trim_end_matches('.').to_string();
     if let Some(default) = shown_default(lookup(defaults, setting.path())) {
         help.push_str(&format!(" [default: {default}]"));
     }

@@ -7,7 +7,8 @@
 //! table and writes what they parsed into the config file's TOML table, and [`StageConfig`]'s
 //! serde `Deserialize` then reads that table once, so the default (a named function in
 //! `src/config`, whose comment says where it comes from) and the type live only on the config
-//! struct. `--help` shows each default, read back from [`StageConfig::default`], so it cannot drift.
+//! struct. `--help` shows each default, read back from [`StageConfig::default`], so it cannot
+//! drift.
 //!
 //! Adding a setting: add its field to [`StageConfig`] (with its doc and default) and one entry
 //! here. The tests in `args_tests.rs` prove every entry lands on a real key.
@@ -100,13 +101,13 @@ pub(super) struct Setting {
 }
 
 impl Setting {
-    const fn new(key: &'static str, flag: &'static str, kind: Kind, doc: &'static str) -> Self {
+    const fn new(key: &'static str, flag: &'static str, kind: Kind) -> Self {
         Self {
             key,
             flag,
             env: None,
             kind,
-            doc,
+            doc: "",
             value_name: None,
             secret: false,
             needs_section: None,
@@ -118,6 +119,10 @@ impl Setting {
             env: Some(env),
             ..self
         }
+    }
+
+    const fn doc(self, doc: &'static str) -> Self {
+        Self { doc, ..self }
     }
 
     const fn secret(self) -> Self {
@@ -159,85 +164,153 @@ const REGISTRY: &str = "schema_registry";
 /// Every stage setting, in `--help` order. Flags win over environment variables, which win over
 /// the config file.
 pub(super) const SETTINGS: &[Setting] = &[
-    Setting::new("topology", "topology", Text, "The topology to run (see `kstage topologies`).")
-        .env("KSTAGE_TOPOLOGY"),
-    Setting::new("bootstrap_servers", "bootstrap-servers", Text, "Kafka bootstrap servers, host:port[,host:port...].")
+    Setting::new("topology", "topology", Text)
+        .env("KSTAGE_TOPOLOGY")
+        .doc("The topology to run (see `kstage topologies`)."),
+    Setting::new("bootstrap_servers", "bootstrap-servers", Text)
         .env("KSTAGE_BOOTSTRAP_SERVERS")
-        .value_name("HOST:PORT,..."),
-    Setting::new("inputs", "input", List, "An input topic (repeat the flag for several).")
+        .value_name("HOST:PORT,...")
+        .doc("Kafka bootstrap servers, host:port[,host:port...]."),
+    Setting::new("inputs", "input", List)
         .env("KSTAGE_INPUT")
-        .value_name("TOPIC"),
-    Setting::new("outputs.default", "output", Text, "The topic of the topology's default output.")
+        .value_name("TOPIC")
+        .doc("An input topic (repeat the flag for several)."),
+    Setting::new("outputs.default", "output", Text)
         .env("KSTAGE_OUTPUT")
-        .value_name("TOPIC"),
-    Setting::new("outputs", "route", Entries, "The topic of a named output, NAME=TOPIC (repeatable).")
+        .value_name("TOPIC")
+        .doc("The topic of the topology's default output."),
+    Setting::new("outputs", "route", Entries)
         .env("KSTAGE_ROUTE")
-        .value_name("NAME=TOPIC"),
-    Setting::new("app_id", "app-id", Text, "The application id: consumer group and transactional id prefix.")
-        .env("KSTAGE_APP_ID"),
-    Setting::new("instance_id", "instance-id", Text, "This instance's stable id; the transactional id is <app-id>-<instance-id>.")
-        .env("KSTAGE_INSTANCE_ID"),
-    Setting::new("delivery", "delivery", Choice(choices::<DeliveryMode>), "Delivery guarantee.")
-        .env("KSTAGE_DELIVERY"),
-    Setting::new("commit_interval", "commit-interval", Duration, "How long a transaction collects records before committing (e.g. 100ms).")
-        .env("KSTAGE_COMMIT_INTERVAL"),
-    Setting::new("max_records_per_txn", "max-records-per-txn", Count, "Commit early once a transaction holds this many input records.")
-        .env("KSTAGE_MAX_RECORDS_PER_TXN"),
-    Setting::new("pipelined_commits", "pipelined-commits", Bool, "exactly_once: commit on a commit thread while the worker goes on (see the README).")
-        .env("KSTAGE_PIPELINED_COMMITS"),
-    Setting::new("transaction_timeout", "transaction-timeout", Duration, "transaction.timeout.ms, as a duration (e.g. 60s).")
-        .env("KSTAGE_TRANSACTION_TIMEOUT"),
-    Setting::new("workers", "workers", Count, "Workers (consumer + transactional producer pairs) in this instance.")
-        .env("KSTAGE_WORKERS"),
-    Setting::new("poison_policy", "poison-policy", Choice(choices::<PoisonPolicy>), "What to do with a record that cannot be processed.")
-        .env("KSTAGE_POISON_POLICY"),
-    Setting::new("dead_letter_topic", "dead-letter-topic", Text, "Where poison_policy dead_letter writes records that cannot be processed.")
+        .value_name("NAME=TOPIC")
+        .doc("The topic of a named output, NAME=TOPIC (repeatable)."),
+    Setting::new("app_id", "app-id", Text)
+        .env("KSTAGE_APP_ID")
+        .doc("The application id: consumer group and transactional id prefix."),
+    Setting::new("instance_id", "instance-id", Text)
+        .env("KSTAGE_INSTANCE_ID")
+        .doc("This instance's stable id; the transactional id is <app-id>-<instance-id>."),
+    Setting::new("delivery", "delivery", Choice(choices::<DeliveryMode>))
+        .env("KSTAGE_DELIVERY")
+        .doc("Delivery guarantee."),
+    Setting::new("commit_interval", "commit-interval", Duration)
+        .env("KSTAGE_COMMIT_INTERVAL")
+        .doc("How long a transaction collects records before committing (e.g. 100ms)."),
+    Setting::new("max_records_per_txn", "max-records-per-txn", Count)
+        .env("KSTAGE_MAX_RECORDS_PER_TXN")
+        .doc("Commit early once a transaction holds this many input records."),
+    Setting::new("pipelined_commits", "pipelined-commits", Bool)
+        .env("KSTAGE_PIPELINED_COMMITS")
+        .doc(concat!(
+            "exactly_once: commit on a commit thread while the worker goes on (see the ",
+            "README)."
+        )),
+    Setting::new("transaction_timeout", "transaction-timeout", Duration)
+        .env("KSTAGE_TRANSACTION_TIMEOUT")
+        .doc("transaction.timeout.ms, as a duration (e.g. 60s)."),
+    Setting::new("workers", "workers", Count)
+        .env("KSTAGE_WORKERS")
+        .doc("Workers (consumer + transactional producer pairs) in this instance."),
+    Setting::new(
+        "poison_policy",
+        "poison-policy",
+        Choice(choices::<PoisonPolicy>),
+    )
+    .env("KSTAGE_POISON_POLICY")
+    .doc("What to do with a record that cannot be processed."),
+    Setting::new("dead_letter_topic", "dead-letter-topic", Text)
         .env("KSTAGE_DEAD_LETTER_TOPIC")
-        .value_name("TOPIC"),
-    Setting::new("provenance_headers", "provenance-headers", Bool, "Whether outputs carry kstage.source.topic/partition/offset headers.")
-        .env("KSTAGE_PROVENANCE_HEADERS"),
-    Setting::new("max_value_bytes", "max-value-bytes", Count, "Input values above this many bytes are poison records.")
-        .env("KSTAGE_MAX_VALUE_BYTES"),
-    Setting::new("", "format", Formats, "Key and value formats of a topic, TOPIC=KEY:VALUE with bytes|string|json|avro (TOPIC `*` sets the default); repeatable.")
-        .env("KSTAGE_FORMAT"),
-    Setting::new("schema_registry.url", "schema-registry-url", Text, "Confluent-compatible schema registry URL (needed by avro formats).")
+        .value_name("TOPIC")
+        .doc("Where poison_policy dead_letter writes records that cannot be processed."),
+    Setting::new("provenance_headers", "provenance-headers", Bool)
+        .env("KSTAGE_PROVENANCE_HEADERS")
+        .doc("Whether outputs carry kstage.source.topic/partition/offset headers."),
+    Setting::new("max_value_bytes", "max-value-bytes", Count)
+        .env("KSTAGE_MAX_VALUE_BYTES")
+        .doc("Input values above this many bytes are poison records."),
+    Setting::new("", "format", Formats)
+        .env("KSTAGE_FORMAT")
+        .doc(concat!(
+            "Key and value formats of a topic, TOPIC=KEY:VALUE with ",
+            "bytes|string|json|avro (TOPIC `*` sets the default); repeatable."
+        )),
+    Setting::new("schema_registry.url", "schema-registry-url", Text)
         .env("KSTAGE_SCHEMA_REGISTRY_URL")
-        .value_name("URL"),
-    Setting::new("schema_registry.username", "schema-registry-username", Text, "Schema registry basic-auth user.")
+        .value_name("URL")
+        .doc("Confluent-compatible schema registry URL (needed by avro formats)."),
+    Setting::new("schema_registry.username", "schema-registry-username", Text)
         .env("KSTAGE_SCHEMA_REGISTRY_USERNAME")
-        .needs_section(REGISTRY),
-    Setting::new("schema_registry.password", "schema-registry-password", Text, "Schema registry basic-auth password (prefer the environment variable).")
+        .needs_section(REGISTRY)
+        .doc("Schema registry basic-auth user."),
+    Setting::new("schema_registry.password", "schema-registry-password", Text)
         .env("KSTAGE_SCHEMA_REGISTRY_PASSWORD")
         .secret()
-        .needs_section(REGISTRY),
-    Setting::new("schema_registry.subject_name_strategy", "subject-name-strategy", Choice(choices::<SubjectNameStrategy>), "How Avro output subjects are named.")
-        .env("KSTAGE_SUBJECT_NAME_STRATEGY")
-        .needs_section(REGISTRY),
-    Setting::new("schema_registry.unavailable_timeout", "schema-registry-unavailable-timeout", Duration, "How long an unreachable schema registry is retried before the stage stops (e.g. 30s).")
-        .env("KSTAGE_SCHEMA_REGISTRY_UNAVAILABLE_TIMEOUT")
-        .needs_section(REGISTRY),
-    Setting::new("security.protocol", "security-protocol", Choice(choices::<SecurityProtocol>), "Kafka security protocol.")
-        .env("KSTAGE_SECURITY_PROTOCOL"),
-    Setting::new("security.sasl_mechanism", "sasl-mechanism", Choice(choices::<SaslMechanism>), "SASL mechanism.")
-        .env("KSTAGE_SASL_MECHANISM"),
-    Setting::new("security.username", "sasl-username", Text, "SASL user name.")
-        .env("KSTAGE_SASL_USERNAME"),
-    Setting::new("security.password", "sasl-password", Text, "SASL password (prefer the environment variable).")
+        .needs_section(REGISTRY)
+        .doc("Schema registry basic-auth password (prefer the environment variable)."),
+    Setting::new(
+        "schema_registry.subject_name_strategy",
+        "subject-name-strategy",
+        Choice(choices::<SubjectNameStrategy>),
+    )
+    .env("KSTAGE_SUBJECT_NAME_STRATEGY")
+    .needs_section(REGISTRY)
+    .doc("How Avro output subjects are named."),
+    Setting::new(
+        "schema_registry.unavailable_timeout",
+        "schema-registry-unavailable-timeout",
+        Duration,
+    )
+    .env("KSTAGE_SCHEMA_REGISTRY_UNAVAILABLE_TIMEOUT")
+    .needs_section(REGISTRY)
+    .doc(concat!(
+        "How long an unreachable schema registry is retried before the stage stops ",
+        "(e.g. 30s)."
+    )),
+    Setting::new(
+        "security.protocol",
+        "security-protocol",
+        Choice(choices::<SecurityProtocol>),
+    )
+    .env("KSTAGE_SECURITY_PROTOCOL")
+    .doc("Kafka security protocol."),
+    Setting::new(
+        "security.sasl_mechanism",
+        "sasl-mechanism",
+        Choice(choices::<SaslMechanism>),
+    )
+    .env("KSTAGE_SASL_MECHANISM")
+    .doc("SASL mechanism."),
+    Setting::new("security.username", "sasl-username", Text)
+        .env("KSTAGE_SASL_USERNAME")
+        .doc("SASL user name."),
+    Setting::new("security.password", "sasl-password", Text)
         .env("KSTAGE_SASL_PASSWORD")
-        .secret(),
-    Setting::new("security.ca_location", "ssl-ca-location", File, "PEM file of the CA of the brokers' certificates.")
-        .env("KSTAGE_SSL_CA_LOCATION"),
-    Setting::new("security.certificate_location", "ssl-certificate-location", File, "PEM file of the client certificate (mutual TLS).")
-        .env("KSTAGE_SSL_CERTIFICATE_LOCATION"),
-    Setting::new("security.key_location", "ssl-key-location", File, "PEM file of the client key (mutual TLS).")
-        .env("KSTAGE_SSL_KEY_LOCATION"),
-    Setting::new("security.key_password", "ssl-key-password", Text, "Password of the client key (prefer the environment variable).")
+        .secret()
+        .doc("SASL password (prefer the environment variable)."),
+    Setting::new("security.ca_location", "ssl-ca-location", File)
+        .env("KSTAGE_SSL_CA_LOCATION")
+        .doc("PEM file of the CA of the brokers' certificates."),
+    Setting::new(
+        "security.certificate_location",
+        "ssl-certificate-location",
+        File,
+    )
+    .env("KSTAGE_SSL_CERTIFICATE_LOCATION")
+    .doc("PEM file of the client certificate (mutual TLS)."),
+    Setting::new("security.key_location", "ssl-key-location", File)
+        .env("KSTAGE_SSL_KEY_LOCATION")
+        .doc("PEM file of the client key (mutual TLS)."),
+    Setting::new("security.key_password", "ssl-key-password", Text)
         .env("KSTAGE_SSL_KEY_PASSWORD")
-        .secret(),
-    Setting::new("params", "param", Entries, "A topology parameter, KEY=VALUE (repeatable).")
-        .env("KSTAGE_PARAM"),
-    Setting::new("kafka", "kafka", Entries, "A librdkafka setting for both clients, KEY=VALUE (repeatable).")
-        .env("KSTAGE_KAFKA"),
-    Setting::new("consumer", "consumer-property", Entries, "A librdkafka setting for the consumer only, KEY=VALUE (repeatable)."),
-    Setting::new("producer", "producer-property", Entries, "A librdkafka setting for the producer only, KEY=VALUE (repeatable)."),
+        .secret()
+        .doc("Password of the client key (prefer the environment variable)."),
+    Setting::new("params", "param", Entries)
+        .env("KSTAGE_PARAM")
+        .doc("A topology parameter, KEY=VALUE (repeatable)."),
+    Setting::new("kafka", "kafka", Entries)
+        .env("KSTAGE_KAFKA")
+        .doc("A librdkafka setting for both clients, KEY=VALUE (repeatable)."),
+    Setting::new("consumer", "consumer-property", Entries)
+        .doc("A librdkafka setting for the consumer only, KEY=VALUE (repeatable)."),
+    Setting::new("producer", "producer-property", Entries)
+        .doc("A librdkafka setting for the producer only, KEY=VALUE (repeatable)."),
 ];

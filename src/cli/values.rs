@@ -2,10 +2,11 @@
 //! writes over the config file.
 //!
 //! ```text
-//!   --kafka debug=cgrp,topic        ──► [Patch { path: ["debug"], value: "cgrp,topic" }]
-//!   KSTAGE_KAFKA=a=1,b=2            ──► [Patch { path: ["a"], .. "1" }, Patch { path: ["b"], .. "2" }]
-//!   --format '*=bytes:json'         ──► [Patch { path: ["default_format"], value: {key, value} }]
-//!   --commit-interval 250ms         ──► [Patch { path: [], value: "250ms" }]
+//!   --kafka debug=cgrp,topic  ──► [Patch { path: ["debug"], value: "cgrp,topic" }]
+//!   KSTAGE_KAFKA=a=1,b=2      ──► [Patch { path: ["a"], value: "1" },
+//!                                  Patch { path: ["b"], value: "2" }]
+//!   --format '*=bytes:json'   ──► [Patch { path: ["default_format"], value: {key, value} }]
+//!   --commit-interval 250ms   ──► [Patch { path: [], value: "250ms" }]
 //! ```
 //!
 //! Invariants:
