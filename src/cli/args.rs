@@ -53,7 +53,7 @@ impl Args for StageArgs {
             .env("KSTAGE_CONFIG")
             .value_name("FILE")
             .value_parser(clap::value_parser!(PathBuf))
-            .help("A TOML config file; flags and environment variables override it.");
+            .help("A TOML config file; flags and environment variables override it");
         cmd.arg(config).args(
             SETTINGS
                 .iter()
