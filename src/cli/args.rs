@@ -35,7 +35,8 @@ use crate::config::{ConfigError, StageConfig, REDACTED};
 const CONFIG: &str = "config";
 
 /// Every stage setting given as a flag or an environment variable, and the config file they
-/// override. Build it with clap (`#[command(flatten)]`); [`SETTINGS`] declares the settings.
+/// override. Build it with clap (`#[command(flatten)]`); `SETTINGS` in `settings.rs` declares
+/// the settings.
 #[derive(Clone, Default)]
 pub struct StageArgs {
     /// A TOML config file; flags and environment variables override it.

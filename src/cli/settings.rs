@@ -157,6 +157,7 @@ impl Setting {
     }
 }
 
+// The table reads better without `Kind::` on every line.
 use Kind::*;
 
 const REGISTRY: &str = "schema_registry";
