@@ -59,11 +59,11 @@ use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::broken::Broken;
 use super::offsets::{self, Batch};
+use crate::topology::headers::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
 use super::retry::{retrying, Retried};
 use crate::config::DeliveryMode;
 use crate::error::{classify, EngineError, ErrorClass};
 use crate::observability::{StageMetrics, TopicLabel};
-use crate::topology::headers::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
 use crate::topology::{Context, OutputRecord};
 
 /// Aborts in a row (no commit in between) after which the worker stops: an error that makes
