@@ -5,7 +5,9 @@
 
 mod args;
 mod demo;
+mod settings;
 mod signals;
+mod values;
 mod verify;
 
 use std::process::ExitCode;

@@ -182,6 +182,19 @@ pub fn default_max_value_bytes() -> usize {
     1_000_000
 }
 
+/// A TOML syntax or type error, with the key it names when it names one.
+fn toml_error(error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim().to_string();
+    // toml names an unknown field as "unknown field `x`"; surface it as the key.
+    let key = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.starts_with("unknown field"))
+        .unwrap_or("config")
+        .to_string();
+    ConfigError::new(key, message)
+}
+
 /// 300 s: librdkafka's (and Kafka's) default `max.poll.interval.ms`.
 pub const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 300_000;
 
@@ -220,26 +233,29 @@ impl Default for StageConfig {
 impl StageConfig {
     /// Reads a TOML config file. Unknown keys are errors.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_table(Self::read_table(path)?).map_err(|e| e.in_file(path))
+    }
+
+    /// Reads a TOML config file as a table, so other layers (flags, environment variables) can
+    /// be written over it before [`StageConfig::from_table`] reads it. Only the TOML syntax is
+    /// checked here.
+    pub fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
         })?;
-        Self::from_toml(&text)
-            .map_err(|e| ConfigError::new(e.key, format!("{} (in {})", e.message, path.display())))
+        text.parse::<toml::Table>()
+            .map_err(|e| toml_error(&e).in_file(path))
     }
 
     /// Parses a TOML config. Unknown keys are errors.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| {
-            let message = e.message().trim().to_string();
-            // toml names an unknown field as "unknown field `x`"; surface it as the key.
-            let key = message
-                .split('`')
-                .nth(1)
-                .filter(|_| message.starts_with("unknown field"))
-                .unwrap_or("config")
-                .to_string();
-            ConfigError::new(key, message)
-        })
+        toml::from_str(text).map_err(|e| toml_error(&e))
+    }
+
+    /// Reads a config from its TOML table (a file's, with any other layers written over it).
+    /// Unknown keys are errors; missing keys take their defaults.
+    pub fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
+        table.try_into().map_err(|e| toml_error(&e))
     }
 
     /// The transactional id of this instance (with one worker; worker `n` of several appends

@@ -50,6 +50,14 @@ impl ConfigError {
             message: message.into(),
         }
     }
+
+    /// The same problem, saying which file it is in.
+    pub fn in_file(self, path: &std::path::Path) -> Self {
+        Self {
+            message: format!("{} (in {})", self.message, path.display()),
+            ..self
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
