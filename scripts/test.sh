@@ -7,8 +7,8 @@
 #        scripts/test.sh --test crash -- exactly_once --nocapture
 #
 # Steps:
-#   1. cargo fmt --check, then
-#      cargo clippy --all-targets --features fault-injection -- -D warnings
+#   1. cargo fmt --check, then cargo clippy --all-targets -- -D warnings with the
+#      default features and with --features fault-injection
 #      (fails fast; skip with KSTAGE_SKIP_LINT=1)
 #   2. fetch (first run only) and start a single-node Apache Kafka (KRaft) and
 #      an Apicurio schema registry on 127.0.0.1 via scripts/kafka.sh and
@@ -121,6 +121,9 @@ trap 'exit 143' TERM
 if [[ "${KSTAGE_SKIP_LINT:-0}" != 1 ]]; then
   section "cargo fmt --check"
   cargo fmt --all --check
+  done_section
+  section "cargo clippy --all-targets -- -D warnings (default features)"
+  cargo clippy --all-targets -- -D warnings
   done_section
   section "cargo clippy --all-targets --features ${FEATURES} -- -D warnings"
   cargo clippy --all-targets --features "${FEATURES}" -- -D warnings
