@@ -18,9 +18,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::checks::{self, Seen};
-use super::lineage::{
-    self, Coord, Identity, PartitionView, Resolver, Source, TopicView, Topics, Tp, Uncommitted,
-};
+use super::lineage::{self, Coord, Identity, Resolver, Source, TopicView, Topics, Tp, Uncommitted};
 use super::report::{Finding, Report, TopicSummary};
 
 /// A record as read from a topic (or as written to it).
@@ -91,10 +89,7 @@ pub fn check_records(
                 },
                 offset: record.offset,
             };
-            let partition = view
-                .partitions
-                .entry(record.partition)
-                .or_insert_with(PartitionView::default);
+            let partition = view.partitions.entry(record.partition).or_default();
             if partition.offsets.last() == Some(&record.offset) {
                 continue;
             }
