@@ -3,8 +3,12 @@
 #
 # Usage: scripts/test.sh [CARGO_TEST_ARGS...] [-- TEST_BINARY_ARGS...]
 #   e.g. scripts/test.sh
-#        scripts/test.sh --test crash
-#        scripts/test.sh --test crash -- exactly_once --nocapture
+#        scripts/test.sh --test it                   # only the integration tests
+#        scripts/test.sh --test it -- crash::        # tests whose name contains crash::
+#        scripts/test.sh --test it -- poison avro    # names matching either
+#   The integration tests are one binary, `it` (tests/it/main.rs), named
+#   <module>::<test>; a test whose environment is missing is reported as ignored
+#   (see tests/it/harness.rs), and with KSTAGE_TEST_REQUIRE_BROKER=1 it fails instead.
 #
 # Steps:
 #   1. cargo fmt --check, then cargo clippy --all-targets -- -D warnings with the
