@@ -111,7 +111,7 @@ fn check_one(
         ));
     }
     let n = original.headers.len();
-    if letter.headers.len() < n || letter.headers[..n] != original.headers[..] {
+    if letter.headers.get(..n) != Some(&original.headers[..]) {
         return Err(format!(
             "headers {:?} do not start with the original {:?}",
             letter.headers, original.headers
