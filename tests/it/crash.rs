@@ -239,7 +239,24 @@ pub mod fail_points {
             "an output partition still has an open transaction"
         );
         let uncommitted = pipeline.check_uncommitted(&writer.written);
-        eprintln!("read_uncommitted view after crashes at {point}: {uncommitted}");
+        assert!(
+            uncommitted.lost.ok(),
+            "read_uncommitted view lost records after crashes at {point}: {uncommitted}"
+        );
+        match point {
+            // Every delivery was awaited before the crash: the aborted transactions' records
+            // are in the log, so the read_uncommitted view must show them as duplicates.
+            "before_commit" => assert!(
+                uncommitted.duplicated.count > 0,
+                "read_uncommitted shows no duplicates after crashes before commit, so this \
+                 test could not tell: {uncommitted}"
+            ),
+            // Crashes after a commit leave no aborted transaction: both views agree.
+            "after_commit" => uncommitted.assert_exactly_once_in_order(&format!(
+                "read_uncommitted output after crashes at {point}"
+            )),
+            _ => {}
+        }
     }
 
     fn exactly_once_across_crashes_after_produce() {

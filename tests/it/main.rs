@@ -29,6 +29,8 @@ mod reliability;
 mod reliability_floor;
 mod reliability_soak;
 mod rolling;
+#[cfg(feature = "fault-injection")]
+mod safety;
 mod security;
 mod shutdown;
 mod verify;
@@ -51,6 +53,8 @@ fn main() -> std::process::ExitCode {
     trials.extend(reliability_floor::trials());
     trials.extend(reliability_soak::trials());
     trials.extend(rolling::trials());
+    #[cfg(feature = "fault-injection")]
+    trials.extend(safety::trials());
     trials.extend(security::trials());
     trials.extend(shutdown::trials());
     trials.extend(verify::trials());

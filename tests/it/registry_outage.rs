@@ -9,7 +9,6 @@
 use crate::common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use common::ledger::{copies, Destination, Expect, Ledger};
 use common::mix::{bad_kinds, mix, Encoding};
@@ -229,13 +228,16 @@ fn registry_pause_shorter_than_the_timeout_is_ridden_out() {
     let broker = require_broker!();
     let _shared = require_registry!();
     let mut outage = Outage::new(&broker, "rb");
-    // A request timeout of 10 s and a retry budget of 60 s: a 3 s pause is only a delay.
+    // A request timeout of 10 s and a retry budget of 60 s: a pause that outlasts one request
+    // (and so is certainly met) but not the budget is only a delay.
     let spec = outage.spec("60s", "90s");
     let mut stage = outage.start_and_drain(&spec);
 
     outage.registry.pause();
     outage.write_newer();
-    std::thread::sleep(Duration::from_secs(3));
+    // The stage has met a newer record and is waiting on the paused registry once it says so
+    // (its request times out after 10 s and is retried): only then can "nothing committed" fail.
+    stage.wait_for_stderr(PATIENCE, "The schema registry does not answer; retrying.");
     assert!(
         stage.try_exit().is_none(),
         "the stage exited during a short registry pause"

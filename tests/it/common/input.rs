@@ -15,7 +15,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::ProducerContext;
 
-use super::raw::{RawRecord, RawWriter};
+use super::raw::{Coordinates, RawRecord, RawWriter};
 use super::read::ReadRecord;
 
 /// The header every input record carries, holding its id.
@@ -111,6 +111,12 @@ impl InputWriter {
         let written = InputRecord { id, partition, seq };
         self.written.push(written.clone());
         written
+    }
+
+    /// Writes a record of the test's own making to `partition`, outside `written` (a record the
+    /// stage is expected not to copy, e.g. one it dead-letters).
+    pub fn write_raw(&mut self, partition: i32, record: RawRecord) -> Coordinates {
+        self.raw.write(partition, record)
     }
 
     /// Waits until every record is acknowledged; fails the test if any delivery failed.

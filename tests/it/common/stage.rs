@@ -105,7 +105,11 @@ impl Stage {
         let stderr = File::create(&stderr_path).expect("create stderr log file");
         let stdout = File::create(&stdout_path).expect("create stdout log file");
         let line = spec.command_line();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kstage"));
+        // KSTAGE_TEST_BINARY runs the tests against another build (e.g. an older one, to see
+        // a test fail on the code before a fix).
+        let binary = std::env::var_os("KSTAGE_TEST_BINARY")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_kstage").into());
+        let mut command = Command::new(binary);
         command
             .args(&line)
             .stdin(Stdio::null())
@@ -212,6 +216,14 @@ impl Stage {
         std::fs::read(&self.stderr_path)
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .unwrap_or_default()
+    }
+
+    /// Waits until the stage has written `needle` to stderr (fails as [`Self::wait_until`]).
+    pub fn wait_for_stderr(&mut self, timeout: Duration, needle: &str) {
+        let path = self.stderr_path.clone();
+        self.wait_until(timeout, &format!("the stage logs {needle:?}"), || {
+            std::fs::read(&path).is_ok_and(|bytes| String::from_utf8_lossy(&bytes).contains(needle))
+        });
     }
 
     /// A diagnostic block: which process, its status, and the tail of its stderr.
