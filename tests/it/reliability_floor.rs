@@ -7,6 +7,8 @@
 //! The short CI set runs the hard broker bounces on 30,000 records; `KSTAGE_RELIABILITY=full`
 //! runs all five at full size.
 
+use std::time::Duration;
+
 use crate::common;
 
 use common::chaos::cluster::{exclusive, Cluster};
@@ -82,7 +84,22 @@ fn floor_ordered_one_partition_to_one_keeps_order_through_hard_bounces() {
     three_brokers(&s);
 }
 
+/// A broker (leader of some output partitions, perhaps a coordinator) frozen by SIGSTOP past
+/// the transaction timeout while input flows: the transaction fails in the background, and the
+/// next send, refused with an erroneous state, aborts and rewinds instead of stopping the stage.
+fn a_broker_frozen_past_the_transaction_timeout_is_ridden_out_without_an_exit() {
+    // The chaos scenarios run with a 10 s transaction timeout (KSTAGE_CHAOS_TRANSACTION_TIMEOUT).
+    // Input at 5,000 records/s so that sends are in flight to the frozen leader.
+    let mut s = floor("floor: SIGSTOP of a broker past the transaction timeout").at(
+        0.3,
+        Fault::PauseBroker(Node::Id(2), Duration::from_secs(20)),
+    );
+    s.rate = 5_000;
+    three_brokers(&s);
+}
+
 trials! {
+    a_broker_frozen_past_the_transaction_timeout_is_ridden_out_without_an_exit => [ThreeBrokers],
     floor_hard_bounces_of_each_broker_in_turn => [ThreeBrokers],
     floor_clean_bounces_of_each_broker_in_turn => [ThreeBrokers, FullRun],
     floor_hard_bounces_of_every_stage_instance_three_times => [ThreeBrokers, FullRun],

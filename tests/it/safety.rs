@@ -43,13 +43,6 @@ fn a_panic_in_the_topology_commits_nothing_of_its_batch() {
             "a panic under policy `fail` should exit 1, got {status}"
         ));
     }
-    let stderr = panicking.stderr();
-    let coordinates = format!("{}/{}@{}", pipeline.input, poison.partition, poison.seq);
-    if !stderr.contains(&coordinates) || !stderr.contains("panic") {
-        panicking.fail(&format!(
-            "the error should name the record ({coordinates}) and say it panicked"
-        ));
-    }
     let committed = pipeline.group_offsets(true).committed();
     let poison_committed = committed[poison.partition as usize].unwrap_or(0);
     assert!(
@@ -57,6 +50,13 @@ fn a_panic_in_the_topology_commits_nothing_of_its_batch() {
         "the group committed offset {poison_committed} past the record that panicked ({})",
         poison.seq
     );
+    let stderr = panicking.stderr();
+    let coordinates = format!("{}/{}@{}", pipeline.input, poison.partition, poison.seq);
+    if !stderr.contains(&coordinates) || !stderr.contains("panic") {
+        panicking.fail(&format!(
+            "the error should name the record ({coordinates}) and say it panicked"
+        ));
+    }
     let visible = pipeline.read_output(Isolation::ReadCommitted);
     common::check(&below_committed(&writer.written, &committed), &visible)
         .assert_exactly_once_in_order("read_committed output must be exactly the committed input");

@@ -290,3 +290,70 @@ impl TransactionalProducer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::config::RDKafkaLogLevel;
+    use rdkafka::ClientContext;
+
+    /// A producer that never connects (creating one does not): enough for the error mapping.
+    fn producer(mode: DeliveryMode) -> TransactionalProducer {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", "127.0.0.1:1");
+        if mode == DeliveryMode::ExactlyOnce {
+            config.set("transactional.id", "unit-test");
+        }
+        TransactionalProducer::new(
+            mode,
+            &config,
+            "unit-test".into(),
+            Duration::from_secs(10),
+            Arc::new(StageMetrics::new()),
+        )
+        .expect("a producer is created without connecting")
+    }
+
+    #[test]
+    fn a_send_refused_by_a_failed_transaction_is_abortable_not_fatal() {
+        let producer = producer(DeliveryMode::ExactlyOnce);
+        producer.client().context().log(
+            RDKafkaLogLevel::Error,
+            "TXNERR",
+            "Current transaction failed in state InTransaction: ProduceRequest failed: \
+             Broker: Unknown producer id (UNKNOWN_PRODUCER_ID)",
+        );
+        let refused = KafkaError::MessageProduction(RDKafkaErrorCode::State);
+        let error = producer.send_failed(refused);
+        assert!(
+            matches!(&error, EngineError::SendRefused { reason } if reason.contains("UNKNOWN_PRODUCER_ID")),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn a_send_refused_for_a_missing_acl_names_the_authorization_failure() {
+        let producer = producer(DeliveryMode::ExactlyOnce);
+        producer.client().context().log(
+            RDKafkaLogLevel::Error,
+            "TXNERR",
+            "Failed to add partition(s) to transaction: Broker: Topic authorization failed \
+             (TOPIC_AUTHORIZATION_FAILED)",
+        );
+        let error = producer.send_failed(KafkaError::MessageProduction(RDKafkaErrorCode::State));
+        assert!(
+            matches!(error, EngineError::NotAuthorized { .. }),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn outside_exactly_once_a_refused_send_stays_fatal() {
+        let producer = producer(DeliveryMode::AtLeastOnce);
+        let error = producer.send_failed(KafkaError::MessageProduction(RDKafkaErrorCode::State));
+        assert!(
+            !matches!(error, EngineError::SendRefused { .. }),
+            "{error:?}"
+        );
+    }
+}

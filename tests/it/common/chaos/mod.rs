@@ -59,6 +59,8 @@ pub struct Outcome {
     pub skipped_faults: usize,
     pub zombies: Vec<String>,
     pub unplanned_exits: Vec<String>,
+    /// Pieces of an unplanned exit's description that the scenario tolerates.
+    pub tolerated_exits: Vec<&'static str>,
     pub unclean_stops: Vec<String>,
     pub drained: bool,
     pub live_unsettled: Vec<String>,
@@ -84,10 +86,24 @@ impl Outcome {
             .sum()
     }
 
+    /// Unplanned exits the scenario does not tolerate: a stage that gave up on a fault it is
+    /// meant to survive, even if its restart then made the output exactly once.
+    pub fn untolerated_exits(&self) -> Vec<&str> {
+        self.unplanned_exits
+            .iter()
+            .filter(|exit| !self.tolerated_exits.iter().any(|t| exit.contains(t)))
+            .map(String::as_str)
+            .collect()
+    }
+
     /// True when the run met its expectation.
     pub fn as_expected(&self) -> bool {
         match &self.expect {
-            Expect::ExactlyOnce => self.report.passed && self.live_unsettled.is_empty(),
+            Expect::ExactlyOnce => {
+                self.report.passed
+                    && self.live_unsettled.is_empty()
+                    && self.untolerated_exits().is_empty()
+            }
             Expect::Failure(checks) => {
                 let failed = self.report.failed_checks();
                 checks.iter().any(|c| failed.contains(c))
@@ -100,11 +116,12 @@ impl Outcome {
         eprintln!("{}", self.summary());
         assert!(
             self.as_expected(),
-            "{}: expected {:?}\n{}\nlive tail saw {} records not in the settled output: {:?}\n\
-             faults:\n{}\nverify: {}",
+            "{}: expected {:?}\n{}\nunplanned exits not tolerated: {:?}\nlive tail saw {} records \
+             not in the settled output: {:?}\nfaults:\n{}\nverify: {}",
             self.scenario,
             self.expect,
             self.report,
+            self.untolerated_exits(),
             self.live_unsettled.len(),
             &self.live_unsettled[..self.live_unsettled.len().min(5)],
             self.fault_log.join("\n"),

@@ -83,6 +83,10 @@ pub struct Scenario {
     pub drain_stall: Duration,
     /// The seed of the run's random choices (default: [`super::seed`]).
     pub seed: Option<u64>,
+    /// Unplanned exits this scenario tolerates, each named by a piece of the exit's last log
+    /// line. Empty (the default): the stage is meant to survive every fault of the scenario,
+    /// so any unplanned exit fails it even when the output is exactly once.
+    pub tolerated_exits: Vec<&'static str>,
 }
 
 impl Scenario {
@@ -103,6 +107,7 @@ impl Scenario {
             expect: Expect::ExactlyOnce,
             drain_stall: DRAIN_STALL,
             seed: None,
+            tolerated_exits: Vec::new(),
         }
     }
 
@@ -293,6 +298,7 @@ pub fn run(scenario: &Scenario, bootstrap: &str, cluster: Option<&Cluster>) -> O
         fault_log: chaos.log.clone(),
         skipped_faults: skipped,
         zombies: chaos.zombies.clone(),
+        tolerated_exits: scenario.tolerated_exits.clone(),
         unplanned_exits: chaos
             .fleets
             .iter()
