@@ -142,13 +142,22 @@ pub(crate) fn process<'a, 'h>(
     handling: &'h RecordHandling,
     record: &Record<'a>,
 ) -> Result<Processed<'a, 'h>, EngineError> {
-    let error = match transform(topology, handling, record).and_then(|outputs| {
+    match transform(topology, handling, record).and_then(|outputs| {
         fits(handling, record, &outputs)?;
         Ok(outputs)
     }) {
-        Ok(outputs) => return Ok(Processed::Outputs(outputs)),
-        Err(error) => error,
-    };
+        Ok(outputs) => Ok(Processed::Outputs(outputs)),
+        Err(error) => poison(handling, record, error),
+    }
+}
+
+/// The poison policy's decision for a record that cannot be processed (or whose output was
+/// rejected); an `Unavailable` error stops the stage instead.
+pub(crate) fn poison<'a, 'h>(
+    handling: &'h RecordHandling,
+    record: &Record<'a>,
+    error: TopologyError,
+) -> Result<Processed<'a, 'h>, EngineError> {
     let Context {
         topic,
         partition,

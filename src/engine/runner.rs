@@ -31,7 +31,7 @@ use super::record::{self, Processed, RecordHandling};
 use super::txn::state::Span;
 use super::txn::{WorkerStats, WorkerTxn};
 use crate::error::{classify_consumer, EngineError, ErrorClass};
-use crate::topology::{Context, Topology};
+use crate::topology::{Context, Topology, TopologyError};
 
 /// The longest a poll blocks, so shutdown is noticed promptly.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
@@ -116,7 +116,14 @@ impl Worker {
             None => self.summarise_if_due(summary),
             Some(Ok(message)) => {
                 let record = record::record_of(&message);
-                let processed = record::process(&mut *self.topology, &self.handling, &record)?;
+                let processed = match self.txn.rejected(&record.context) {
+                    Some(reason) => record::poison(
+                        &self.handling,
+                        &record,
+                        TopologyError::output_rejected(reason),
+                    )?,
+                    None => record::process(&mut *self.topology, &self.handling, &record)?,
+                };
                 let context = record.context;
                 let size = record::record_size(&record);
                 self.txn
@@ -150,7 +157,7 @@ impl Worker {
         let Some(batch) = self.txn.batch() else {
             return Some(MAX_POLL_WAIT);
         };
-        if batch.records >= self.max_records_per_txn {
+        if batch.records >= self.max_records_per_txn || self.txn.isolating() {
             return None;
         }
         let left = (batch.started + self.commit_interval).checked_duration_since(Instant::now())?;

@@ -9,6 +9,7 @@ use kstage::topology::headers::{ERROR_CLASS, ERROR_TRUNCATED};
 
 use crate::common;
 use common::below_committed;
+use common::broker::create_topic_with;
 use common::raw::RawRecord;
 use common::stage::exit_code;
 use common::{create_topic, read_topic, unique_name, Isolation, Pipeline, Verdict, PATIENCE};
@@ -188,6 +189,67 @@ fn an_output_too_large_for_kafka_is_dead_lettered_and_the_stage_goes_on() {
     );
 }
 
+/// A keyless record to a compacted output topic is refused by the broker (INVALID_RECORD), after
+/// the send, in the delivery report, and the broker fails the whole produce request with it: the
+/// batch aborts and is re-run one record per transaction, the record whose own transaction fails
+/// is poison of class `output_rejected`, and the stage goes on instead of aborting every retry
+/// until it gives up.
+fn an_output_the_broker_rejects_is_found_and_dead_lettered() {
+    let broker = require_broker!();
+    let input = unique_name("in");
+    let output = unique_name("compacted");
+    let dead_letters = unique_name("dlq");
+    create_topic(&broker.bootstrap, &input, 2);
+    create_topic_with(
+        &broker.bootstrap,
+        &output,
+        2,
+        &[("cleanup.policy", "compact")],
+    );
+    create_topic(&broker.bootstrap, &dead_letters, 1);
+    let pipeline = Pipeline {
+        bootstrap: broker.bootstrap.clone(),
+        input,
+        output,
+        app_id: unique_name("app"),
+        partitions: 2,
+    };
+    let mut writer = pipeline.writer();
+    writer.write(200);
+    let at = writer.write_raw(1, RawRecord::new(None, Some(b"no key".to_vec())));
+    writer.write(200);
+    writer.flush();
+
+    let mut stage = pipeline
+        .stage("passthrough")
+        .instance("compact")
+        .arg("--poison-policy", "dead_letter")
+        .arg("--dead-letter-topic", &dead_letters)
+        .spawn();
+    pipeline.wait_drained(&mut stage, &writer.end_offsets());
+    stage.sigterm();
+    let status = stage.wait_exit(PATIENCE);
+    if exit_code(status) != Some(0) {
+        stage.fail(&format!(
+            "SIGTERM after the drain should exit 0, got {status}"
+        ));
+    }
+    pipeline
+        .check_committed(&writer.written)
+        .assert_exactly_once_in_order("every keyed record exactly once");
+    let letters = read_topic(&pipeline.bootstrap, &dead_letters, Isolation::ReadCommitted);
+    assert_eq!(
+        letters.len(),
+        1,
+        "one dead letter, for the keyless record at {at:?}"
+    );
+    assert_eq!(
+        letters[0].header(ERROR_CLASS),
+        Some(&b"output_rejected"[..])
+    );
+    assert_eq!(letters[0].value, b"no key");
+}
+
 /// Instance A dies for good right after sending its offsets into a transaction; B, aborting
 /// and rewinding often, takes A's partitions. The rewind seeks B's own batches back without
 /// asking for committed offsets, which would wait on A's pending transaction until it times
@@ -296,6 +358,7 @@ fn at_least_once_rides_out_rebalances_without_an_exit() {
 }
 
 trials! {
+    an_output_the_broker_rejects_is_found_and_dead_lettered => [Broker],
     a_panic_in_the_topology_commits_nothing_of_its_batch => [Broker],
     at_most_once_commits_nothing_of_a_batch_whose_record_fails => [Broker],
     an_output_too_large_for_kafka_is_dead_lettered_and_the_stage_goes_on => [Broker],

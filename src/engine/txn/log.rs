@@ -4,12 +4,17 @@
 //! librdkafka reports why a transaction failed only in a log line (facility `TXNERR`); a send
 //! refused afterwards says no more than "erroneous state". The line is kept here so that the
 //! engine can name the cause (a missing Write ACL, say) instead. Delivery failures are counted
-//! so that a batch with a failed delivery never commits.
+//! so that a batch with a failed delivery never commits. A failure that a record itself causes
+//! (the broker rejects it for what it is: no key for a compacted topic, larger than the topic's
+//! `max.message.bytes`, a timestamp out of range) is noted apart: the broker fails the whole
+//! produce request with it, so the worker finds the record by re-running the aborted batch one
+//! record per transaction (see [`super::worker`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
@@ -17,6 +22,8 @@ use rdkafka::ClientContext;
 /// The producer's context: counts failed deliveries and keeps the last transaction error.
 #[derive(Debug, Default)]
 pub(crate) struct ProducerHooks {
+    /// Why the first output rejected for what it is since the last [`Self::take_rejected`] was.
+    rejected: Mutex<Option<String>>,
     failed: AtomicU64,
     last_delivery_error: Mutex<Option<String>>,
     /// The last `TXNERR` log line: why the current transaction failed.
@@ -37,6 +44,11 @@ impl ProducerHooks {
     /// The last transaction error librdkafka logged since [`Self::forget_txn_error`].
     pub(crate) fn txn_error(&self) -> Option<String> {
         self.txn_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Why an output was rejected for what it is, if one was since the last call.
+    pub(crate) fn take_rejected(&self) -> Option<String> {
+        self.rejected.lock().ok().and_then(|mut r| r.take())
     }
 
     /// Called when a transaction begins: earlier errors are not its own.
@@ -79,13 +91,36 @@ impl ProducerContext for ProducerHooks {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
-        if let Err((error, _)) = result {
+        if let Err((error, message)) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut last) = self.last_delivery_error.lock() {
                 *last = Some(error.to_string());
             }
+            if rejected_for_what_it_is(error.rdkafka_error_code()) {
+                if let Ok(mut rejected) = self.rejected.lock() {
+                    rejected.get_or_insert_with(|| {
+                        format!(
+                            "the output to topic {} was rejected: {error}",
+                            message.topic()
+                        )
+                    });
+                }
+            }
         }
     }
+}
+
+/// Whether the broker rejected a record for what it is: it would be rejected on every retry.
+fn rejected_for_what_it_is(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidTimestamp
+        )
+    )
 }
 
 /// The authorization error a librdkafka transaction error line names, e.g. `... Topic

@@ -223,6 +223,11 @@ impl TransactionalProducer {
         self.producer.context().failed_deliveries()
     }
 
+    /// Why an output was rejected for what it is, if one was since the last call.
+    pub(crate) fn take_rejected(&self) -> Option<String> {
+        self.producer.context().take_rejected()
+    }
+
     /// The last failed delivery's error.
     pub(crate) fn last_delivery_error(&self) -> Option<String> {
         self.producer.context().last_delivery_error()

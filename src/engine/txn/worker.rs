@@ -72,6 +72,16 @@ impl WorkerStats {
     }
 }
 
+/// An input record whose output the broker rejected for what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rejected {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    /// The output topic and the broker's error.
+    reason: String,
+}
+
 /// An output held back while the previous transaction commits, sent once the next one begins.
 #[derive(Debug)]
 pub(crate) struct HeldOutput {
@@ -94,6 +104,13 @@ pub(crate) struct WorkerTxn {
     open: Option<Batch>,
     /// Outputs of the held batch.
     held: Vec<HeldOutput>,
+    /// An input record whose output the broker rejected for what it is (found in a batch of
+    /// its own): when it is read again it is poison (`output_rejected`).
+    rejected: Option<Rejected>,
+    /// Records still to be processed one per transaction, after a batch aborted because the
+    /// broker rejected one of its outputs (it fails the whole produce request, so the record is
+    /// not known yet).
+    isolating: u64,
     /// Records processed since delivery reports were last served.
     unserved: u32,
     metrics: Arc<StageMetrics>,
@@ -118,10 +135,65 @@ impl WorkerTxn {
             committing: VecDeque::new(),
             open: None,
             held: Vec::new(),
+            rejected: None,
+            isolating: 0,
             unserved: 0,
             metrics,
             stats: WorkerStats::default(),
         }
+    }
+
+    /// Whether records are being committed one per transaction (to find a rejected output).
+    pub(crate) fn isolating(&self) -> bool {
+        self.isolating > 0
+    }
+
+    /// A batch aborted because the broker rejected one of its outputs for what it is: a batch
+    /// of one record names it; a larger one is re-run one record per transaction.
+    fn find_rejected(&mut self, span: &Span, reason: String) {
+        let records = self
+            .committing
+            .iter()
+            .chain(&self.open)
+            .map(|b| b.records)
+            .sum::<usize>();
+        match (records, span.read.first()) {
+            (1, Some(read)) => {
+                tracing::warn!(
+                    topic = read.topic,
+                    partition = read.partition,
+                    offset = read.first_offset,
+                    reason,
+                    "An output of this record was rejected for what it is; the record is poison."
+                );
+                self.rejected = Some(Rejected {
+                    topic: read.topic.clone(),
+                    partition: read.partition,
+                    offset: read.first_offset,
+                    reason,
+                });
+                self.isolating = self.isolating.max(1);
+            }
+            _ => {
+                tracing::warn!(
+                    records,
+                    reason,
+                    "An output was rejected for what it is; re-running the batch one record per \
+                     transaction to find its record."
+                );
+                self.isolating = records as u64;
+            }
+        }
+    }
+
+    /// If `context` is the record whose output the broker rejected, why (once).
+    pub(crate) fn rejected(&mut self, context: &Context<'_>) -> Option<String> {
+        let rejected = self.rejected.as_ref()?;
+        let same = rejected.offset == context.offset
+            && rejected.partition == context.partition
+            && rejected.topic == context.topic;
+        same.then(|| self.rejected.take().map(|r| r.reason))
+            .flatten()
     }
 
     /// The open batch's tally.
@@ -323,10 +395,14 @@ impl WorkerTxn {
                     self.stats.commits += 1;
                     let batch = self.committing.pop_front().or_else(|| self.open.take());
                     if let Some(batch) = batch {
+                        self.isolating = self.isolating.saturating_sub(batch.records as u64);
                         self.record_commit(&batch, elapsed);
                     }
                 }
                 Outcome::Aborted { rewind: span } => {
+                    if let Some(reason) = self.producer.take_rejected() {
+                        self.find_rejected(&span, reason);
+                    }
                     self.stats.aborts += 1;
                     self.metrics.transaction_closed(false);
                     self.committing.clear();

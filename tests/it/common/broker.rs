@@ -109,6 +109,11 @@ pub fn client_config(bootstrap: &str) -> ClientConfig {
 /// Creates `topic` with `partitions` partitions (replication 1) and waits until its metadata shows
 /// every partition with a leader.
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    create_topic_with(bootstrap, topic, partitions, &[]);
+}
+
+/// [`create_topic`] with topic configs, e.g. `("cleanup.policy", "compact")`.
+pub fn create_topic_with(bootstrap: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap)
         .create()
         .expect("create admin client");
@@ -116,7 +121,10 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
         .enable_all()
         .build()
         .expect("build a runtime for the admin client");
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        new_topic = new_topic.set(key, value);
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = runtime
         .block_on(admin.create_topics([&new_topic], &options))
