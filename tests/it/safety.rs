@@ -10,6 +10,8 @@ use kstage::topology::headers::{ERROR_CLASS, ERROR_TRUNCATED};
 use crate::common;
 use common::below_committed;
 use common::broker::create_topic_with;
+use common::kills::drain_then_stop;
+use common::orders_stage::stop_cleanly;
 use common::raw::RawRecord;
 use common::stage::exit_code;
 use common::{create_topic, read_topic, unique_name, Isolation, Pipeline, Verdict, PATIENCE};
@@ -70,15 +72,11 @@ fn a_panic_in_the_topology_commits_nothing_of_its_batch() {
         visible.len()
     );
 
-    let mut healthy = pipeline.stage("passthrough").instance("p").spawn();
-    pipeline.wait_drained(&mut healthy, &writer.end_offsets());
-    healthy.sigterm();
-    let status = healthy.wait_exit(PATIENCE);
-    if exit_code(status) != Some(0) {
-        healthy.fail(&format!(
-            "SIGTERM after the drain should exit 0, got {status}"
-        ));
-    }
+    drain_then_stop(
+        &pipeline,
+        &pipeline.stage("passthrough").instance("p"),
+        &writer.end_offsets(),
+    );
     pipeline
         .check_committed(&writer.written)
         .assert_exactly_once_in_order("read_committed output after the healthy restart");
@@ -126,13 +124,7 @@ fn at_most_once_commits_nothing_of_a_batch_whose_record_fails() {
         .arg("--delivery", "at_most_once")
         .spawn();
     pipeline.wait_drained(&mut healthy, &writer.end_offsets());
-    healthy.sigterm();
-    let status = healthy.wait_exit(PATIENCE);
-    if exit_code(status) != Some(0) {
-        healthy.fail(&format!(
-            "SIGTERM after the drain should exit 0, got {status}"
-        ));
-    }
+    stop_cleanly(&mut healthy);
     // No crash between a commit and its sends happened, so nothing may be missing.
     let report = pipeline.check_uncommitted(&writer.written);
     assert_eq!(
@@ -163,13 +155,7 @@ fn an_output_too_large_for_kafka_is_dead_lettered_and_the_stage_goes_on() {
         .arg("--dead-letter-topic", &dead_letters)
         .spawn();
     pipeline.wait_drained(&mut stage, &writer.end_offsets());
-    stage.sigterm();
-    let status = stage.wait_exit(PATIENCE);
-    if exit_code(status) != Some(0) {
-        stage.fail(&format!(
-            "SIGTERM after the drain should exit 0, got {status}"
-        ));
-    }
+    stop_cleanly(&mut stage);
     pipeline
         .check_committed(&writer.written)
         .assert_exactly_once_in_order("every record but the oversized one, exactly once");
@@ -227,13 +213,7 @@ fn an_output_the_broker_rejects_is_found_and_dead_lettered() {
         .arg("--dead-letter-topic", &dead_letters)
         .spawn();
     pipeline.wait_drained(&mut stage, &writer.end_offsets());
-    stage.sigterm();
-    let status = stage.wait_exit(PATIENCE);
-    if exit_code(status) != Some(0) {
-        stage.fail(&format!(
-            "SIGTERM after the drain should exit 0, got {status}"
-        ));
-    }
+    stop_cleanly(&mut stage);
     pipeline
         .check_committed(&writer.written)
         .assert_exactly_once_in_order("every keyed record exactly once");
@@ -287,13 +267,7 @@ fn a_rewind_never_waits_on_a_dead_instances_pending_transaction() {
             "instance B exited ({status}) while taking A's partitions"
         ));
     }
-    b.sigterm();
-    let status = b.wait_exit(PATIENCE);
-    if exit_code(status) != Some(0) {
-        b.fail(&format!(
-            "SIGTERM after the drain should exit 0, got {status}"
-        ));
-    }
+    stop_cleanly(&mut b);
     pipeline
         .check_committed(&writer.written)
         .assert_exactly_once_in_order("read_committed output after the takeover");
@@ -346,13 +320,7 @@ fn at_least_once_rides_out_rebalances_without_an_exit() {
         }
     }
     pipeline.wait_drained(&mut steady, &writer.end_offsets());
-    steady.sigterm();
-    let status = steady.wait_exit(PATIENCE);
-    if exit_code(status) != Some(0) {
-        steady.fail(&format!(
-            "SIGTERM after the drain should exit 0, got {status}"
-        ));
-    }
+    stop_cleanly(&mut steady);
     let report = pipeline.check_committed(&writer.written);
     assert_eq!(report.lost.count, 0, "at_least_once lost records: {report}");
 }
