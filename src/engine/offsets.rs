@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::txn::state::Span;
 use crate::error::EngineError;
 
 /// How long a seek may block.
@@ -106,6 +105,57 @@ impl Batch {
                 bytes,
             }),
         }
+    }
+}
+
+/// An input partition a batch read from, and the first offset it read there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PartitionStart {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) first_offset: i64,
+}
+
+/// The input partitions of one batch: what its commit sends positions for and where its rewind
+/// seeks back to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub(crate) read: Vec<PartitionStart>,
+}
+
+impl Span {
+    pub(crate) fn starting(topic: &str, partition: i32, offset: i64) -> Self {
+        let mut span = Self::default();
+        span.add(topic, partition, offset);
+        span
+    }
+
+    /// Adds a partition unless the span has it already (its first offset stays).
+    pub(crate) fn add(&mut self, topic: &str, partition: i32, offset: i64) {
+        if self.first_offset(topic, partition).is_none() {
+            self.read.push(PartitionStart {
+                topic: topic.to_string(),
+                partition,
+                first_offset: offset,
+            });
+        }
+    }
+
+    /// The first offset this span read from a partition.
+    pub(crate) fn first_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.read
+            .iter()
+            .find(|r| r.partition == partition && r.topic == topic)
+            .map(|r| r.first_offset)
+    }
+
+    /// This span with a later one: this span's first offsets win, the later adds its own
+    /// partitions (the rewind after a failed commit covers both).
+    pub(crate) fn merged(mut self, later: Option<Span>) -> Self {
+        for read in later.into_iter().flat_map(|s| s.read) {
+            self.add(&read.topic, read.partition, read.first_offset);
+        }
+        self
     }
 }
 
