@@ -14,6 +14,7 @@
 //! * [`modes`]: what a commit is in each delivery mode.
 //! * [`log`]: the producer's librdkafka log bridge and `TXNERR` capture.
 //! * [`worker`]: the worker's side: tallies, held outputs, outcomes into stats and metrics.
+//! * [`held`]: held outputs and the rejected record the worker keeps aside.
 //!
 //! Invariants (each enforced where named):
 //! * A batch whose commit outcome is unknown is never aborted ([`state::TxnState::InDoubt`]).
@@ -28,6 +29,7 @@
 //!   flag after every poll, so its cached phase is never stale while it processes a record.
 
 mod commit;
+mod held;
 mod log;
 mod modes;
 mod producer;

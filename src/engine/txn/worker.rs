@@ -20,13 +20,13 @@
 //! The tallies of unsettled batches are kept oldest first: an outcome `Committed` settles the
 //! oldest, `Aborted` all of them, `Dropped` the held one.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 
+use super::held::{owned, HeldOutput, Rejected};
 use super::producer::TransactionalProducer;
 use super::state::{OnRecord, Span};
 use super::{Outcome, TxnHandle};
@@ -70,25 +70,6 @@ impl WorkerStats {
         self.skipped += other.skipped;
         self.dead_lettered += other.dead_lettered;
     }
-}
-
-/// An input record whose output the broker rejected for what it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Rejected {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    /// The output topic and the broker's error.
-    reason: String,
-}
-
-/// An output held back while the previous transaction commits, sent once the next one begins.
-#[derive(Debug)]
-pub(crate) struct HeldOutput {
-    topic: String,
-    record: OutputRecord<'static>,
-    /// The input record's topic, partition, offset and timestamp, for the provenance headers.
-    provenance: Option<(String, i32, i64, Option<i64>)>,
 }
 
 /// The worker's side of its transaction.
@@ -484,21 +465,5 @@ fn merge(earlier: Option<Span>, later: Option<Span>) -> Option<Span> {
     match earlier {
         Some(span) => Some(span.merged(later)),
         None => later,
-    }
-}
-
-/// A copy of an output record that owns its bytes, to hold while a commit is in flight.
-fn owned(record: &OutputRecord<'_>) -> OutputRecord<'static> {
-    let bytes = |b: &Cow<'_, [u8]>| Cow::Owned(b.to_vec());
-    OutputRecord {
-        output: record.output,
-        key: record.key.as_ref().map(bytes),
-        value: record.value.as_ref().map(bytes),
-        headers: record
-            .headers
-            .iter()
-            .map(|(name, value)| (Cow::Owned(name.to_string()), value.as_ref().map(bytes)))
-            .collect(),
-        timestamp: record.timestamp,
     }
 }
