@@ -30,9 +30,18 @@ impl SinkSpec {
         Self { toml, env: Vec::new() }
     }
 
-    /// Adds top-level TOML lines (before the tables).
+    /// Sets top-level TOML lines (`key = value`, before the tables), replacing a line of the
+    /// same key.
     pub fn top(mut self, lines: &str) -> Self {
-        self.toml = format!("{lines}\n{}", self.toml);
+        for line in lines.lines() {
+            let key = line.split('=').next().unwrap_or_default().trim();
+            let kept: Vec<&str> = self
+                .toml
+                .lines()
+                .filter(|l| l.split('=').next().unwrap_or_default().trim() != key || l.starts_with('['))
+                .collect();
+            self.toml = format!("{line}\n{}\n", kept.join("\n"));
+        }
         self
     }
 
