@@ -19,7 +19,8 @@ use sink_common::pg::postgres_script;
 use sink_common::{pg_url, Pg, SinkProcess, SinkSpec};
 
 /// The columns of the transactional tests' table: the input id and its provenance.
-const ID_COLUMNS: &str = "id = \"value.id\"\nsrc_partition = \"partition\"\nsrc_offset = \"offset\"";
+const ID_COLUMNS: &str =
+    "id = \"value.id\"\nsrc_partition = \"partition\"\nsrc_offset = \"offset\"";
 
 /// One transactional test: a fresh topic, group and table (no unique key, so duplicates show).
 struct Exact {
@@ -51,11 +52,20 @@ impl Exact {
     }
 
     fn spec(&self, mode: &str) -> SinkSpec {
-        SinkSpec::new(&self.bootstrap, &self.input, &self.app_id, &self.url, mode, &self.table, ID_COLUMNS)
+        SinkSpec::new(
+            &self.bootstrap,
+            &self.input,
+            &self.app_id,
+            &self.url,
+            mode,
+            &self.table,
+            ID_COLUMNS,
+        )
     }
 
     fn rows(&mut self) -> i64 {
-        self.pg.count(&format!("SELECT count(*) FROM {}", self.table))
+        self.pg
+            .count(&format!("SELECT count(*) FROM {}", self.table))
     }
 
     fn offsets(&self) -> GroupOffsets {
@@ -64,9 +74,15 @@ impl Exact {
 
     /// (lost, duplicated) ids against what was written.
     fn check(&mut self, written: &[InputRecord]) -> (usize, usize) {
-        let rows = self.pg.query(&format!("SELECT id, count(*) FROM {} GROUP BY id", self.table));
+        let rows = self.pg.query(&format!(
+            "SELECT id, count(*) FROM {} GROUP BY id",
+            self.table
+        ));
         let counts: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let lost = written.iter().filter(|w| !counts.contains_key(&w.id)).count();
+        let lost = written
+            .iter()
+            .filter(|w| !counts.contains_key(&w.id))
+            .count();
         let duplicated = counts.values().filter(|&&c| c > 1).count();
         (lost, duplicated)
     }
@@ -89,15 +105,33 @@ macro_rules! require_all {
 /// without fail points and stops it. Returns the final process's exit code.
 fn crash_at_then_drain(test: &Exact, spec: &SinkSpec, point: &str, crashes: usize, ends: &[i64]) {
     let offsets = test.offsets();
-    for crash in 0..crashes {
-        let skip = rand::random_range(1..=6);
-        let mut sink = spec.clone().env("FAILPOINTS", &format!("{point}={skip}*off->return")).spawn("i0");
-        let status = sink.wait_exit(PATIENCE);
-        assert!(status.code().is_none_or(|c| c > 2), "crash {crash}: expected a fail-point abort, got {status}");
-        eprintln!("crash {crash} at {point}: progress {}", offsets.progress());
+    let mut crashed = 0;
+    while crashed < crashes {
+        let skip = rand::random_range(1..=4);
+        let mut sink = spec
+            .clone()
+            .env("FAILPOINTS", &format!("{point}={skip}*off->return"))
+            .spawn("i0");
+        let status = sink.wait_exit_or(PATIENCE, || offsets.caught_up(ends));
+        let Some(status) = status else {
+            sink.fail(&format!(
+                "the input drained after {crashed} crashes at {point}"
+            ));
+        };
+        assert!(
+            status.code().is_none_or(|c| c > 2),
+            "crash {crashed}: expected a fail-point abort, got {status}"
+        );
+        crashed += 1;
+        eprintln!(
+            "crash {crashed} at {point}: progress {}",
+            offsets.progress()
+        );
     }
     let mut sink = spec.spawn("i0");
-    sink.wait_until(PATIENCE, "the group committed the whole input", || offsets.caught_up(ends));
+    sink.wait_until(PATIENCE, "the group committed the whole input", || {
+        offsets.caught_up(ends)
+    });
     assert_eq!(sink.stop(), Some(0), "SIGTERM after the drain exits 0");
 }
 
@@ -122,13 +156,18 @@ fn negative_control_kafka_offsets_before_the_database_commit_loses_rows() {
     let mut test = Exact::new(&broker.bootstrap, &url, 3);
     let writer = common::seed(&broker.bootstrap, &test.input, 3, 20_000);
     let ends = writer.end_offsets();
-    let spec = test.spec("transactional").env("KSTAGE_BROKEN_MODE", "sink_kafka_offsets");
+    let spec = test
+        .spec("transactional")
+        .env("KSTAGE_BROKEN_MODE", "sink_kafka_offsets");
     let broken = spec.clone();
     // The broken mode's Kafka commit comes first, so a crash before the database commit loses
     // the batch.
     crash_at_then_drain(&test, &broken, "kstage::sink_before_commit", 3, &ends);
     let (lost, _) = test.check(&writer.written);
-    assert!(lost > 0, "the negative control lost no rows: the check cannot fail");
+    assert!(
+        lost > 0,
+        "the negative control lost no rows: the check cannot fail"
+    );
 }
 
 #[test]
@@ -156,10 +195,14 @@ fn transactional_is_exact_with_two_instances_killed_at_random() {
         sinks[who] = spec.spawn(if who == 0 { "a" } else { "b" });
     }
     let offsets = test.offsets();
-    sinks[0].wait_until(PATIENCE, "the whole input committed", || offsets.caught_up(&ends));
+    sinks[0].wait_until(PATIENCE, "the whole input committed", || {
+        offsets.caught_up(&ends)
+    });
     let table = test.table.clone();
     let pg = &mut test.pg;
-    sinks[0].wait_until(PATIENCE, "every row", || pg.count(&format!("SELECT count(*) FROM {table}")) >= RECORDS as i64);
+    sinks[0].wait_until(PATIENCE, "every row", || {
+        pg.count(&format!("SELECT count(*) FROM {table}")) >= RECORDS as i64
+    });
     for sink in &mut sinks {
         assert_eq!(sink.stop(), Some(0));
     }
@@ -182,16 +225,24 @@ fn keyed_table(pg: &mut Pg, unique: bool) -> String {
 
 fn crash_keyed(spec: &SinkSpec, offsets: &GroupOffsets, ends: &[i64], crashes: usize) {
     for crash in 0..crashes {
-        let skip = rand::random_range(1..=6);
+        let skip = rand::random_range(1..=4);
         let mut sink = spec
             .clone()
-            .env("FAILPOINTS", &format!("kstage::sink_after_db_commit={skip}*off->return"))
+            .env(
+                "FAILPOINTS",
+                &format!("kstage::sink_after_db_commit={skip}*off->return"),
+            )
             .spawn("i0");
         let status = sink.wait_exit(PATIENCE);
-        assert!(status.code().is_none_or(|c| c > 2), "crash {crash}: got {status}");
+        assert!(
+            status.code().is_none_or(|c| c > 2),
+            "crash {crash}: got {status}"
+        );
     }
     let mut sink = spec.spawn("i0");
-    sink.wait_until(PATIENCE, "the whole input committed", || offsets.caught_up(ends));
+    sink.wait_until(PATIENCE, "the whole input committed", || {
+        offsets.caught_up(ends)
+    });
     assert_eq!(sink.stop(), Some(0));
 }
 
@@ -203,9 +254,17 @@ fn idempotent_upserts_leave_one_row_per_key_with_the_latest_value_across_crashes
     create_topic(&broker.bootstrap, &input, 3);
     let table = keyed_table(&mut pg, true);
     let latest = write_keyed(&broker.bootstrap, &input, 3, 500, 20_000);
-    let spec = SinkSpec::new(&broker.bootstrap, &input, &app_id, &url, "idempotent", &table, "k = \"value.k\"\nn = \"value.n\"")
-        .sink_lines("key_columns = [\"k\"]")
-        .top("max_records_per_txn = 300");
+    let spec = SinkSpec::new(
+        &broker.bootstrap,
+        &input,
+        &app_id,
+        &url,
+        "idempotent",
+        &table,
+        "k = \"value.k\"\nn = \"value.n\"",
+    )
+    .sink_lines("key_columns = [\"k\"]")
+    .top("max_records_per_txn = 300");
     let offsets = GroupOffsets::new(&broker.bootstrap, &app_id, &input, false);
     let ends = common::read::end_offsets(&broker.bootstrap, &input, Isolation::ReadUncommitted);
     crash_keyed(&spec, &offsets, &ends, 3);
@@ -214,7 +273,10 @@ fn idempotent_upserts_leave_one_row_per_key_with_the_latest_value_across_crashes
     assert_eq!(found, latest, "one row per key holding the latest value");
     let writes: i64 = rows.iter().map(|r| i64::from(r.get::<_, i32>(2))).sum();
     let upserts = pg.count(&format!("SELECT count(*) FROM {table}"));
-    assert!(writes > upserts, "redelivery should show as extra writes ({writes} writes, {upserts} rows)");
+    assert!(
+        writes > upserts,
+        "redelivery should show as extra writes ({writes} writes, {upserts} rows)"
+    );
 }
 
 #[test]
@@ -225,30 +287,55 @@ fn negative_control_plain_insert_duplicates_redelivered_records() {
     create_topic(&broker.bootstrap, &input, 3);
     let table = keyed_table(&mut pg, false);
     write_keyed(&broker.bootstrap, &input, 3, 500, 20_000);
-    let spec = SinkSpec::new(&broker.bootstrap, &input, &app_id, &url, "idempotent", &table, "k = \"value.k\"\nn = \"value.n\"")
-        .sink_lines("key_columns = [\"k\"]")
-        .top("max_records_per_txn = 300")
-        .env("KSTAGE_BROKEN_MODE", "sink_plain_insert");
+    let spec = SinkSpec::new(
+        &broker.bootstrap,
+        &input,
+        &app_id,
+        &url,
+        "idempotent",
+        &table,
+        "k = \"value.k\"\nn = \"value.n\"",
+    )
+    .sink_lines("key_columns = [\"k\"]")
+    .top("max_records_per_txn = 300")
+    .env("KSTAGE_BROKEN_MODE", "sink_plain_insert");
     let offsets = GroupOffsets::new(&broker.bootstrap, &app_id, &input, false);
     let ends = common::read::end_offsets(&broker.bootstrap, &input, Isolation::ReadUncommitted);
     crash_keyed(&spec, &offsets, &ends, 3);
     let rows = pg.count(&format!("SELECT count(*) FROM {table}"));
-    assert!(rows > 20_000, "a plain INSERT after redelivery should hold duplicates, found {rows} rows");
+    assert!(
+        rows > 20_000,
+        "a plain INSERT after redelivery should hold duplicates, found {rows} rows"
+    );
 }
 
 /// A table where a record marked with a long note is rejected (varchar(5)).
-fn bad_rows_setup(broker: &str, url: &str, policy: &str, dead_letter: Option<&str>) -> (Exact, Vec<InputRecord>, Vec<InputRecord>, SinkSpec) {
+fn bad_rows_setup(
+    broker: &str,
+    url: &str,
+    policy: &str,
+    dead_letter: Option<&str>,
+) -> (Exact, Vec<InputRecord>, Vec<InputRecord>, SinkSpec) {
     let mut test = Exact::new(broker, url, 2);
-    test.pg.execute(&format!("ALTER TABLE {} ADD COLUMN note varchar(5)", test.table));
+    test.pg.execute(&format!(
+        "ALTER TABLE {} ADD COLUMN note varchar(5)",
+        test.table
+    ));
     let mut writer = common::InputWriter::new(broker, &test.input, 2);
     writer.write(500);
-    let bad = vec![writer.write_marked("far-too-long"), writer.write_marked("also-too-long")];
+    let bad = vec![
+        writer.write_marked("far-too-long"),
+        writer.write_marked("also-too-long"),
+    ];
     writer.write(500);
     writer.flush();
     let mut spec = test
         .spec("transactional")
         .top(&format!("poison_policy = \"{policy}\""));
-    spec.toml = spec.toml.replace("[sink.columns]\n", "[sink.columns]\nnote = \"value.note\"\n");
+    spec.toml = spec.toml.replace(
+        "[sink.columns]\n",
+        "[sink.columns]\nnote = \"value.note\"\n",
+    );
     if let Some(topic) = dead_letter {
         spec = spec.top(&format!("dead_letter_topic = \"{topic}\""));
     }
@@ -260,22 +347,34 @@ fn rejected_rows_are_dead_lettered_with_the_database_error_and_the_rest_commit()
     let (broker, url) = require_all!();
     let dlt = unique_name("sink-dlt");
     create_topic(&broker.bootstrap, &dlt, 1);
-    let (mut test, written, bad, spec) = bad_rows_setup(&broker.bootstrap, &url, "dead_letter", Some(&dlt));
+    let (mut test, written, bad, spec) =
+        bad_rows_setup(&broker.bootstrap, &url, "dead_letter", Some(&dlt));
     let ends = test.offsets();
     let mut sink = spec.spawn("i0");
     let total = written.len() as i64;
     let table = test.table.clone();
     let pg = &mut test.pg;
-    sink.wait_until(PATIENCE, "every good row", || pg.count(&format!("SELECT count(*) FROM {table}")) >= total - 2);
+    sink.wait_until(PATIENCE, "every good row", || {
+        pg.count(&format!("SELECT count(*) FROM {table}")) >= total - 2
+    });
     let _ = ends;
     assert_eq!(sink.stop(), Some(0));
     let (lost, duplicated) = test.check(&written);
-    assert_eq!((lost, duplicated), (2, 0), "only the two bad records are missing");
+    assert_eq!(
+        (lost, duplicated),
+        (2, 0),
+        "only the two bad records are missing"
+    );
     let letters = read_topic(&broker.bootstrap, &dlt, Isolation::ReadCommitted);
     assert_eq!(letters.len(), 2, "two dead letters");
     for letter in &letters {
-        let message = String::from_utf8_lossy(letter.header("kstage.error.message").unwrap_or_default()).into_owned();
-        assert!(message.contains("value too long"), "the database's error text: {message}");
+        let message =
+            String::from_utf8_lossy(letter.header("kstage.error.message").unwrap_or_default())
+                .into_owned();
+        assert!(
+            message.contains("value too long"),
+            "the database's error text: {message}"
+        );
     }
     let mut keys: Vec<Option<String>> = letters.iter().map(|l| l.key.clone()).collect();
     let mut expected: Vec<Option<String>> = bad.iter().map(|b| Some(b.id.clone())).collect();
@@ -292,19 +391,32 @@ fn rejected_rows_are_skipped_under_skip_and_stop_the_sink_under_fail() {
     let total = written.len() as i64;
     let table = test.table.clone();
     let pg = &mut test.pg;
-    sink.wait_until(PATIENCE, "every good row", || pg.count(&format!("SELECT count(*) FROM {table}")) >= total - 2);
+    sink.wait_until(PATIENCE, "every good row", || {
+        pg.count(&format!("SELECT count(*) FROM {table}")) >= total - 2
+    });
     assert_eq!(sink.stop(), Some(0));
     assert_eq!(test.check(&written), (2, 0));
-    assert!(sink.stderr().contains("Skipped a record"), "the skip is logged");
+    assert!(
+        sink.stderr().contains("Skipped a record"),
+        "the skip is logged"
+    );
 
     let (mut test, _, bad, spec) = bad_rows_setup(&broker.bootstrap, &url, "fail", None);
     let mut sink = spec.spawn("i0");
     let status = sink.wait_exit(PATIENCE);
     assert_eq!(status.code(), Some(1), "poison under fail exits 1");
     let stderr = sink.stderr();
-    let named = bad.iter().any(|b| stderr.contains(&format!("{}/{}@", test.input, b.partition)));
-    assert!(named && stderr.contains("value too long"), "names the record and the error: {stderr}");
-    assert!(test.rows() < 1002, "nothing past the bad record's batch committed");
+    let named = bad
+        .iter()
+        .any(|b| stderr.contains(&format!("{}/{}@", test.input, b.partition)));
+    assert!(
+        named && stderr.contains("value too long"),
+        "names the record and the error: {stderr}"
+    );
+    assert!(
+        test.rows() < 1002,
+        "nothing past the bad record's batch committed"
+    );
 }
 
 #[test]
@@ -318,7 +430,9 @@ fn transactional_is_exact_when_postgres_is_killed_and_backends_terminated() {
     let table = test.table.clone();
     for (round, mark) in [3_000i64, 8_000, 13_000].into_iter().enumerate() {
         let pg = &mut test.pg;
-        sinks[0].wait_until(PATIENCE, &format!("{mark} rows"), || pg.count(&format!("SELECT count(*) FROM {table}")) >= mark);
+        sinks[0].wait_until(PATIENCE, &format!("{mark} rows"), || {
+            pg.count(&format!("SELECT count(*) FROM {table}")) >= mark
+        });
         if round == 1 {
             eprintln!("killing PostgreSQL (immediate) at {} rows", test.rows());
             postgres_script("kill");
@@ -334,7 +448,9 @@ fn transactional_is_exact_when_postgres_is_killed_and_backends_terminated() {
         }
     }
     let offsets = test.offsets();
-    sinks[0].wait_until(PATIENCE, "the whole input committed", || offsets.caught_up(&ends));
+    sinks[0].wait_until(PATIENCE, "the whole input committed", || {
+        offsets.caught_up(&ends)
+    });
     for sink in &mut sinks {
         assert_eq!(sink.stop(), Some(0), "the sinks rode out the faults");
     }
@@ -353,7 +469,9 @@ fn a_zombie_paused_past_the_session_timeout_commits_nothing() {
     let mut zombie = spec.spawn("zombie");
     let table = test.table.clone();
     let pg = &mut test.pg;
-    zombie.wait_until(PATIENCE, "the first rows", || pg.count(&format!("SELECT count(*) FROM {table}")) >= 2_000);
+    zombie.wait_until(PATIENCE, "the first rows", || {
+        pg.count(&format!("SELECT count(*) FROM {table}")) >= 2_000
+    });
     writer.write(2_000);
     writer.flush();
     std::thread::sleep(Duration::from_millis(500));
@@ -361,7 +479,9 @@ fn a_zombie_paused_past_the_session_timeout_commits_nothing() {
     let mut successor = spec.spawn("successor");
     let offsets = test.offsets();
     let ends = writer.end_offsets();
-    successor.wait_until(PATIENCE, "the successor committed the whole input", || offsets.caught_up(&ends));
+    successor.wait_until(PATIENCE, "the successor committed the whole input", || {
+        offsets.caught_up(&ends)
+    });
     let before = test.rows();
     zombie.signal(Signal::SIGCONT);
     // The zombie either learns it lost its partitions, or is fenced at its next commit.
@@ -374,8 +494,15 @@ fn a_zombie_paused_past_the_session_timeout_commits_nothing() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(learned, "the zombie neither saw its partitions lost nor was fenced");
-    assert_eq!(test.rows(), before, "the zombie wrote rows after the takeover");
+    assert!(
+        learned,
+        "the zombie neither saw its partitions lost nor was fenced"
+    );
+    assert_eq!(
+        test.rows(),
+        before,
+        "the zombie wrote rows after the takeover"
+    );
     zombie.signal(Signal::SIGTERM);
     let _ = zombie.wait_exit(PATIENCE);
     assert_eq!(successor.stop(), Some(0));

@@ -40,6 +40,8 @@ struct Ownership {
     owned: HashMap<(String, i32), Owned>,
     /// Partitions given up since the loop last looked.
     given_up: Vec<(String, i32)>,
+    /// Claimed partitions' stored offsets, to copy to Kafka (lag monitoring after a restart).
+    claimed: Vec<(String, i32, i64)>,
     error: Option<SinkError>,
 }
 
@@ -92,6 +94,11 @@ impl SinkContext {
         )
     }
 
+    /// Claimed partitions' stored offsets since the loop last looked.
+    pub fn take_claimed(&self) -> Vec<(String, i32, i64)> {
+        std::mem::take(&mut self.ownership().claimed)
+    }
+
     fn on_assign(&self, tpl: &mut TopicPartitionList) {
         self.count("assign");
         self.telemetry.health.set_in_group(true);
@@ -125,6 +132,9 @@ impl SinkContext {
                             operation: "setting an assigned partition's offset",
                             message: error.to_string(),
                         });
+                    }
+                    if let Some(next) = claim.next_offset {
+                        ownership.claimed.push((topic.clone(), partition, next));
                     }
                     (claim.epoch, claim.next_offset.unwrap_or(0))
                 }
@@ -162,6 +172,23 @@ impl SinkContext {
 }
 
 impl ClientContext for SinkContext {
+    /// Consumer lag against the last stable offset (what a read_committed reader can reach).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag = &self.telemetry.metrics.consumer_lag;
+        for (name, topic) in &statistics.topics {
+            for (id, partition) in &topic.partitions {
+                if *id >= 0 && partition.app_offset >= 0 && partition.ls_offset >= 0 {
+                    let label = crate::observability::PartitionLabel {
+                        topic: name.clone(),
+                        partition: *id,
+                    };
+                    lag.get_or_create(&label)
+                        .set((partition.ls_offset - partition.app_offset).max(0));
+                }
+            }
+        }
+    }
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         tracing::error!(%error, reason, "librdkafka reported an error.");
     }

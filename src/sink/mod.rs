@@ -278,6 +278,7 @@ impl SinkWorker {
             if !given_up.is_empty() {
                 batch.drop_partitions(&given_up);
             }
+            self.commit_claimed()?;
             match polled {
                 None => {}
                 Some(Ok(message)) => {
@@ -454,6 +455,27 @@ impl SinkWorker {
             "Batch committed."
         );
         *batch = Batch::default();
+        Ok(())
+    }
+
+    /// Copies claimed partitions' stored offsets to Kafka (monitoring only, best effort), so lag
+    /// is right after a restart even for a partition that gets no new record.
+    fn commit_claimed(&self) -> Result<(), SinkError> {
+        let claimed = self.consumer.context().take_claimed();
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::with_capacity(claimed.len());
+        for (topic, partition, next) in &claimed {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .map_err(|source| EngineError::Kafka {
+                    operation: "building the offsets to commit",
+                    source,
+                })?;
+        }
+        if let Err(error) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(%error, "Copying the stored offsets to Kafka failed.");
+        }
         Ok(())
     }
 

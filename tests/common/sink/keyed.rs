@@ -10,7 +10,13 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use crate::common::broker::client_config;
 
 /// Writes `count` keyed records over `keys` keys; returns key -> the latest `n`.
-pub fn write_keyed(bootstrap: &str, topic: &str, partitions: i32, keys: u64, count: u64) -> BTreeMap<String, i64> {
+pub fn write_keyed(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    keys: u64,
+    count: u64,
+) -> BTreeMap<String, i64> {
     let producer: BaseProducer = client_config(bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
@@ -22,7 +28,10 @@ pub fn write_keyed(bootstrap: &str, topic: &str, partitions: i32, keys: u64, cou
         let key = format!("k{}", n % keys);
         let partition = i32::try_from((n % keys) % partitions as u64).expect("partition fits");
         let value = serde_json::json!({ "k": key, "n": n }).to_string();
-        let mut record = BaseRecord::to(topic).key(&key).payload(&value).partition(partition);
+        let mut record = BaseRecord::to(topic)
+            .key(&key)
+            .payload(&value)
+            .partition(partition);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -34,6 +43,8 @@ pub fn write_keyed(bootstrap: &str, topic: &str, partitions: i32, keys: u64, cou
         }
         latest.insert(key, i64::try_from(n).expect("n fits"));
     }
-    producer.flush(Duration::from_secs(60)).expect("flush the keyed input");
+    producer
+        .flush(Duration::from_secs(60))
+        .expect("flush the keyed input");
     latest
 }

@@ -80,7 +80,9 @@ impl Pg {
             let client = self.client.as_ref().expect("connected");
             match self.runtime.block_on(client.batch_execute(sql)) {
                 Ok(()) => return,
-                Err(error) if error.code().is_none() && Instant::now() < deadline => self.client = None,
+                Err(error) if error.code().is_none() && Instant::now() < deadline => {
+                    self.client = None
+                }
                 Err(error) => panic!("test statement {sql:?} failed: {error}"),
             }
         }
@@ -89,7 +91,9 @@ impl Pg {
     /// A single bigint (`SELECT count(*) ...`).
     pub fn count(&mut self, sql: &str) -> i64 {
         let rows = self.query(sql);
-        rows.first().and_then(|r| r.get::<_, Option<i64>>(0)).unwrap_or(0)
+        rows.first()
+            .and_then(|r| r.get::<_, Option<i64>>(0))
+            .unwrap_or(0)
     }
 }
 
@@ -101,5 +105,8 @@ pub fn postgres_script(command: &str) {
         .stdout(std::process::Stdio::null())
         .status()
         .expect("run scripts/postgres.sh");
-    assert!(status.success(), "scripts/postgres.sh {command} failed: {status}");
+    assert!(
+        status.success(),
+        "scripts/postgres.sh {command} failed: {status}"
+    );
 }

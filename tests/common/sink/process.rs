@@ -19,7 +19,15 @@ pub struct SinkSpec {
 
 impl SinkSpec {
     /// A sink of `input` into `table` in group `app_id`, `mode` and the `[sink.columns]` lines.
-    pub fn new(bootstrap: &str, input: &str, app_id: &str, url: &str, mode: &str, table: &str, columns: &str) -> Self {
+    pub fn new(
+        bootstrap: &str,
+        input: &str,
+        app_id: &str,
+        url: &str,
+        mode: &str,
+        table: &str,
+        columns: &str,
+    ) -> Self {
         let toml = format!(
             "bootstrap_servers = \"{bootstrap}\"\ninputs = [\"{input}\"]\napp_id = \"{app_id}\"\n\
              commit_interval = \"50ms\"\nmax_records_per_txn = 2000\n\
@@ -27,7 +35,10 @@ impl SinkSpec {
              [sink]\nurl = \"{url}\"\nmode = \"{mode}\"\ntable = \"{table}\"\nretry_timeout = \"90s\"\n\
              [sink.columns]\n{columns}\n"
         );
-        Self { toml, env: Vec::new() }
+        Self {
+            toml,
+            env: Vec::new(),
+        }
     }
 
     /// Sets top-level TOML lines (`key = value`, before the tables), replacing a line of the
@@ -38,7 +49,9 @@ impl SinkSpec {
             let kept: Vec<&str> = self
                 .toml
                 .lines()
-                .filter(|l| l.split('=').next().unwrap_or_default().trim() != key || l.starts_with('['))
+                .filter(|l| {
+                    l.split('=').next().unwrap_or_default().trim() != key || l.starts_with('[')
+                })
                 .collect();
             self.toml = format!("{line}\n{}\n", kept.join("\n"));
         }
@@ -88,7 +101,9 @@ impl SinkProcess {
             .stderr(stderr);
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy();
-            if (key.starts_with("KSTAGE_") && !key.starts_with("KSTAGE_TEST_")) || key == "FAILPOINTS" {
+            if (key.starts_with("KSTAGE_") && !key.starts_with("KSTAGE_TEST_"))
+                || key == "FAILPOINTS"
+            {
                 command.env_remove(key.as_ref());
             }
         }
@@ -100,7 +115,11 @@ impl SinkProcess {
             command.env(key, value);
         }
         let child = command.spawn().expect("spawn kstage sink");
-        eprintln!("started sink {instance} (pid {}) env {:?}", child.id(), spec.env);
+        eprintln!(
+            "started sink {instance} (pid {}) env {:?}",
+            child.id(),
+            spec.env
+        );
         Self {
             child,
             status: None,
@@ -145,6 +164,29 @@ impl SinkProcess {
         }
     }
 
+    /// Waits for the exit (`Some`), or until `done` holds first (`None`).
+    pub fn wait_exit_or(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut() -> bool,
+    ) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return Some(status);
+            }
+            if done() {
+                return None;
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!(
+                    "the sink neither exited nor finished within {timeout:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGTERM, then the exit code (fails the test if it does not exit).
     pub fn stop(&mut self) -> Option<i32> {
         self.signal(Signal::SIGTERM);
@@ -162,11 +204,19 @@ impl SinkProcess {
         let text = self.stderr();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-        panic!("{message}\nsink {} (status {status:?})\n--- stderr tail ---\n{tail}\n---", self.instance);
+        panic!(
+            "{message}\nsink {} (status {status:?})\n--- stderr tail ---\n{tail}\n---",
+            self.instance
+        );
     }
 
     /// Waits until `condition` holds; fails after `timeout`, or when the sink exits first.
-    pub fn wait_until(&mut self, timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    pub fn wait_until(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut condition: impl FnMut() -> bool,
+    ) {
         let deadline = Instant::now() + timeout;
         loop {
             if condition() {
@@ -176,7 +226,9 @@ impl SinkProcess {
                 if condition() {
                     return;
                 }
-                self.fail(&format!("the sink exited ({status}) while waiting until {what}"));
+                self.fail(&format!(
+                    "the sink exited ({status}) while waiting until {what}"
+                ));
             }
             if Instant::now() >= deadline {
                 self.fail(&format!("timed out after {timeout:?} waiting until {what}"));
@@ -196,7 +248,11 @@ impl Drop for SinkProcess {
         if std::thread::panicking() {
             let text = self.stderr();
             let lines: Vec<&str> = text.lines().collect();
-            eprintln!("--- sink {} stderr tail ---\n{}", self.instance, lines[lines.len().saturating_sub(30)..].join("\n"));
+            eprintln!(
+                "--- sink {} stderr tail ---\n{}",
+                self.instance,
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
         }
     }
 }
