@@ -45,6 +45,10 @@ pub struct Claim {
     pub epoch: i64,
 }
 
+/// A partition's row in the offsets table: its next offset (None: nothing stored yet) and its
+/// owner epoch.
+pub type Stored = (Option<i64>, i64);
+
 /// A database session, re-opened on demand.
 pub struct Db {
     runtime: tokio::runtime::Runtime,
@@ -349,7 +353,7 @@ impl Db {
         offsets_table: &str,
         group_id: &str,
         partitions: &[(String, i32)],
-    ) -> Result<Vec<Option<(Option<i64>, i64)>>, SinkError> {
+    ) -> Result<Vec<Option<Stored>>, SinkError> {
         let sql = format!(
             "SELECT next_offset, owner_epoch FROM {} WHERE group_id = $1 AND topic = $2 AND \
              partition = $3",
