@@ -3,16 +3,19 @@
 # (docs/RELIABILITY.md). The short version runs in CI as part of scripts/test.sh.
 #
 # Usage: scripts/reliability.sh [TEST_NAME_FILTER]
-#   e.g. scripts/reliability.sh            # everything (about 40 minutes on 2 cores)
-#        scripts/reliability.sh floor_     # only the Kafka-floor scenarios
+#   e.g. scripts/reliability.sh                       # everything (about 40 minutes on 2 cores)
+#        scripts/reliability.sh reliability_floor::   # only the Kafka-floor scenarios
+#   The filter selects among all tests of the integration test binary `it`, whose
+#   names are <module>::<test>; without one, the modules verify::, reliability::,
+#   reliability_floor:: and reliability_soak:: run.
 #
 # Steps:
 #   1. builds the tests (cargo test --features fault-injection --no-run)
 #   2. starts a single-node broker and a three-node cluster (KRaft, replication 3,
 #      min.insync.replicas=2) through scripts/kafka.sh, on private ports and data
 #      directories; both are stopped when this script exits, whatever happens
-#   3. runs tests/verify.rs, tests/reliability.rs, tests/reliability_floor.rs and
-#      tests/reliability_soak.rs one test at a time with KSTAGE_RELIABILITY=full
+#   3. runs tests/it/verify.rs, tests/it/reliability.rs, tests/it/reliability_floor.rs and
+#      tests/it/reliability_soak.rs one test at a time with KSTAGE_RELIABILITY=full
 #   4. prints the results table (Markdown) and leaves everything in
 #      target/reliability/<UTC time>/: results.jsonl (one line per scenario),
 #      results.md, test.log
@@ -109,10 +112,14 @@ trap 'exit 143' TERM
 
 cd "${ROOT}"
 mkdir -p "${OUT}"
-readonly TESTS=(--test verify --test reliability --test reliability_floor --test reliability_soak)
+if [[ -n "${FILTER}" ]]; then
+  readonly FILTERS=("${FILTER}")
+else
+  readonly FILTERS=(verify:: reliability:: reliability_floor:: reliability_soak::)
+fi
 
 say "Building"
-cargo test --features fault-injection "${TESTS[@]}" --no-run
+cargo test --features fault-injection --test it --no-run
 
 say "Starting a single broker (:${SINGLE_PORT}) and a three-node cluster (:${CLUSTER_PORT})"
 STARTED=1
@@ -127,7 +134,7 @@ KSTAGE_RELIABILITY=full \
   KSTAGE_RELIABILITY_CLUSTER_DATA="${CLUSTER_DATA}" \
   KSTAGE_RELIABILITY_CLUSTER_PORT="${CLUSTER_PORT}" \
   KSTAGE_RELIABILITY_RESULTS="${OUT}/results.jsonl" \
-  cargo test --features fault-injection "${TESTS[@]}" -- --test-threads=1 --nocapture ${FILTER:+"${FILTER}"} \
+  cargo test --features fault-injection --test it -- --test-threads=1 --nocapture "${FILTERS[@]}" \
   >"${OUT}/test.log" 2>&1 || rc=$?
 grep -E '^(test |== |fault |unplanned exit|zombie:)' "${OUT}/test.log" >&2 || true
 exit "${rc}"

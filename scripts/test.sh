@@ -3,12 +3,16 @@
 #
 # Usage: scripts/test.sh [CARGO_TEST_ARGS...] [-- TEST_BINARY_ARGS...]
 #   e.g. scripts/test.sh
-#        scripts/test.sh --test crash
-#        scripts/test.sh --test crash -- exactly_once --nocapture
+#        scripts/test.sh --test it                   # only the integration tests
+#        scripts/test.sh --test it -- crash::        # tests whose name contains crash::
+#        scripts/test.sh --test it -- poison avro    # names matching either
+#   The integration tests are one binary, `it` (tests/it/main.rs), named
+#   <module>::<test>; a test whose environment is missing is reported as ignored
+#   (see tests/it/harness.rs), and with KSTAGE_TEST_REQUIRE_BROKER=1 it fails instead.
 #
 # Steps:
-#   1. cargo fmt --check, then
-#      cargo clippy --all-targets --features fault-injection -- -D warnings
+#   1. cargo fmt --check, then cargo clippy --all-targets -- -D warnings with the
+#      default features and with --features fault-injection
 #      (fails fast; skip with KSTAGE_SKIP_LINT=1)
 #   2. fetch (first run only) and start a single-node Apache Kafka (KRaft) and
 #      an Apicurio schema registry on 127.0.0.1 via scripts/kafka.sh and
@@ -125,6 +129,9 @@ trap 'exit 143' TERM
 if [[ "${KSTAGE_SKIP_LINT:-0}" != 1 ]]; then
   section "cargo fmt --check"
   cargo fmt --all --check
+  done_section
+  section "cargo clippy --all-targets -- -D warnings (default features)"
+  cargo clippy --all-targets -- -D warnings
   done_section
   section "cargo clippy --all-targets --features ${FEATURES} -- -D warnings"
   cargo clippy --all-targets --features "${FEATURES}" -- -D warnings

@@ -112,18 +112,38 @@ pub fn classify_consumer(error: &KafkaError) -> ErrorClass {
     if is_authorization(error) {
         return ErrorClass::Fatal;
     }
+    // Only what librdkafka retries by itself, or what heals when the cluster does; anything
+    // else (fenced instance id, unsupported version, a bad config, ...) is fatal.
     match code {
-        RDKafkaErrorCode::Fatal
-        | RDKafkaErrorCode::FencedInstanceId
-        | RDKafkaErrorCode::TopicAuthorizationFailed
-        | RDKafkaErrorCode::GroupAuthorizationFailed
-        | RDKafkaErrorCode::ClusterAuthorizationFailed
-        | RDKafkaErrorCode::SaslAuthenticationFailed
-        | RDKafkaErrorCode::Authentication
-        | RDKafkaErrorCode::UnsupportedVersion
-        | RDKafkaErrorCode::InconsistentGroupProtocol
-        | RDKafkaErrorCode::InvalidConfig => ErrorClass::Fatal,
-        _ => ErrorClass::Retriable,
+        RDKafkaErrorCode::BrokerTransportFailure
+        | RDKafkaErrorCode::AllBrokersDown
+        | RDKafkaErrorCode::Resolve
+        | RDKafkaErrorCode::OperationTimedOut
+        | RDKafkaErrorCode::TimedOutQueue
+        | RDKafkaErrorCode::PollExceeded
+        | RDKafkaErrorCode::PartitionEOF
+        | RDKafkaErrorCode::UnknownTopicOrPartition
+        | RDKafkaErrorCode::UnknownPartition
+        | RDKafkaErrorCode::LeaderNotAvailable
+        | RDKafkaErrorCode::NotLeaderForPartition
+        | RDKafkaErrorCode::RequestTimedOut
+        | RDKafkaErrorCode::BrokerNotAvailable
+        | RDKafkaErrorCode::ReplicaNotAvailable
+        | RDKafkaErrorCode::NetworkException
+        | RDKafkaErrorCode::CoordinatorLoadInProgress
+        | RDKafkaErrorCode::CoordinatorNotAvailable
+        | RDKafkaErrorCode::NotCoordinator
+        | RDKafkaErrorCode::NotEnoughReplicas
+        | RDKafkaErrorCode::NotEnoughReplicasAfterAppend
+        | RDKafkaErrorCode::KafkaStorageError
+        | RDKafkaErrorCode::FencedLeaderEpoch
+        | RDKafkaErrorCode::UnknownLeaderEpoch
+        | RDKafkaErrorCode::OffsetNotAvailable
+        | RDKafkaErrorCode::PreferredLeaderNotAvailable
+        | RDKafkaErrorCode::RebalanceInProgress
+        | RDKafkaErrorCode::IllegalGeneration
+        | RDKafkaErrorCode::UnknownMemberId => ErrorClass::Retriable,
+        _ => ErrorClass::Fatal,
     }
 }
 
@@ -172,6 +192,15 @@ pub enum EngineError {
         transactional_id: String,
         /// How long the engine waited.
         waited_secs: u64,
+    },
+    /// exactly_once: a send was refused because the open transaction had already failed in the
+    /// background (a delivery failure, an epoch bump for UNKNOWN_PRODUCER_ID or
+    /// OUT_OF_ORDER_SEQUENCE). The worker aborts the transaction and rewinds; it stops only if
+    /// the abort fails too.
+    #[error("a send was refused because the transaction had failed ({reason}); aborting it")]
+    SendRefused {
+        /// librdkafka's reason (its last transaction error line), if it gave one.
+        reason: String,
     },
     /// The engine itself failed: a thread could not start or ended abnormally.
     #[error("internal error: {0}")]
@@ -317,6 +346,13 @@ mod tests {
         assert_eq!(classify_consumer(&denied), ErrorClass::Fatal);
         let fatal = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal);
         assert_eq!(classify_consumer(&fatal), ErrorClass::Fatal);
+        let fenced = KafkaError::MessageConsumption(RDKafkaErrorCode::FencedInstanceId);
+        assert_eq!(classify_consumer(&fenced), ErrorClass::Fatal);
+        // Not in the retriable list: fatal, not "retry forever".
+        let unlisted = KafkaError::MessageConsumption(RDKafkaErrorCode::InvalidRecord);
+        assert_eq!(classify_consumer(&unlisted), ErrorClass::Fatal);
+        let moving = KafkaError::MessageConsumption(RDKafkaErrorCode::RebalanceInProgress);
+        assert_eq!(classify_consumer(&moving), ErrorClass::Retriable);
     }
 
     #[test]

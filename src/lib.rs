@@ -13,6 +13,19 @@
 //! * [`sink`]: stages that end in PostgreSQL (`kstage sink`), transactional or idempotent.
 //! * [`verify`]: checks a pipeline's output against its input (`kstage verify`).
 
+// The engine promises no panic on its path: these lints hold the library to it (tests and the
+// binary's edge may use `expect`; unit tests are compiled with `cfg(test)` and exempt).
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::panic,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::cast_possible_truncation
+    )
+)]
+#![warn(unreachable_pub, missing_debug_implementations)]
+
 pub mod cli;
 pub mod codec;
 pub mod config;
@@ -22,3 +35,9 @@ pub mod observability;
 pub mod sink;
 pub mod topology;
 pub mod verify;
+
+/// The README's Rust examples, compiled and run as doctests so that they cannot drift from the
+/// API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -163,7 +163,9 @@ impl StageArgs {
             None => Table::new(),
         };
         for (&index, patches) in &self.given {
-            apply(&SETTINGS[index], patches, &mut table);
+            if let Some(setting) = SETTINGS.get(index) {
+                apply(setting, patches, &mut table);
+            }
         }
         // The values given here were checked as clap parsed them, so a problem is the file's.
         let config = StageConfig::from_table(table);
@@ -234,7 +236,9 @@ impl fmt::Debug for StageArgs {
         let mut given = f.debug_map();
         given.entry(&CONFIG, &self.config);
         for (&index, patches) in &self.given {
-            let setting = &SETTINGS[index];
+            let Some(setting) = SETTINGS.get(index) else {
+                continue;
+            };
             if setting.secret {
                 given.entry(&setting.flag, &REDACTED);
             } else {

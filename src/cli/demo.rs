@@ -37,7 +37,7 @@ pub struct DemoArgs {
 }
 
 /// Runs the demo; prints a report on stdout.
-pub fn run(args: DemoArgs, registry: &Registry) -> ExitCode {
+pub(crate) fn run(args: DemoArgs, registry: &Registry) -> ExitCode {
     match demo(&args, registry) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -159,7 +159,7 @@ fn demo(args: &DemoArgs, registry: &Registry) -> Result<(), String> {
 }
 
 /// Sample orders: mostly valid, every 10th one invalid (no items), every 25th a bulk order.
-pub fn sample_order(i: u32) -> String {
+pub(crate) fn sample_order(i: u32) -> String {
     let customer = format!("c-{}", i % 17);
     if i % 10 == 9 {
         return format!(r#"{{"id":"o-{i}","customer":"{customer}","currency":"EUR","items":[]}}"#);

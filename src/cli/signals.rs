@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::engine::WorkerStats;
 use crate::error::EngineError;
@@ -29,6 +29,16 @@ where
     F: FnOnce() -> Result<WorkerStats, E> + Send + 'static,
     E: From<EngineError> + Send + 'static,
 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| EngineError::Startup(format!("cannot start the signal runtime: {e}")))?;
+    // The handlers are installed before the engine starts: a SIGTERM during start-up is a clean
+    // stop, never the default action (death by signal).
+    let signals = {
+        let _runtime = runtime.enter();
+        Signals::listen()?
+    };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = std::thread::Builder::new()
         .name("kstage-worker".into())
@@ -38,10 +48,6 @@ where
             result
         })
         .map_err(|e| EngineError::Startup(format!("cannot start the worker thread: {e}")))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| EngineError::Startup(format!("cannot start the signal runtime: {e}")))?;
     if let Some((address, telemetry)) = http {
         runtime.spawn(async move {
             // A stage that cannot expose metrics still processes; its probes will fail.
@@ -50,30 +56,47 @@ where
             }
         });
     }
-    runtime.block_on(wait_for_signals(shutdown, grace, done_rx))?;
+    runtime.block_on(wait_for_signals(signals, shutdown, grace, done_rx));
     worker
         .join()
         .unwrap_or_else(|_| Err(EngineError::Startup("the worker thread panicked".into()).into()))
 }
 
+/// SIGTERM and SIGINT, listened for.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; must run inside the runtime.
+    fn listen() -> Result<Self, EngineError> {
+        let listen = |kind: SignalKind| {
+            signal(kind)
+                .map_err(|e| EngineError::Startup(format!("cannot listen for signals: {e}")))
+        };
+        Ok(Self {
+            term: listen(SignalKind::terminate())?,
+            int: listen(SignalKind::interrupt())?,
+        })
+    }
+}
+
 async fn wait_for_signals(
+    signals: Signals,
     shutdown: Arc<AtomicBool>,
     grace: Duration,
     mut done: tokio::sync::oneshot::Receiver<()>,
-) -> Result<(), EngineError> {
-    let listen = |kind: SignalKind| {
-        signal(kind).map_err(|e| EngineError::Startup(format!("cannot listen for signals: {e}")))
-    };
-    let mut term = listen(SignalKind::terminate())?;
-    let mut int = listen(SignalKind::interrupt())?;
+) {
+    let Signals { mut term, mut int } = signals;
     tokio::select! {
-        _ = &mut done => return Ok(()),
+        _ = &mut done => return,
         _ = term.recv() => tracing::info!("SIGTERM received; committing the open transaction and stopping."),
         _ = int.recv() => tracing::info!("SIGINT received; committing the open transaction and stopping."),
     }
     shutdown.store(true, Ordering::Relaxed);
     tokio::select! {
-        _ = &mut done => Ok(()),
+        _ = &mut done => {},
         _ = term.recv() => force_exit("a second signal arrived", 130),
         _ = int.recv() => force_exit("a second signal arrived", 130),
         _ = tokio::time::sleep(grace) => force_exit("the shutdown grace period ran out", 1),

@@ -148,7 +148,7 @@ impl Progress for Bar {
 }
 
 /// Runs `kstage verify`.
-pub fn run(args: VerifyArgs) -> ExitCode {
+pub(crate) fn run(args: VerifyArgs) -> ExitCode {
     let json = args.json;
     let report_file = args.report_file.clone();
     let show_progress = !args.no_progress;

@@ -56,12 +56,12 @@ pub struct RegistryConfig {
 }
 
 /// 10 s: long enough for a loaded registry, short enough to retry a dead connection soon.
-pub fn default_request_timeout() -> Duration {
+pub(crate) fn default_request_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
 /// 30 s: half of the default transaction timeout.
-pub fn default_unavailable_timeout() -> Duration {
+pub(crate) fn default_unavailable_timeout() -> Duration {
     Duration::from_secs(30)
 }
 

@@ -21,7 +21,7 @@ const SECRET_KEY_FRAGMENTS: &[&str] = &[
 pub const REDACTED: &str = "[redacted]";
 
 /// Whether a setting's value must never be shown.
-pub fn is_secret_key(key: &str) -> bool {
+pub(crate) fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     SECRET_KEY_FRAGMENTS
         .iter()

@@ -106,6 +106,8 @@ pub fn run(
                 std::thread::Builder::new()
                     .name(format!("kstage-worker-{index}"))
                     .spawn_scoped(scope, move || {
+                        // A worker that panics stops the others too (they commit and leave).
+                        let _stop_on_panic = StopOnPanic(&shutdown);
                         let result = run_worker(
                             config,
                             transactional_id,
@@ -141,6 +143,17 @@ pub fn run(
     Ok(total)
 }
 
+/// Sets the shutdown flag when dropped while its thread unwinds from a panic.
+struct StopOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// One worker: its consumer and producer, from start-up checks to shutdown.
 fn run_worker(
     config: &StageConfig,
@@ -153,19 +166,26 @@ fn run_worker(
     topology
         .on_start(stage)
         .map_err(|e| EngineError::Startup(format!("topology {}: {e}", config.topology)))?;
+    let producer_config = clients::producer_config(config, &transactional_id);
+    let max_message_bytes = producer_config
+        .get("message.max.bytes")
+        .and_then(|bytes| bytes.parse().ok())
+        .unwrap_or(record::DEFAULT_MESSAGE_MAX_BYTES);
     let producer = Arc::new(txn::TransactionalProducer::new(
         config.delivery,
-        &clients::producer_config(config, &transactional_id),
+        &producer_config,
         transactional_id.clone(),
         config.transaction_timeout,
         Arc::clone(&telemetry.metrics),
     )?);
     let handle = Arc::new(txn::TxnHandle::new(Arc::clone(&producer))?);
+    let health = telemetry.health.worker(&transactional_id);
     let consumer: BaseConsumer<rebalance::StageContext> =
         clients::consumer_config(config, &transactional_id)
             .create_with_context(rebalance::StageContext::new(
                 Arc::clone(&handle),
                 telemetry.clone(),
+                Arc::clone(&health),
             ))
             .map_err(|source| EngineError::Kafka {
                 operation: "creating the consumer",
@@ -176,7 +196,7 @@ fn run_worker(
         return Ok(WorkerStats::default());
     }
     producer.init()?;
-    telemetry.health.set_producer_ready();
+    health.set_producer_ready();
     let inputs: Vec<&str> = config.inputs.iter().map(String::as_str).collect();
     consumer
         .subscribe(&inputs)
@@ -194,10 +214,9 @@ fn run_worker(
     );
     runner::Worker {
         consumer,
-        txn: txn::WorkerTxn::new(handle, producer, Arc::clone(&telemetry.metrics)),
+        txn: txn::WorkerTxn::new(handle, producer, Arc::clone(&telemetry.metrics), health),
         topology,
-        handling: record::RecordHandling::new(config),
-        mode: config.delivery,
+        handling: record::RecordHandling::new(config, max_message_bytes),
         commit_interval: config.commit_interval,
         max_records_per_txn: config.max_records_per_txn,
         pipelined_commits: config.pipelined_commits,

@@ -3,10 +3,10 @@
 //!
 //! A batch's [`Span`] (in the transaction state) remembers, per input partition it read from,
 //! the first offset it consumed. Commits send the consumer's *positions* (next offset to read)
-//! for exactly those partitions. After an
-//! abort the consumer has moved past records whose outputs were thrown away, so every assigned
-//! partition is sought back to its committed offset; a partition with no committed offset yet
-//! goes back to the first offset the aborted batch read from it.
+//! for exactly those partitions, and the rewind after an abort seeks exactly those partitions
+//! (the ones still assigned) back to those first offsets: after an abort the consumer has moved
+//! past records whose outputs were thrown away, and the first offset is where uncommitted
+//! reading began.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +16,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::txn::state::Span;
 use crate::error::EngineError;
 
-/// How long a committed-offsets lookup or a seek may block.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a seek may block.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An input partition a batch read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,11 +109,22 @@ impl Batch {
     }
 }
 
+/// The consumer's positions for the partitions a batch read.
+#[derive(Debug)]
+pub(crate) enum Positions {
+    /// One position for every partition the batch read.
+    Complete(TopicPartitionList),
+    /// A partition the batch read has no position (it is no longer assigned): committing the
+    /// others and leaving it out would let its records be read again by a new owner while this
+    /// batch's outputs of them commit, so the batch must abort instead.
+    Missing { topic: String, partition: i32 },
+}
+
 /// The consumer's positions for the partitions `span` read from.
 pub(crate) fn positions<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     span: &Span,
-) -> Result<TopicPartitionList, EngineError> {
+) -> Result<Positions, EngineError> {
     let all = consumer.position().map_err(|source| EngineError::Kafka {
         operation: "reading consumer positions",
         source,
@@ -125,22 +136,27 @@ pub(crate) fn positions<C: ConsumerContext>(
             .find_partition(topic, partition)
             .map(|elem| elem.offset())
             .filter(|offset| matches!(offset, Offset::Offset(_)));
-        // A partition we read from but no longer hold (revoked and already committed by the
-        // rebalance handler, or lost) has no position: leave it to its new owner.
-        if let Some(offset) = position {
-            wanted
-                .add_partition_offset(topic, partition, offset)
-                .map_err(|source| EngineError::Kafka {
-                    operation: "building the offsets to commit",
-                    source,
-                })?;
-        }
+        let Some(offset) = position else {
+            return Ok(Positions::Missing {
+                topic: topic.to_string(),
+                partition,
+            });
+        };
+        wanted
+            .add_partition_offset(topic, partition, offset)
+            .map_err(|source| EngineError::Kafka {
+                operation: "building the offsets to commit",
+                source,
+            })?;
     }
-    Ok(wanted)
+    Ok(Positions::Complete(wanted))
 }
 
-/// Seeks every assigned partition back to its committed offset (or, without one, to the first
-/// offset the aborted batch read from it).
+/// Seeks each partition the aborted batch read, and that is still assigned, back to the first
+/// offset the batch read from it: where uncommitted reading began. No committed-offset lookup
+/// is needed, so a predecessor's pending transaction on a newly assigned partition cannot block
+/// the rewind, and a partition the batch never read (whose fetcher may not have started) is not
+/// touched.
 pub(crate) fn rewind<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     aborted: &Span,
@@ -149,36 +165,34 @@ pub(crate) fn rewind<C: ConsumerContext>(
         tracing::warn!("KSTAGE_BROKEN_MODE: not rewinding after an abort (negative control)");
         return Ok(());
     }
-    let committed = consumer
-        .committed(LOOKUP_TIMEOUT)
-        .map_err(|source| EngineError::Kafka {
-            operation: "reading committed offsets",
-            source,
-        })?;
+    let assigned = consumer.assignment().map_err(|source| EngineError::Kafka {
+        operation: "reading the assignment",
+        source,
+    })?;
     let mut sought = 0;
-    for elem in committed.elements() {
-        let target = match elem.offset() {
-            Offset::Offset(offset) => Some(offset),
-            _ => aborted.first_offset(elem.topic(), elem.partition()),
-        };
-        if let Some(offset) = target {
-            consumer
-                .seek(
-                    elem.topic(),
-                    elem.partition(),
-                    Offset::Offset(offset),
-                    LOOKUP_TIMEOUT,
-                )
-                .map_err(|source| EngineError::Kafka {
-                    operation: "rewinding a partition",
-                    source,
-                })?;
-            sought += 1;
+    for read in &aborted.read {
+        if assigned
+            .find_partition(&read.topic, read.partition)
+            .is_none()
+        {
+            continue;
         }
+        consumer
+            .seek(
+                &read.topic,
+                read.partition,
+                Offset::Offset(read.first_offset),
+                SEEK_TIMEOUT,
+            )
+            .map_err(|source| EngineError::Kafka {
+                operation: "rewinding a partition",
+                source,
+            })?;
+        sought += 1;
     }
     tracing::info!(
         partitions = sought,
-        "Rewound the consumer to the committed offsets."
+        "Rewound the consumer to where the aborted batch began."
     );
     Ok(())
 }

@@ -34,7 +34,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 
 use super::txn::TxnHandle;
-use crate::observability::{KindLabel, PartitionLabel, Telemetry};
+use crate::observability::{KindLabel, PartitionLabel, Telemetry, WorkerHealth};
 
 /// The consumer context of a worker: the rebalance callbacks, statistics and client errors.
 pub(crate) struct StageContext {
@@ -45,11 +45,18 @@ pub(crate) struct StageContext {
     /// Rebalances seen (assignments and revocations).
     rebalances: AtomicU64,
     telemetry: Telemetry,
+    /// This worker's readiness.
+    health: Arc<WorkerHealth>,
 }
 
 impl StageContext {
-    pub(crate) fn new(txn: Arc<TxnHandle>, telemetry: Telemetry) -> Self {
+    pub(crate) fn new(
+        txn: Arc<TxnHandle>,
+        telemetry: Telemetry,
+        health: Arc<WorkerHealth>,
+    ) -> Self {
         Self {
+            health,
             txn,
             authentication: Mutex::new(None),
             rebalances: AtomicU64::new(0),
@@ -83,7 +90,7 @@ impl StageContext {
         let lost = consumer.assignment_lost();
         self.count_rebalance(if lost { "lost" } else { "revoke" });
         if lost {
-            self.telemetry.health.set_in_group(false);
+            self.health.set_in_group(false);
         }
         self.txn.revoke(consumer, partitions, lost);
     }
@@ -128,7 +135,7 @@ impl ConsumerContext for StageContext {
             Rebalance::Revoke(tpl) => self.on_revoke(consumer, tpl.count()),
             Rebalance::Assign(tpl) => {
                 self.count_rebalance("assign");
-                self.telemetry.health.set_in_group(true);
+                self.health.set_in_group(true);
                 tracing::info!(partitions = tpl.count(), "Partitions assigned.");
             }
             Rebalance::Error(error) => {

@@ -11,10 +11,13 @@
 //! ```
 //!
 //! Under every policy a poison record leaves no partial output: what the topology emitted for it
-//! is discarded. An `Unavailable` error (the schema registry does not answer) is not the
+//! is discarded. A panic in `Topology::process` is caught and is a poison record of class
+//! `panic`. An `Unavailable` error (the schema registry does not answer) is not the
 //! record's fault: it stops the stage under every policy, and nothing is dead-lettered for it.
 
+use std::any::Any;
 use std::borrow::Cow;
+use std::panic::{self, AssertUnwindSafe};
 
 use rdkafka::message::{BorrowedHeaders, Message, OwnedHeaders};
 
@@ -32,11 +35,25 @@ pub(crate) struct RecordHandling {
     dead_letter_topic: Option<String>,
     pub(crate) provenance_headers: bool,
     max_value_bytes: usize,
+    /// The producer's `message.max.bytes`: an output above it is rejected by librdkafka on
+    /// every try, so it is poison (`output_rejected`) before anything of its record is sent.
+    max_message_bytes: usize,
 }
 
+/// librdkafka's default `message.max.bytes`.
+pub(crate) const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// The most a record batch v2 adds to one record besides its key, value and headers (length,
+/// attributes, timestamp and offset deltas, key, value and header-count varints), as
+/// librdkafka counts it (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`), rounded up.
+const RECORD_OVERHEAD: usize = 40;
+/// The most a header adds besides its name and value (two varint lengths).
+const HEADER_OVERHEAD: usize = 10;
+
 impl RecordHandling {
-    pub(crate) fn new(config: &StageConfig) -> Self {
+    pub(crate) fn new(config: &StageConfig, max_message_bytes: usize) -> Self {
         Self {
+            max_message_bytes,
             routes: config
                 .outputs
                 .iter()
@@ -125,7 +142,10 @@ pub(crate) fn process<'a, 'h>(
     handling: &'h RecordHandling,
     record: &Record<'a>,
 ) -> Result<Processed<'a, 'h>, EngineError> {
-    let error = match transform(topology, handling, record) {
+    let error = match transform(topology, handling, record).and_then(|outputs| {
+        fits(handling, record, &outputs)?;
+        Ok(outputs)
+    }) {
         Ok(outputs) => return Ok(Processed::Outputs(outputs)),
         Err(error) => error,
     };
@@ -170,6 +190,7 @@ pub(crate) fn process<'a, 'h>(
             if let Some(ts) = timestamp {
                 add(headers::SOURCE_TIMESTAMP, ts.to_string());
             }
+            truncate_to_fit(handling, &mut letter);
             Ok(Processed::DeadLetter {
                 topic: dead_letter_topic,
                 letter,
@@ -196,7 +217,15 @@ fn transform<'a, 'h>(
         }
     }
     let mut emitter = Emitter::new();
-    topology.process(record, &mut emitter)?;
+    // A panic in user code is caught here: it must never unwind through the worker (whose
+    // consumer would close and revoke) and never commit anything of its batch. The topology
+    // instance goes on being used; its outputs for this record are discarded.
+    let processed =
+        panic::catch_unwind(AssertUnwindSafe(|| topology.process(record, &mut emitter)));
+    match processed {
+        Ok(result) => result?,
+        Err(payload) => return Err(TopologyError::panic(panic_message(payload.as_ref()))),
+    }
     emitter
         .into_records()
         .into_iter()
@@ -209,3 +238,89 @@ fn transform<'a, 'h>(
         })
         .collect()
 }
+
+/// The text a panic was raised with.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string());
+    format!("the topology panicked: {text}")
+}
+
+/// The size librdkafka gives a record on the wire, with the provenance headers if they are
+/// added.
+fn wire_size(record: &OutputRecord<'_>, provenance: Option<&Context<'_>>) -> usize {
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|(name, value)| HEADER_OVERHEAD + name.len() + value.as_ref().map_or(0, |v| v.len()))
+        .sum();
+    let provenance = provenance.map_or(0, |source| {
+        let numbers = 11 + 20; // a partition and an offset, in decimal, at the most
+        3 * HEADER_OVERHEAD
+            + headers::SOURCE_TOPIC.len()
+            + headers::SOURCE_PARTITION.len()
+            + headers::SOURCE_OFFSET.len()
+            + source.topic.len()
+            + numbers
+    });
+    RECORD_OVERHEAD
+        + record.key.as_ref().map_or(0, |k| k.len())
+        + record.value.as_ref().map_or(0, |v| v.len())
+        + headers
+        + provenance
+}
+
+/// Every output fits `message.max.bytes`; the first that does not is the record's poison.
+fn fits(
+    handling: &RecordHandling,
+    record: &Record<'_>,
+    outputs: &[(&str, OutputRecord<'_>)],
+) -> Result<(), TopologyError> {
+    let provenance = handling.provenance_headers.then_some(&record.context);
+    for (topic, output) in outputs {
+        let size = wire_size(output, provenance);
+        if size > handling.max_message_bytes {
+            return Err(TopologyError::output_rejected(format!(
+                "the output to topic {topic} would be {size} bytes with its headers, above the \
+                 producer's message.max.bytes ({})",
+                handling.max_message_bytes
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Cuts a dead letter's value so that the letter fits `message.max.bytes`, saying so in a
+/// `kstage.error.truncated` header (the original value's size): a dead letter always fits.
+fn truncate_to_fit(handling: &RecordHandling, letter: &mut OutputRecord<'_>) {
+    // The provenance headers go on every dead letter; the truncation header is counted too.
+    let context = Context {
+        topic: "",
+        partition: 0,
+        offset: 0,
+        timestamp: None,
+    };
+    let extra = 249 + HEADER_OVERHEAD + headers::ERROR_TRUNCATED.len() + 20; // topic name max
+    let size = wire_size(letter, Some(&context)) + extra;
+    let Some(value) = &letter.value else {
+        return;
+    };
+    if size <= handling.max_message_bytes {
+        return;
+    }
+    let original = value.len();
+    let keep = original.saturating_sub(size - handling.max_message_bytes);
+    let kept = value.get(..keep).map(<[u8]>::to_vec).unwrap_or_default();
+    letter.value = Some(Cow::Owned(kept));
+    letter.headers.push((
+        Cow::Borrowed(headers::ERROR_TRUNCATED),
+        Some(Cow::Owned(original.to_string().into_bytes())),
+    ));
+}
+
+#[cfg(test)]
+#[path = "record_tests.rs"]
+mod tests;

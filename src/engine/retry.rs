@@ -47,7 +47,7 @@ pub(crate) fn retrying<T>(
                 if Instant::now() + backoff >= deadline {
                     return Err(Retried::exhausted(error, started.elapsed()));
                 }
-                tracing::warn!(%error, operation, backoff_ms = backoff.as_millis() as u64,
+                tracing::warn!(%error, operation, backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
                     "A retriable error; making the same call again.");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);

@@ -11,8 +11,8 @@
 //!  └──────┘
 //! ```
 //!
-//! In at_most_once mode records are buffered until the batch is due; their offsets are committed
-//! first and only then are they processed and produced.
+//! In at_most_once mode records are processed as they are polled, but their outputs are held
+//! until the batch's offsets are committed (see [`super::txn`]).
 //!
 //! Any error stops the worker: [`Worker::run`] then marks the transaction defunct and aborts it,
 //! so the revoke callback of the consumer's close cannot commit a partial batch. A panic in the
@@ -24,14 +24,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Message, OwnedMessage};
 
 use super::offsets;
 use super::rebalance::StageContext;
 use super::record::{self, Processed, RecordHandling};
 use super::txn::state::Span;
 use super::txn::{WorkerStats, WorkerTxn};
-use crate::config::DeliveryMode;
 use crate::error::{classify_consumer, EngineError, ErrorClass};
 use crate::topology::{Context, Topology};
 
@@ -47,7 +45,6 @@ pub(crate) struct Worker {
     pub(crate) txn: WorkerTxn,
     pub(crate) topology: Box<dyn Topology>,
     pub(crate) handling: RecordHandling,
-    pub(crate) mode: DeliveryMode,
     pub(crate) commit_interval: Duration,
     pub(crate) max_records_per_txn: usize,
     /// Commit in the background (exactly_once; see [`super::txn`]).
@@ -66,57 +63,26 @@ impl Worker {
     }
 
     fn run_until_stopped(&mut self) -> Result<WorkerStats, EngineError> {
-        let mut buffer: Vec<OwnedMessage> = Vec::new();
         // When the last progress line was logged, and the counters it logged.
         let mut summary = (Instant::now(), WorkerStats::default());
         loop {
-            self.between_polls(&mut buffer)?;
-            if self.shutdown.load(Ordering::Relaxed) {
-                break;
-            }
-            let wait = match self.until_due() {
-                Some(wait) => wait,
-                None => {
-                    self.commit(&mut buffer, self.pipelined_commits)?;
-                    self.summarise_if_due(&mut summary);
-                    MAX_POLL_WAIT
-                }
-            };
-            let polled = self.consumer.poll(wait);
-            if let Some(span) = self.txn.after_poll()? {
-                // A callback aborted the batch: the record polled after it is read again after
-                // the rewind.
-                drop(polled);
-                self.rewind(&mut buffer, &span)?;
-                continue;
-            }
-            match polled {
-                None => self.summarise_if_due(&mut summary),
-                Some(Ok(message)) if self.mode == DeliveryMode::AtMostOnce => {
-                    let size = record::record_size(&record::record_of(&message));
-                    let (topic, partition) = (message.topic(), message.partition());
-                    self.txn.record(topic, partition, message.offset(), size)?;
-                    buffer.push(message.detach());
-                }
-                Some(Ok(message)) => {
-                    let record = record::record_of(&message);
-                    let processed = record::process(&mut *self.topology, &self.handling, &record)?;
-                    let context = record.context;
-                    let size = record::record_size(&record);
-                    self.txn
-                        .record(context.topic, context.partition, context.offset, size)?;
-                    send(&mut self.txn, &self.handling, processed, &context)?;
-                }
-                Some(Err(error)) => match classify_consumer(&error) {
-                    ErrorClass::Fatal => return Err(EngineError::kafka("consuming", error, "")),
-                    _ => {
-                        tracing::warn!(%error, "The consumer reported an error; it keeps retrying.")
+            match self.step(&mut summary) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(EngineError::SendRefused { reason }) => {
+                    tracing::warn!(
+                        reason,
+                        "The transaction failed in the background; aborting and rewinding."
+                    );
+                    if let Some(span) = self.txn.abort()? {
+                        self.rewind(&span)?;
                     }
-                },
+                }
+                Err(error) => return Err(error),
             }
         }
         tracing::info!("Shutting down: committing the open batch.");
-        self.commit(&mut buffer, false)?;
+        self.commit(false)?;
         self.txn.drain()?;
         let stats = self.txn.stats;
         self.log_summary(summary.1);
@@ -124,18 +90,55 @@ impl Worker {
         Ok(stats)
     }
 
+    /// One turn of the loop; `false` once shutdown is requested.
+    fn step(&mut self, summary: &mut (Instant, WorkerStats)) -> Result<bool, EngineError> {
+        self.between_polls()?;
+        if self.shutdown.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let wait = match self.until_due() {
+            Some(wait) => wait,
+            None => {
+                self.commit(self.pipelined_commits)?;
+                self.summarise_if_due(summary);
+                MAX_POLL_WAIT
+            }
+        };
+        let polled = self.consumer.poll(wait);
+        if let Some(span) = self.txn.after_poll()? {
+            // A callback aborted the batch: the record polled after it is read again after the
+            // rewind.
+            drop(polled);
+            self.rewind(&span)?;
+            return Ok(true);
+        }
+        match polled {
+            None => self.summarise_if_due(summary),
+            Some(Ok(message)) => {
+                let record = record::record_of(&message);
+                let processed = record::process(&mut *self.topology, &self.handling, &record)?;
+                let context = record.context;
+                let size = record::record_size(&record);
+                self.txn
+                    .record(context.topic, context.partition, context.offset, size)?;
+                send(&mut self.txn, &self.handling, processed, &context)?;
+            }
+            Some(Err(error)) => match classify_consumer(&error) {
+                ErrorClass::Fatal => return Err(EngineError::kafka("consuming", error, "")),
+                _ => tracing::warn!(%error, "The consumer reported an error; it keeps retrying."),
+            },
+        }
+        Ok(true)
+    }
+
     /// Pipelined: a commit in flight that has ended begins the next transaction with the held
     /// outputs, or, if it failed, rewinds; it is waited for when the held batch is full.
-    /// at_most_once: a revoke committed the buffered records' offsets; produce them now.
-    fn between_polls(&mut self, buffer: &mut Vec<OwnedMessage>) -> Result<(), EngineError> {
+    fn between_polls(&mut self) -> Result<(), EngineError> {
         if self.pipelined_commits {
             let wait = self.txn.held_full();
             if let Some(span) = self.txn.settle(wait)? {
-                self.rewind(buffer, &span)?;
+                self.rewind(&span)?;
             }
-        }
-        if !buffer.is_empty() && !self.txn.is_open() {
-            self.produce_buffer(buffer)?;
         }
         Ok(())
     }
@@ -154,34 +157,18 @@ impl Worker {
         (!left.is_zero()).then(|| left.min(MAX_POLL_WAIT))
     }
 
-    /// Commits the open batch; after an abort, rewinds. In at_most_once mode, produces the
-    /// buffered records once their offsets are committed. `in_background`: in exactly_once
-    /// mode, return while the transaction commits.
-    fn commit(
-        &mut self,
-        buffer: &mut Vec<OwnedMessage>,
-        in_background: bool,
-    ) -> Result<(), EngineError> {
+    /// Commits the open batch; after an abort, rewinds. `in_background`: in exactly_once mode,
+    /// return while the transaction commits.
+    fn commit(&mut self, in_background: bool) -> Result<(), EngineError> {
         match self.txn.commit(&self.consumer, !in_background)? {
-            Some(span) => self.rewind(buffer, &span),
-            None => self.produce_buffer(buffer),
+            Some(span) => self.rewind(&span),
+            None => Ok(()),
         }
     }
 
-    /// After an abort: drops what at_most_once buffered and seeks back to the committed offsets.
-    fn rewind(&self, buffer: &mut Vec<OwnedMessage>, aborted: &Span) -> Result<(), EngineError> {
-        buffer.clear();
+    /// After an abort: seeks back to where the aborted batch began.
+    fn rewind(&self, aborted: &Span) -> Result<(), EngineError> {
         offsets::rewind(&self.consumer, aborted)
-    }
-
-    /// at_most_once: processes and produces the records whose offsets are committed.
-    fn produce_buffer(&mut self, buffer: &mut Vec<OwnedMessage>) -> Result<(), EngineError> {
-        for message in buffer.drain(..) {
-            let record = record::record_of(&message);
-            let processed = record::process(&mut *self.topology, &self.handling, &record)?;
-            send(&mut self.txn, &self.handling, processed, &record.context)?;
-        }
-        Ok(())
     }
 
     /// Logs a progress line if the last one is [`SUMMARY_EVERY`] old. Called after commits and

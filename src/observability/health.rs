@@ -8,18 +8,29 @@
 //!   commit that does not return) and should get no traffic; a liveness policy may restart it.
 //!   Otherwise 503 with the reason.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::metrics::StageMetrics;
+use super::metrics::{now_ms, StageMetrics};
 
-/// The readiness state the engine keeps up to date.
+/// The readiness state the engine keeps up to date: one [`WorkerHealth`] per worker, so a stuck
+/// worker makes the stage unready even while another one commits.
 #[derive(Debug)]
 pub struct Health {
+    workers: Mutex<Vec<Arc<WorkerHealth>>>,
+    max_open_transaction: Duration,
+}
+
+/// The readiness of one worker (one consumer and its producer).
+#[derive(Debug)]
+pub struct WorkerHealth {
+    /// The worker's transactional id, for messages.
+    name: String,
     producer_ready: AtomicBool,
     in_group: AtomicBool,
-    max_open_transaction: Duration,
+    /// Unix ms when the worker's open transaction began (0: none open).
+    open_since_ms: AtomicU64,
 }
 
 impl Default for Health {
@@ -37,12 +48,42 @@ impl Health {
     /// Readiness with the given bound on the open transaction's age.
     pub fn new(max_open_transaction: Duration) -> Self {
         Self {
-            producer_ready: AtomicBool::new(false),
-            in_group: AtomicBool::new(false),
+            workers: Mutex::new(Vec::new()),
             max_open_transaction,
         }
     }
 
+    /// Registers a worker; the stage is ready only while every registered worker is.
+    pub fn worker(&self, name: &str) -> Arc<WorkerHealth> {
+        let worker = Arc::new(WorkerHealth {
+            name: name.to_string(),
+            producer_ready: AtomicBool::new(false),
+            in_group: AtomicBool::new(false),
+            open_since_ms: AtomicU64::new(0),
+        });
+        self.workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&worker));
+        worker
+    }
+
+    /// `Ok` when every worker is ready, else why not (naming the worker).
+    pub fn readiness(&self, _metrics: &StageMetrics) -> Result<(), String> {
+        let workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        if workers.is_empty() {
+            return Err("no worker has started yet".into());
+        }
+        for worker in workers.iter() {
+            worker
+                .readiness(self.max_open_transaction)
+                .map_err(|why| format!("worker {}: {why}", worker.name))?;
+        }
+        Ok(())
+    }
+}
+
+impl WorkerHealth {
     /// The producer is initialised (fenced its predecessors).
     pub fn set_producer_ready(&self) {
         self.producer_ready.store(true, Ordering::Relaxed);
@@ -53,22 +94,33 @@ impl Health {
         self.in_group.store(joined, Ordering::Relaxed);
     }
 
-    /// `Ok` when ready, else why not.
-    pub fn readiness(&self, metrics: &StageMetrics) -> Result<(), String> {
+    /// A transaction (batch) of this worker opened now.
+    pub fn transaction_opened(&self) {
+        self.open_since_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// This worker's transaction ended.
+    pub fn transaction_closed(&self) {
+        self.open_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    fn readiness(&self, max_open_transaction: Duration) -> Result<(), String> {
         if !self.producer_ready.load(Ordering::Relaxed) {
             return Err("the producer is not initialised yet".into());
         }
         if !self.in_group.load(Ordering::Relaxed) {
             return Err("the consumer has not joined its group".into());
         }
-        match metrics.open_transaction_ms() {
-            Some(age) if Duration::from_millis(age) > self.max_open_transaction => Err(format!(
+        let since = self.open_since_ms.load(Ordering::Relaxed);
+        let age = Duration::from_millis(now_ms().saturating_sub(since));
+        if since != 0 && age > max_open_transaction {
+            return Err(format!(
                 "a transaction has been open for {} s (more than {} s)",
-                age / 1000,
-                self.max_open_transaction.as_secs()
-            )),
-            _ => Ok(()),
+                age.as_secs(),
+                max_open_transaction.as_secs()
+            ));
         }
+        Ok(())
     }
 }
 
@@ -86,25 +138,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ready_only_when_initialised_joined_and_not_stuck() {
+    fn ready_only_when_every_worker_is_initialised_joined_and_not_stuck() {
         let health = Health::new(Duration::from_millis(0));
         let metrics = StageMetrics::new();
         assert!(health
             .readiness(&metrics)
             .expect_err("not ready")
+            .contains("no worker"));
+        let first = health.worker("app-0-0");
+        assert!(health
+            .readiness(&metrics)
+            .expect_err("not ready")
             .contains("producer"));
-        health.set_producer_ready();
+        first.set_producer_ready();
         assert!(health
             .readiness(&metrics)
             .expect_err("not ready")
             .contains("group"));
-        health.set_in_group(true);
+        first.set_in_group(true);
         assert_eq!(health.readiness(&metrics), Ok(()));
-        metrics.transaction_opened();
+        let second = health.worker("app-0-1");
+        second.set_producer_ready();
+        second.set_in_group(true);
+        assert_eq!(health.readiness(&metrics), Ok(()));
+        // One stuck worker makes the stage unready while the other one is fine.
+        second.transaction_opened();
         std::thread::sleep(Duration::from_millis(5));
-        assert!(health
-            .readiness(&metrics)
-            .expect_err("not ready")
-            .contains("open for"));
+        let why = health.readiness(&metrics).expect_err("not ready");
+        assert!(why.contains("open for") && why.contains("app-0-1"), "{why}");
+        second.transaction_closed();
+        assert_eq!(health.readiness(&metrics), Ok(()));
     }
 }

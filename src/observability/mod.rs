@@ -8,7 +8,7 @@ mod health;
 mod http;
 mod metrics;
 
-pub use health::{default_max_open_transaction, Health, Telemetry};
+pub use health::{default_max_open_transaction, Health, Telemetry, WorkerHealth};
 pub use http::serve;
 pub use metrics::{now_ms, KindLabel, PartitionLabel, StageMetrics, TopicLabel};
 

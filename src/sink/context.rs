@@ -24,7 +24,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::broken::Broken;
 use super::db::Db;
 use super::error::SinkError;
-use crate::observability::{KindLabel, Telemetry};
+use crate::observability::{KindLabel, Telemetry, WorkerHealth};
 
 /// A partition this instance owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,17 +52,25 @@ pub struct SinkContext {
     /// Claim partitions in the offsets table (transactional mode, not the negative control).
     claims: Option<(String, String)>,
     telemetry: Telemetry,
+    /// This worker's readiness (in the group or not).
+    health: Arc<WorkerHealth>,
 }
 
 impl SinkContext {
     /// `claims`: the offsets table and group id, in transactional mode.
-    pub fn new(db: Arc<Mutex<Db>>, claims: Option<(String, String)>, telemetry: Telemetry) -> Self {
+    pub fn new(
+        db: Arc<Mutex<Db>>,
+        claims: Option<(String, String)>,
+        telemetry: Telemetry,
+        health: Arc<WorkerHealth>,
+    ) -> Self {
         let claims = claims.filter(|_| !Broken::KafkaOffsets.active());
         Self {
             db,
             ownership: Mutex::default(),
             claims,
             telemetry,
+            health,
         }
     }
 
@@ -101,7 +109,7 @@ impl SinkContext {
 
     fn on_assign(&self, tpl: &mut TopicPartitionList) {
         self.count("assign");
-        self.telemetry.health.set_in_group(true);
+        self.health.set_in_group(true);
         let partitions: Vec<(String, i32)> = tpl
             .elements()
             .iter()
@@ -157,7 +165,7 @@ impl SinkContext {
             ownership.given_up.push(key);
         }
         if ownership.owned.is_empty() {
-            self.telemetry.health.set_in_group(!lost);
+            self.health.set_in_group(!lost);
         }
         tracing::info!(partitions = tpl.count(), lost, "Partitions revoked.");
     }

@@ -169,7 +169,13 @@ pub fn run(
     let mapping = Mapping::new(sources);
     let claims = (sink.mode == SinkMode::Transactional)
         .then(|| (sink.offsets_table.clone(), config.app_id.clone()));
-    let context = SinkContext::new(Arc::new(Mutex::new(db)), claims, telemetry.clone());
+    let health = telemetry.health.worker(&client_id);
+    let context = SinkContext::new(
+        Arc::new(Mutex::new(db)),
+        claims,
+        telemetry.clone(),
+        Arc::clone(&health),
+    );
     let consumer: BaseConsumer<SinkContext> = crate::engine::consumer_config(config, &client_id)
         .create_with_context(context)
         .map_err(|source| EngineError::Kafka {
@@ -181,7 +187,7 @@ pub fn run(
         (PoisonPolicy::DeadLetter, Some(topic)) => Some(DeadLetters::new(config, topic)?),
         _ => None,
     };
-    telemetry.health.set_producer_ready();
+    health.set_producer_ready();
     let inputs: Vec<&str> = config.inputs.iter().map(String::as_str).collect();
     consumer
         .subscribe(&inputs)

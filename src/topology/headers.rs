@@ -12,7 +12,11 @@ pub const SOURCE_PARTITION: &str = "kstage.source.partition";
 pub const SOURCE_OFFSET: &str = "kstage.source.offset";
 /// The input timestamp (ms since the epoch, decimal text), on dead-letter records.
 pub const SOURCE_TIMESTAMP: &str = "kstage.source.timestamp";
-/// The error class (`decode`, `invalid`, `transform`), on dead-letter records.
+/// The error class (`decode`, `invalid`, `transform`, `panic`, `output_rejected`), on
+/// dead-letter records.
 pub const ERROR_CLASS: &str = "kstage.error.class";
 /// The error message, on dead-letter records.
 pub const ERROR_MESSAGE: &str = "kstage.error.message";
+/// On a dead letter whose value was cut so that it fits `message.max.bytes`: the original
+/// value's size in bytes, decimal text.
+pub const ERROR_TRUNCATED: &str = "kstage.error.truncated";

@@ -124,6 +124,13 @@ pub enum TopologyErrorKind {
     /// A service the topology depends on (the schema registry) did not answer. Not the record's
     /// fault: the stage stops instead of applying the poison policy.
     Unavailable,
+    /// The topology panicked on the record. The engine catches the panic, so nothing of the
+    /// record's batch commits because of it; the record follows the poison policy.
+    Panic,
+    /// The record's output was rejected by Kafka for what it is (too large for
+    /// `message.max.bytes`, no key for a compacted topic, ...): it would be rejected on every
+    /// retry, so it follows the poison policy.
+    OutputRejected,
 }
 
 impl TopologyError {
@@ -158,6 +165,22 @@ impl TopologyError {
             message: message.into(),
         }
     }
+
+    /// A panic of the topology, caught by the engine.
+    pub fn panic(message: impl Into<String>) -> Self {
+        Self {
+            kind: TopologyErrorKind::Panic,
+            message: message.into(),
+        }
+    }
+
+    /// An output Kafka rejects for what it is.
+    pub fn output_rejected(message: impl Into<String>) -> Self {
+        Self {
+            kind: TopologyErrorKind::OutputRejected,
+            message: message.into(),
+        }
+    }
 }
 
 impl TopologyErrorKind {
@@ -168,6 +191,8 @@ impl TopologyErrorKind {
             Self::Invalid => "invalid",
             Self::Transform => "transform",
             Self::Unavailable => "unavailable",
+            Self::Panic => "panic",
+            Self::OutputRejected => "output_rejected",
         }
     }
 }

@@ -90,6 +90,15 @@ pub struct TypedEmitter<'c> {
     records: Vec<OutputRecord<'static>>,
 }
 
+impl std::fmt::Debug for TypedEmitter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedEmitter")
+            .field("routes", self.routes)
+            .field("records", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl TypedEmitter<'_> {
     /// Encodes and emits a record to `output`.
     pub fn emit<K, V>(

@@ -169,14 +169,9 @@ pub(crate) fn torn(
     finding: &mut Finding,
 ) -> u64 {
     let mut checked = 0;
-    let mut start = 0;
-    for end in 1..=records.len() {
-        let boundary = end == records.len() || records[end].offset != records[end - 1].offset + 1;
-        if !boundary {
-            continue;
-        }
-        let run = &records[start..end];
-        start = end;
+    // Runs of consecutive output offsets: one transaction's records are adjacent.
+    let runs = records.chunk_by(|a, b| b.offset == a.offset + 1);
+    for run in runs {
         let mut lanes: BTreeMap<Tp, Vec<&RunRecord>> = BTreeMap::new();
         for record in run {
             if let Some(source) = record.source {
@@ -184,6 +179,9 @@ pub(crate) fn torn(
             }
         }
         for (lane, records) in lanes {
+            let (Some(first), Some(last)) = (records.first(), records.last()) else {
+                continue;
+            };
             if records.len() < 2 || !increasing(&records) {
                 continue;
             }
@@ -196,8 +194,8 @@ pub(crate) fn torn(
                          read_committed",
                         topics.name(out.topic),
                         out.partition,
-                        records[0].offset,
-                        records[records.len() - 1].offset,
+                        first.offset,
+                        last.offset,
                         records.len(),
                         topics.name(lane.topic),
                         lane.partition
@@ -211,12 +209,13 @@ pub(crate) fn torn(
 
 /// Strictly increasing source offsets.
 fn increasing(records: &[&RunRecord]) -> bool {
-    records
-        .windows(2)
-        .all(|w| match (w[0].source, w[1].source) {
+    records.windows(2).all(|pair| match pair {
+        [a, b] => match (a.source, b.source) {
             (Some(a), Some(b)) => b.offset > a.offset,
             _ => false,
-        })
+        },
+        _ => false,
+    })
 }
 
 #[cfg(test)]

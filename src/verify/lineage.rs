@@ -109,15 +109,24 @@ pub(crate) enum Source {
 /// The nearest-hop provenance of `message`: the last occurrence of each provenance header.
 pub(crate) fn provenance(message: &BorrowedMessage<'_>, topics: &mut Topics) -> Option<Coord> {
     let headers = message.headers()?;
+    provenance_of(headers.iter().map(|h| (h.key, h.value)), topics)
+}
+
+/// The nearest-hop provenance named by `headers` (name, value), in record order: the last
+/// occurrence of each provenance header.
+pub(crate) fn provenance_of<'a>(
+    headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    topics: &mut Topics,
+) -> Option<Coord> {
     let (mut topic, mut partition, mut offset) = (None, None, None);
-    for header in headers.iter() {
-        let slot = match header.key {
+    for (key, value) in headers {
+        let slot = match key {
             SOURCE_TOPIC => &mut topic,
             SOURCE_PARTITION => &mut partition,
             SOURCE_OFFSET => &mut offset,
             _ => continue,
         };
-        *slot = header.value.and_then(|v| std::str::from_utf8(v).ok());
+        *slot = value.and_then(|v| std::str::from_utf8(v).ok());
     }
     let tp = Tp {
         topic: topics.intern(topic?),
@@ -139,10 +148,25 @@ pub(crate) fn source(
         Identity::Provenance => {
             provenance(message, topics).map_or(Source::Missing("no provenance headers"), Source::At)
         }
-        Identity::Key => message
-            .key()
-            .map_or(Source::Missing("no key"), |k| Source::Id(k.into())),
-        Identity::Field(name) => match message.payload() {
+        _ => source_of(message.key(), message.payload(), None, identity, topics),
+    }
+}
+
+/// What a record (`key`, `value`, and for provenance its `headers`) says about its source
+/// under `identity`.
+pub(crate) fn source_of<'a>(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: Option<&mut dyn Iterator<Item = (&'a str, Option<&'a [u8]>)>>,
+    identity: &Identity,
+    topics: &mut Topics,
+) -> Source {
+    match identity {
+        Identity::Provenance => headers
+            .and_then(|headers| provenance_of(headers, topics))
+            .map_or(Source::Missing("no provenance headers"), Source::At),
+        Identity::Key => key.map_or(Source::Missing("no key"), |k| Source::Id(k.into())),
+        Identity::Field(name) => match value {
             None => Source::Missing("no value"),
             Some(bytes) => id_field(bytes, name)
                 .map_or(Source::Missing("no id field in the JSON value"), |id| {

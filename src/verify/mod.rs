@@ -30,12 +30,17 @@
 //! ([`Report::aborted_records`], informational).
 //!
 //! The verifier only reads: assign-only consumers, never joining a group.
+//!
+//! [`check_records`] runs the same record-level checks over records a caller already read (one
+//! view of a topic: read_uncommitted, or what a live reader saw); the integration tests use it.
 
 mod checks;
 mod collect;
+pub mod dead_letter;
 mod lineage;
 mod offsets;
 pub mod read;
+pub mod records;
 mod report;
 
 use std::collections::HashMap;
@@ -43,8 +48,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
 
+pub use dead_letter::check_dead_letters;
 pub use lineage::Identity;
 pub use read::{Client, Isolation, NoProgress, Progress};
+pub use records::{check_records, Record, TopicRecords};
 pub use report::{Finding, GroupPartition, PartitionEnds, Report, TopicSummary};
 
 /// Default number of examples kept per check.

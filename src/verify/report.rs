@@ -144,6 +144,11 @@ impl Report {
         ]
     }
 
+    /// No input record lost or duplicated, no output record unexpected (order not included).
+    pub fn is_exactly_once(&self) -> bool {
+        self.lost.ok() && self.duplicated.ok() && self.unexpected.ok()
+    }
+
     /// Names of the checks that failed.
     pub fn failed_checks(&self) -> Vec<&'static str> {
         self.checks()

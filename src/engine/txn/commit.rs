@@ -16,10 +16,12 @@
 //! * Retriable errors repeat the same call until the transaction timeout; a commit whose
 //!   outcome stays unknown is reported in doubt ([`Ended::Fatal`] with `in_doubt`), never
 //!   turned into an abort: a late EndTxn could end a later transaction.
-//! * The wait is bounded at twice the transaction timeout ([`WATCHDOG_FACTOR`]): librdkafka can
-//!   block a transactional call past every timeout (librdkafka#5456). A call past that bound is
-//!   given up: its outcome is unknown, the worker stops, and the thread is left behind (it is
-//!   never joined, so the process can still exit).
+//! * The commit's three phases share one deadline, one transaction timeout from their start, and
+//!   an abort retries for at most one transaction timeout too. The wait for either is bounded at
+//!   twice the transaction timeout ([`WATCHDOG_FACTOR`]), which leaves room for one call that
+//!   blocks past its own timeout: librdkafka can do that (librdkafka#5456). A job past the bound
+//!   is given up: a commit's outcome is then unknown (in doubt, never aborted), an abort's too;
+//!   the worker stops, and the thread is left behind (never joined, so the process can exit).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
@@ -246,8 +248,11 @@ fn commit_phases(
     let client = producer.client();
     crash_point("kstage::after_produce");
     let begun = Instant::now();
+    // One deadline for all three phases: the whole commit retries for at most one transaction
+    // timeout, and the watchdog (twice that) leaves room for one call that blocks past it.
+    let deadline = begun + producer.transaction_timeout();
     if let Some((positions, metadata)) = &offsets {
-        if let Err(e) = retrying("send_offsets_to_transaction", producer.deadline(), || {
+        if let Err(e) = retrying("send_offsets_to_transaction", deadline, || {
             client.send_offsets_to_transaction(positions, metadata, Timeout::Never)
         }) {
             return failed(producer, "send_offsets_to_transaction", e, false);
@@ -255,7 +260,7 @@ fn commit_phases(
     }
     let offsets_sent = Instant::now();
     crash_point("kstage::after_send_offsets");
-    if let Err(e) = producer.await_deliveries(producer.deadline()) {
+    if let Err(e) = producer.await_deliveries(deadline) {
         let waited = producer.transaction_timeout();
         return failed(
             producer,
@@ -272,7 +277,7 @@ fn commit_phases(
         };
     }
     let delivered = Instant::now();
-    match retrying("commit_transaction", producer.deadline(), || {
+    match retrying("commit_transaction", deadline, || {
         client.commit_transaction(Timeout::Never)
     }) {
         Ok(()) => {

@@ -245,8 +245,15 @@ impl TxnCore {
         self.commit_started = Some(Instant::now());
         match &mut self.commits {
             Some(commits) => {
-                let submitted = modes::transaction_offsets(consumer, &span, &self.producer)
-                    .and_then(|offsets| commits.submit(Job::Commit { offsets }));
+                let submitted = match modes::transaction_offsets(consumer, &span, &self.producer) {
+                    Ok(modes::Prepared::Offsets(offsets)) => {
+                        commits.submit(Job::Commit { offsets })
+                    }
+                    Ok(modes::Prepared::Abort) => {
+                        return self.ended(CommitEnd::Abortable, None, false)
+                    }
+                    Err(error) => Err(error),
+                };
                 if let Err(error) = submitted {
                     return self.never_started(error);
                 }

@@ -241,22 +241,27 @@ impl TransactionalProducer {
     }
 
     /// The error for a refused send. A send into a transaction that has already failed is
-    /// refused with an erroneous state; the cause is in librdkafka's last `TXNERR` line, and an
-    /// authorization failure named there (a missing Write ACL on an output makes
-    /// AddPartitionsToTxn fail) is reported as such.
+    /// refused with an erroneous state (`_STATE`); the cause is in librdkafka's last `TXNERR`
+    /// line. An authorization failure named there (a missing Write ACL on an output makes
+    /// AddPartitionsToTxn fail) is reported as such; anything else is
+    /// [`EngineError::SendRefused`], which the worker answers with an abort and a rewind (under
+    /// load the next send nearly always meets the failure before the commit does).
     fn send_failed(&self, error: KafkaError) -> EngineError {
         let refused_state = error.rdkafka_error_code() == Some(RDKafkaErrorCode::State);
         if self.mode == DeliveryMode::ExactlyOnce && refused_state {
-            if let Some(reason) = self.producer.context().txn_error() {
+            let reason = self.producer.context().txn_error();
+            if let Some(code) = reason.as_deref().and_then(authorization_code_in) {
                 tracing::error!(reason, "The transaction had failed before this send.");
-                if let Some(code) = authorization_code_in(&reason) {
-                    return EngineError::kafka(
-                        "producing",
-                        KafkaError::MessageProduction(code),
-                        &self.transactional_id,
-                    );
-                }
+                return EngineError::kafka(
+                    "producing",
+                    KafkaError::MessageProduction(code),
+                    &self.transactional_id,
+                );
             }
+            // Failed in the background: abortable. The abort says whether it was fatal.
+            return EngineError::SendRefused {
+                reason: reason.unwrap_or_else(|| error.to_string()),
+            };
         }
         self.fatal("producing", Retried::Failed(error))
     }

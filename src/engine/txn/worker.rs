@@ -12,6 +12,11 @@
 //! lock (here) and in rebalance callbacks, which run inside `poll`; [`WorkerTxn::after_poll`]
 //! re-reads it whenever a callback acted, before the polled record is processed.
 //!
+//! In at_most_once every output is held until its batch's offsets are committed, then sent: a
+//! crash between that commit and the sends loses them, which is what at-most-once means; a
+//! record that fails (poison under `fail`, an unavailable registry) stops the stage before
+//! its batch's offsets commit, so nothing is lost for it.
+//!
 //! The tallies of unsettled batches are kept oldest first: an outcome `Committed` settles the
 //! oldest, `Aborted` all of them, `Dropped` the held one.
 
@@ -25,9 +30,10 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use super::producer::TransactionalProducer;
 use super::state::{OnRecord, Span};
 use super::{Outcome, TxnHandle};
+use crate::config::DeliveryMode;
 use crate::engine::offsets::Batch;
 use crate::error::EngineError;
-use crate::observability::{KindLabel, StageMetrics, TopicLabel};
+use crate::observability::{KindLabel, StageMetrics, TopicLabel, WorkerHealth};
 use crate::topology::{Context, OutputRecord};
 
 /// Input records of the held batch after which the worker stops reading and waits for the
@@ -91,6 +97,8 @@ pub(crate) struct WorkerTxn {
     /// Records processed since delivery reports were last served.
     unserved: u32,
     metrics: Arc<StageMetrics>,
+    /// This worker's readiness (its open transaction's age).
+    health: Arc<WorkerHealth>,
     /// Counters.
     pub(crate) stats: WorkerStats,
 }
@@ -100,8 +108,10 @@ impl WorkerTxn {
         handle: Arc<TxnHandle>,
         producer: Arc<TransactionalProducer>,
         metrics: Arc<StageMetrics>,
+        health: Arc<WorkerHealth>,
     ) -> Self {
         Self {
+            health,
             handle,
             producer,
             phase: OnRecord::Begin,
@@ -112,11 +122,6 @@ impl WorkerTxn {
             metrics,
             stats: WorkerStats::default(),
         }
-    }
-
-    /// Whether any batch is open or committing (lock-free).
-    pub(crate) fn is_open(&self) -> bool {
-        self.open.is_some() || !self.committing.is_empty()
     }
 
     /// The open batch's tally.
@@ -132,9 +137,10 @@ impl WorkerTxn {
         offset: i64,
         bytes: usize,
     ) -> Result<(), EngineError> {
-        let metrics = &self.metrics;
+        let (metrics, health) = (&self.metrics, &self.health);
         let batch = self.open.get_or_insert_with(|| {
             metrics.transaction_opened();
+            health.transaction_opened();
             Batch::new(Instant::now())
         });
         let new_partition = batch.note(topic, partition, offset, bytes);
@@ -148,14 +154,24 @@ impl WorkerTxn {
         Ok(())
     }
 
-    /// Sends one output of the current record, or holds it while a commit is in flight.
+    /// Sends one output of the current record, or holds it: while a commit is in flight
+    /// (pipelined), and in at_most_once until the batch's offsets are committed.
     pub(crate) fn send(
         &mut self,
         topic: &str,
         record: &OutputRecord<'_>,
         provenance: Option<&Context<'_>>,
     ) -> Result<(), EngineError> {
-        if self.phase == OnRecord::Hold {
+        let at_most_once = self.producer.mode() == DeliveryMode::AtMostOnce;
+        if self.phase == OnRecord::Hold || at_most_once {
+            if at_most_once {
+                // Counted with the batch whose offsets commit first; sent right after.
+                if let Some(batch) = &mut self.open {
+                    let size = record.key.as_ref().map_or(0, |k| k.len())
+                        + record.value.as_ref().map_or(0, |v| v.len());
+                    batch.note_written(topic, size);
+                }
+            }
             self.held.push(HeldOutput {
                 topic: topic.to_string(),
                 record: owned(record),
@@ -164,6 +180,15 @@ impl WorkerTxn {
             });
             return Ok(());
         }
+        self.send_now(topic, record, provenance)
+    }
+
+    fn send_now(
+        &mut self,
+        topic: &str,
+        record: &OutputRecord<'_>,
+        provenance: Option<&Context<'_>>,
+    ) -> Result<(), EngineError> {
         let bytes = self.producer.send(topic, record, provenance)?;
         self.stats.records_out += 1;
         if let Some(batch) = &mut self.open {
@@ -227,6 +252,14 @@ impl WorkerTxn {
             return Ok(None);
         }
         let result = self.locked(|core| core.settle(wait, false));
+        let rewind = self.apply_outcomes()?;
+        result.map(|()| rewind)
+    }
+
+    /// Aborts the open batch (after a send refused because the transaction had failed);
+    /// returns the span to rewind.
+    pub(crate) fn abort(&mut self) -> Result<Option<Span>, EngineError> {
+        let result = self.locked(|core| core.abort());
         let rewind = self.apply_outcomes()?;
         result.map(|()| rewind)
     }
@@ -310,8 +343,12 @@ impl WorkerTxn {
         }
         if self.open.is_some() {
             self.metrics.transaction_opened();
+            self.health.transaction_opened();
+        } else if self.committing.is_empty() {
+            self.health.transaction_closed();
         }
-        if committed && self.phase == OnRecord::Send {
+        let at_most_once = self.producer.mode() == DeliveryMode::AtMostOnce;
+        if committed && (self.phase == OnRecord::Send || at_most_once) {
             self.send_held()?;
         }
         Ok(rewind)
@@ -333,7 +370,7 @@ impl WorkerTxn {
                         offset: *offset,
                         timestamp: *timestamp,
                     });
-            self.send(&held.topic, &held.record, provenance.as_ref())?;
+            self.send_now(&held.topic, &held.record, provenance.as_ref())?;
         }
         self.handle.lock().held_sent();
         Ok(())

@@ -1,0 +1,268 @@
+//! Fail-over times: how long the partitions of a dead (or frozen) instance go without progress.
+//!
+//! Input is fed at a steady rate, so every partition always has something to commit. A
+//! measurement waits until instance `a1` owns a partition in a stable group (the group
+//! coordinator says so), snapshots the group's committed offsets and the output's last stable
+//! offsets, hits `a1`, and times two things:
+//!
+//! * **input resumes**: every input partition's committed offset has moved past its snapshot
+//!   (the survivor's at once, the victim's once someone processes them again);
+//! * **output readable**: every output partition's LSO has moved past its snapshot. A dead
+//!   instance's open transaction holds the LSO of every partition it wrote to, so read_committed
+//!   readers downstream see nothing new there until that transaction is aborted, even while
+//!   the input side has resumed.
+//!
+//! Three cases:
+//!
+//! * **restart**: SIGKILL, then the same instance id starts at once (its `init_transactions`
+//!   fences the dead one and aborts its open transaction at once; the group rebalances when the
+//!   dead member's session times out, or without a rebalance with static membership);
+//! * **takeover**: SIGKILL, no restart: after the session timeout the survivor gets the
+//!   partitions; the dead instance's transaction is aborted by its coordinator after
+//!   `transaction.timeout.ms` (the broker checks every 10 s here);
+//! * **zombie**: SIGSTOP instead of SIGKILL, then SIGCONT once the survivor has taken over.
+
+use std::time::{Duration, Instant};
+
+use kstage::verify::read::{Client, VerifyConsumer};
+use kstage::verify::{Isolation, Report};
+
+use super::feed::{assignment, drained, Feeder, Progress};
+use super::fleet::Fleet;
+use super::scenario::transaction_timeout;
+use super::verifier::Verification;
+use crate::common::broker::{create_topic, unique_name};
+use crate::common::read::{read_topic, seen_but_not_settled, LiveReader};
+use crate::common::{InputWriter, StageSpec, PATIENCE};
+
+/// The bound the issue sets for a takeover: transaction timeout plus 30 s.
+pub fn takeover_bound() -> Duration {
+    transaction_timeout() + Duration::from_secs(30)
+}
+
+/// When processing resumed after a hit.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Resumed {
+    /// Every input partition committed past its snapshot.
+    pub input: Duration,
+    /// Every output partition's LSO moved past its snapshot.
+    pub output: Duration,
+}
+
+/// The measured times.
+#[derive(Debug, Default)]
+pub struct FailoverTimes {
+    pub restart: Vec<Resumed>,
+    pub takeover: Vec<Resumed>,
+    pub zombie: Vec<Resumed>,
+    /// What each zombie did after SIGCONT, with its log lines about it.
+    pub zombie_exits: Vec<String>,
+    pub report: Report,
+    pub live_unsettled: usize,
+    pub records: u64,
+}
+
+/// The committed offsets of the group and the LSOs of the output.
+struct Probe {
+    progress: Progress,
+    client: Client,
+    consumer: VerifyConsumer,
+    output: String,
+}
+
+impl Probe {
+    fn snapshot(&self) -> Option<(Vec<i64>, Vec<i64>)> {
+        let committed = self.progress.per_partition()?;
+        let lso = self
+            .client
+            .watermarks(&self.consumer, &self.output, 3)
+            .ok()?
+            .into_iter()
+            .map(|(_, lso)| lso)
+            .collect();
+        Some((committed, lso))
+    }
+}
+
+/// Runs `rounds` of each measurement on one pipeline (3 → 3 partitions, two instances) and
+/// verifies the pipeline at the end.
+pub fn measure(bootstrap: &str, rounds: usize, static_membership: bool) -> FailoverTimes {
+    let input = unique_name("failover-in");
+    let output = unique_name("failover-out");
+    create_topic(bootstrap, &input, 3);
+    create_topic(bootstrap, &output, 3);
+    let feeder = Feeder::start(InputWriter::new(bootstrap, &input, 3), u64::MAX, 300);
+    let live = LiveReader::start(bootstrap, &output, Isolation::ReadCommitted);
+    let spec = StageSpec::new(
+        bootstrap,
+        "passthrough",
+        &input,
+        &output,
+        &unique_name("app"),
+    )
+    .arg(
+        "--transaction-timeout",
+        &format!("{}s", transaction_timeout().as_secs()),
+    )
+    .arg("--kafka", "heartbeat.interval.ms=1000")
+    .arg("--metrics-address", "off");
+    let mut fleet = Fleet::new("A", spec, None);
+    fleet.static_membership = static_membership;
+    fleet.scale_out();
+    fleet.scale_out();
+    let group = fleet.group().to_string();
+    let client = Client::new(bootstrap, &[]);
+    let probe = Probe {
+        progress: Progress::new(bootstrap, &group, &input),
+        consumer: client
+            .consumer(Isolation::ReadCommitted, None)
+            .expect("LSO consumer"),
+        client,
+        output: output.clone(),
+    };
+    let mut times = FailoverTimes::default();
+
+    for round in 0..rounds {
+        owns_partitions(&mut fleet, bootstrap, "a1");
+        settled_ownership(&mut fleet, &probe);
+        let t = resumed_after(&mut fleet, &probe, |f| f.kill("a1"));
+        eprintln!("round {round}: SIGKILL, restart with the same id: {t:?}");
+        times.restart.push(t);
+
+        owns_partitions(&mut fleet, bootstrap, "a1");
+        settled_ownership(&mut fleet, &probe);
+        let t = resumed_after(&mut fleet, &probe, |f| f.kill_for_good("a1"));
+        eprintln!("round {round}: SIGKILL, takeover by the survivor: {t:?}");
+        times.takeover.push(t);
+        fleet.start_instance("a1");
+
+        owns_partitions(&mut fleet, bootstrap, "a1");
+        settled_ownership(&mut fleet, &probe);
+        let t = resumed_after(&mut fleet, &probe, |f| f.freeze("a1"));
+        eprintln!("round {round}: SIGSTOP, takeover by the survivor: {t:?}");
+        times.zombie.push(t);
+        let log_from = fleet.stderr_len("a1");
+        fleet.thaw("a1");
+        let until = Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            if let Some(status) = fleet.exited("a1") {
+                break format!("exited ({status})");
+            }
+            if Instant::now() > until {
+                fleet.expect_exit("a1", false);
+                break "still running 30 s after SIGCONT".to_string();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let exit = format!("{exit}; log: {}", fleet.zombie_lines("a1", log_from));
+        eprintln!("round {round}: the zombie {exit}");
+        times.zombie_exits.push(exit);
+        fleet.supervise();
+    }
+
+    let writer = feeder.stop();
+    times.records = writer.written.len() as u64;
+    let deadline = Instant::now() + PATIENCE;
+    while !drained(bootstrap, &group, &input) && Instant::now() < deadline {
+        fleet.supervise();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    fleet.stop_all();
+    times.live_unsettled = seen_but_not_settled(
+        &live.stop(),
+        &read_topic(bootstrap, &output, Isolation::ReadCommitted),
+    )
+    .len();
+    let (report, _) = Verification {
+        bootstrap: bootstrap.to_string(),
+        inputs: vec![input],
+        outputs: vec![output],
+        groups: vec![group],
+        settle_timeout: transaction_timeout() * 3,
+        ..Verification::default()
+    }
+    .run();
+    times.report = report;
+    times
+}
+
+/// Waits until instance `id` owns a partition in a stable group (as the coordinator says).
+fn owns_partitions(fleet: &mut Fleet, bootstrap: &str, id: &str) {
+    let (group, client) = (fleet.group().to_string(), fleet.transactional_id(id));
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let owned = assignment(bootstrap, &group).and_then(|a| a.get(&client).copied());
+        if owned.unwrap_or(0) > 0 {
+            return;
+        }
+        if Instant::now() > deadline {
+            let diagnostics = fleet.diagnostics();
+            panic!("instance {id} got no partition within {PATIENCE:?}\n{diagnostics}");
+        }
+        fleet.supervise();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until every input partition has committed twice past its offset now: the second
+/// time by its current owner (a revoked owner's last commit can land once after a rebalance).
+fn settled_ownership(fleet: &mut Fleet, probe: &Probe) {
+    for _ in 0..2 {
+        let deadline = Instant::now() + PATIENCE;
+        let before = loop {
+            if let Some((committed, _)) = probe.snapshot() {
+                break committed;
+            }
+            assert!(Instant::now() < deadline, "offsets unreadable");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        loop {
+            let now = probe.snapshot().map(|(c, _)| c).unwrap_or_default();
+            if now.len() == before.len() && now.iter().zip(&before).all(|(n, b)| n > b) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let diagnostics = fleet.diagnostics();
+                panic!("no progress on every partition within {PATIENCE:?}\n{diagnostics}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Does `hit`, then times until every input partition committed past, and every output
+/// partition's LSO moved past, the values they had just before.
+fn resumed_after(fleet: &mut Fleet, probe: &Probe, hit: impl FnOnce(&mut Fleet)) -> Resumed {
+    let deadline = Instant::now() + PATIENCE;
+    let (committed, lso) = loop {
+        if let Some(snapshot) = probe.snapshot() {
+            break snapshot;
+        }
+        assert!(Instant::now() < deadline, "offsets unreadable");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let started = Instant::now();
+    hit(fleet);
+    let timeout = takeover_bound() + Duration::from_secs(60);
+    let (mut input, mut output) = (None, None);
+    while input.is_none() || output.is_none() {
+        if let Some((c, l)) = probe.snapshot() {
+            let past = |now: &[i64], before: &[i64]| now.iter().zip(before).all(|(n, b)| n > b);
+            if input.is_none() && past(&c, &committed) {
+                input = Some(started.elapsed());
+            }
+            if output.is_none() && past(&l, &lso) {
+                output = Some(started.elapsed());
+            }
+        }
+        if started.elapsed() > timeout {
+            let diagnostics = fleet.diagnostics();
+            panic!("no progress on every partition within {timeout:?}\n{diagnostics}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Resumed {
+        input: input.unwrap_or_default(),
+        output: output.unwrap_or_default(),
+    }
+}

@@ -1,0 +1,173 @@
+//! Reliability on one broker: exactly-once through stage crashes (SIGKILL, SIGTERM, and aborts
+//! at each fail point of the commit path), random aborts, rebalances and a zombie, checked by
+//! `kstage verify`; and the negative controls, deliberately broken stage modes the same harness
+//! must catch; and fail-over times. Three-broker scenarios: `reliability_floor.rs` and
+//! `reliability_soak.rs`.
+//!
+//! The short CI set runs by default; `KSTAGE_RELIABILITY=full` runs all (see
+//! docs/RELIABILITY.md and `scripts/reliability.sh`).
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::chaos::failover::{self, takeover_bound, Resumed};
+use common::chaos::faults::{Fault, Target};
+use common::chaos::{append_line, scenario, Expect, Scenario};
+
+/// A broken stage may never catch up with its input (it skipped records): stop waiting sooner.
+const NEGATIVE_DRAIN_STALL: Duration = Duration::from_secs(15);
+
+fn single_broker(scenario: &Scenario) {
+    let broker = common::broker();
+    let outcome = scenario::run(scenario, &broker.bootstrap, None);
+    outcome.assert_expected();
+}
+
+/// The crash menu of the one-broker scenarios, at 8% steps of the input.
+fn crashes(s: Scenario) -> Scenario {
+    s.at(0.08, Fault::KillStage(Target::A))
+        .at(0.16, Fault::CrashAt(Target::A, "after_produce"))
+        .at(0.24, Fault::TermStage(Target::A))
+        .at(0.32, Fault::CrashAt(Target::A, "after_send_offsets"))
+        .at(0.40, Fault::ScaleOut(Target::A))
+        .at(0.48, Fault::CrashAt(Target::A, "before_commit"))
+        .at(0.56, Fault::KillStage(Target::A))
+        .at(0.64, Fault::CrashAt(Target::A, "after_commit"))
+        .at(0.72, Fault::ScaleIn(Target::A))
+        .at(0.80, Fault::KillStage(Target::A))
+}
+
+fn exactly_once_through_crashes_at_every_commit_point_aborts_and_rebalances() {
+    let mut s = crashes(Scenario::new(
+        "1 broker: crashes, commit-path aborts, rebalances",
+        40_000,
+        1_000,
+    ));
+    s.aborts = true;
+    single_broker(&s);
+}
+
+fn a_zombie_frozen_past_the_transaction_timeout_is_fenced_and_writes_nothing_visible() {
+    let s = Scenario::new("1 broker: zombie instances", 60_000, 1_000)
+        .at(0.2, Fault::Zombie(Target::A))
+        .at(0.5, Fault::Zombie(Target::A));
+    single_broker(&s);
+}
+
+fn negative_control_no_rewind_after_abort_is_caught_losing_records() {
+    let mut s = Scenario::new("negative control: no rewind after abort", 10_000, 2_000);
+    s.aborts = true;
+    s.broken = Some(("no_rewind", Target::A));
+    s.expect = Expect::Failure(&["lost"]);
+    s.drain_stall = NEGATIVE_DRAIN_STALL;
+    single_broker(&s);
+}
+
+fn negative_control_offsets_committed_outside_the_transaction_is_caught_losing_records() {
+    let mut s = crashes(Scenario::new(
+        "negative control: offsets outside the transaction",
+        20_000,
+        1_000,
+    ));
+    s.aborts = true;
+    s.broken = Some(("offsets_outside_txn", Target::A));
+    s.expect = Expect::Failure(&["lost"]);
+    s.drain_stall = NEGATIVE_DRAIN_STALL;
+    single_broker(&s);
+}
+
+fn negative_control_read_uncommitted_downstream_is_caught_reading_aborted_records() {
+    let mut s = Scenario::new(
+        "negative control: stage B reads read_uncommitted",
+        20_000,
+        2_000,
+    )
+    .at(0.3, Fault::KillStage(Target::A))
+    .at(0.6, Fault::KillStage(Target::A));
+    s.chain = true;
+    s.aborts = true;
+    s.broken = Some(("read_uncommitted", Target::B));
+    s.expect = Expect::Failure(&["aborted visible", "duplicated"]);
+    s.drain_stall = NEGATIVE_DRAIN_STALL;
+    single_broker(&s);
+}
+
+fn negative_control_at_least_once_is_caught_duplicating_records() {
+    let mut s = Scenario::new("negative control: at_least_once delivery", 20_000, 1_000)
+        .at(0.2, Fault::KillStage(Target::A))
+        .at(0.4, Fault::KillStage(Target::A))
+        .at(0.6, Fault::KillStage(Target::A))
+        .at(0.8, Fault::KillStage(Target::A));
+    s.stage_args = vec![("--delivery", "at_least_once".into())];
+    s.expect = Expect::Failure(&["duplicated"]);
+    s.drain_stall = NEGATIVE_DRAIN_STALL;
+    single_broker(&s);
+}
+
+fn fail_over_is_within_seconds_on_restart_and_within_the_transaction_timeout_on_takeover() {
+    let broker = common::broker();
+    for static_membership in [false, true] {
+        let times = failover::measure(&broker.bootstrap, 3, static_membership);
+        let secs = |d: &[Resumed], output: bool| -> Vec<f64> {
+            d.iter()
+                .map(|r| if output { r.output } else { r.input }.as_secs_f64())
+                .collect()
+        };
+        let (input, output) = (false, true);
+        eprintln!(
+            "fail-over (static membership: {static_membership}), input resumed / output readable \
+             after: restart {:?} / {:?} s, takeover {:?} / {:?} s, zombie {:?} / {:?} s; \
+             zombies: {:?}\n{}",
+            secs(&times.restart, input),
+            secs(&times.restart, output),
+            secs(&times.takeover, input),
+            secs(&times.takeover, output),
+            secs(&times.zombie, input),
+            secs(&times.zombie, output),
+            times.zombie_exits,
+            times.report
+        );
+        if let Ok(path) = std::env::var("KSTAGE_RELIABILITY_RESULTS") {
+            let line = serde_json::json!({
+                "failover": true,
+                "static_membership": static_membership,
+                "records": times.records,
+                "restart_s": secs(&times.restart, input),
+                "restart_visible_s": secs(&times.restart, output),
+                "takeover_s": secs(&times.takeover, input),
+                "takeover_visible_s": secs(&times.takeover, output),
+                "zombie_s": secs(&times.zombie, input),
+                "zombie_visible_s": secs(&times.zombie, output),
+                "zombie_exits": times.zombie_exits,
+                "passed": times.report.passed,
+                "live_unsettled": times.live_unsettled,
+            });
+            append_line(&path, &line);
+        }
+        assert!(times.report.passed, "{}", times.report);
+        assert_eq!(times.live_unsettled, 0);
+        let all = times
+            .restart
+            .iter()
+            .chain(&times.takeover)
+            .chain(&times.zombie);
+        for t in all {
+            assert!(
+                t.input.max(t.output) <= takeover_bound(),
+                "a fail-over took {t:?}, above {:?}",
+                takeover_bound()
+            );
+        }
+    }
+}
+
+trials! {
+    exactly_once_through_crashes_at_every_commit_point_aborts_and_rebalances => [Broker],
+    a_zombie_frozen_past_the_transaction_timeout_is_fenced_and_writes_nothing_visible => [Broker, FullRun],
+    negative_control_no_rewind_after_abort_is_caught_losing_records => [Broker],
+    negative_control_offsets_committed_outside_the_transaction_is_caught_losing_records => [Broker, FullRun],
+    negative_control_read_uncommitted_downstream_is_caught_reading_aborted_records => [Broker, FullRun],
+    negative_control_at_least_once_is_caught_duplicating_records => [Broker, FullRun],
+    fail_over_is_within_seconds_on_restart_and_within_the_transaction_timeout_on_takeover => [Broker, FullRun],
+}
