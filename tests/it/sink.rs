@@ -4,9 +4,7 @@
 //! under each poison policy. Each exactly-once check has a negative control (a deliberately
 //! broken mode, `KSTAGE_BROKEN_MODE`) that the same check catches.
 
-mod common;
-#[path = "common/sink/mod.rs"]
-mod sink_common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,91 +12,17 @@ use std::time::Duration;
 use common::read::{read_topic, GroupOffsets, Isolation};
 use common::{create_topic, unique_name, InputRecord, PATIENCE};
 use nix::sys::signal::Signal;
-use sink_common::keyed::write_keyed;
-use sink_common::pg::postgres_script;
-use sink_common::{pg_url, Pg, SinkProcess, SinkSpec};
+use common::sink::keyed::write_keyed;
+use common::sink::pg::postgres_script;
+use common::sink::exact::Exact;
+use common::sink::{pg_url, Pg, SinkSpec};
+use common::Stage;
 
-/// The columns of the transactional tests' table: the input id and its provenance.
-const ID_COLUMNS: &str =
-    "id = \"value.id\"\nsrc_partition = \"partition\"\nsrc_offset = \"offset\"";
-
-/// One transactional test: a fresh topic, group and table (no unique key, so duplicates show).
-struct Exact {
-    bootstrap: String,
-    input: String,
-    app_id: String,
-    table: String,
-    url: String,
-    pg: Pg,
-}
-
-impl Exact {
-    fn new(bootstrap: &str, url: &str, partitions: i32) -> Self {
-        let (input, app_id) = (unique_name("sink-in"), unique_name("sink-app"));
-        let table = unique_name("t").replace('-', "_");
-        create_topic(bootstrap, &input, partitions);
-        let mut pg = Pg::connect(url);
-        pg.execute(&format!(
-            "CREATE TABLE {table} (id text NOT NULL, src_partition int NOT NULL, src_offset bigint NOT NULL)"
-        ));
-        Self {
-            bootstrap: bootstrap.to_string(),
-            input,
-            app_id,
-            table,
-            url: url.to_string(),
-            pg,
-        }
-    }
-
-    fn spec(&self, mode: &str) -> SinkSpec {
-        SinkSpec::new(
-            &self.bootstrap,
-            &self.input,
-            &self.app_id,
-            &self.url,
-            mode,
-            &self.table,
-            ID_COLUMNS,
-        )
-    }
-
-    fn rows(&mut self) -> i64 {
-        self.pg
-            .count(&format!("SELECT count(*) FROM {}", self.table))
-    }
-
-    fn offsets(&self) -> GroupOffsets {
-        GroupOffsets::new(&self.bootstrap, &self.app_id, &self.input, false)
-    }
-
-    /// (lost, duplicated) ids against what was written.
-    fn check(&mut self, written: &[InputRecord]) -> (usize, usize) {
-        let rows = self.pg.query(&format!(
-            "SELECT id, count(*) FROM {} GROUP BY id",
-            self.table
-        ));
-        let counts: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let lost = written
-            .iter()
-            .filter(|w| !counts.contains_key(&w.id))
-            .count();
-        let duplicated = counts.values().filter(|&&c| c > 1).count();
-        (lost, duplicated)
-    }
-}
-
+/// The broker and the database of a sink test (the harness ignores the test without them).
 macro_rules! require_all {
-    () => {{
-        let broker = match common::broker() {
-            Some(broker) => broker,
-            None => return,
-        };
-        match pg_url() {
-            Some(url) => (broker, url),
-            None => return,
-        }
-    }};
+    () => {
+        (require_broker!(), pg_url())
+    };
 }
 
 /// Restarts a sink with `FAILPOINTS=<point>` until it has crashed `crashes` times, then drains
@@ -112,7 +36,9 @@ fn crash_at_then_drain(test: &Exact, spec: &SinkSpec, point: &str, crashes: usiz
             .clone()
             .env("FAILPOINTS", &format!("{point}={skip}*off->return"))
             .spawn("i0");
-        let status = sink.wait_exit_or(PATIENCE, || offsets.caught_up(ends));
+        let status = sink.wait_until_or_exit(PATIENCE, "a crash or the drain", || {
+            offsets.caught_up(ends)
+        });
         let Some(status) = status else {
             sink.fail(&format!(
                 "the input drained after {crashed} crashes at {point}"
@@ -135,7 +61,6 @@ fn crash_at_then_drain(test: &Exact, spec: &SinkSpec, point: &str, crashes: usiz
     assert_eq!(sink.stop(), Some(0), "SIGTERM after the drain exits 0");
 }
 
-#[test]
 fn transactional_is_exact_across_crashes_between_rows_and_commit_and_after_commit() {
     let (broker, url) = require_all!();
     for point in ["kstage::sink_before_commit", "kstage::sink_after_db_commit"] {
@@ -150,7 +75,6 @@ fn transactional_is_exact_across_crashes_between_rows_and_commit_and_after_commi
     }
 }
 
-#[test]
 fn negative_control_kafka_offsets_before_the_database_commit_loses_rows() {
     let (broker, url) = require_all!();
     let mut test = Exact::new(&broker.bootstrap, &url, 3);
@@ -170,7 +94,6 @@ fn negative_control_kafka_offsets_before_the_database_commit_loses_rows() {
     );
 }
 
-#[test]
 fn transactional_is_exact_with_two_instances_killed_at_random() {
     let (broker, url) = require_all!();
     const RECORDS: usize = 30_000;
@@ -179,7 +102,7 @@ fn transactional_is_exact_with_two_instances_killed_at_random() {
     let writer = common::seed(&broker.bootstrap, &test.input, 4, RECORDS);
     let ends = writer.end_offsets();
     let spec = test.spec("transactional").top("max_records_per_txn = 500");
-    let mut sinks: Vec<SinkProcess> = vec![spec.spawn("a"), spec.spawn("b")];
+    let mut sinks: Vec<Stage> = vec![spec.spawn("a"), spec.spawn("b")];
     let step = RECORDS as i64 / (KILLS as i64 + 2);
     for kill in 0..KILLS {
         let mark = step * (kill as i64 + 1);
@@ -246,7 +169,6 @@ fn crash_keyed(spec: &SinkSpec, offsets: &GroupOffsets, ends: &[i64], crashes: u
     assert_eq!(sink.stop(), Some(0));
 }
 
-#[test]
 fn idempotent_upserts_leave_one_row_per_key_with_the_latest_value_across_crashes() {
     let (broker, url) = require_all!();
     let mut pg = Pg::connect(&url);
@@ -279,7 +201,6 @@ fn idempotent_upserts_leave_one_row_per_key_with_the_latest_value_across_crashes
     );
 }
 
-#[test]
 fn negative_control_plain_insert_duplicates_redelivered_records() {
     let (broker, url) = require_all!();
     let mut pg = Pg::connect(&url);
@@ -332,17 +253,13 @@ fn bad_rows_setup(
     let mut spec = test
         .spec("transactional")
         .top(&format!("poison_policy = \"{policy}\""));
-    spec.toml = spec.toml.replace(
-        "[sink.columns]\n",
-        "[sink.columns]\nnote = \"value.note\"\n",
-    );
+    spec = spec.column_lines("note = \"value.note\"");
     if let Some(topic) = dead_letter {
         spec = spec.top(&format!("dead_letter_topic = \"{topic}\""));
     }
     (test, writer.written, bad, spec)
 }
 
-#[test]
 fn rejected_rows_are_dead_lettered_with_the_database_error_and_the_rest_commit() {
     let (broker, url) = require_all!();
     let dlt = unique_name("sink-dlt");
@@ -383,7 +300,6 @@ fn rejected_rows_are_dead_lettered_with_the_database_error_and_the_rest_commit()
     assert_eq!(keys, expected, "the dead letters are the bad records");
 }
 
-#[test]
 fn rejected_rows_are_skipped_under_skip_and_stop_the_sink_under_fail() {
     let (broker, url) = require_all!();
     let (mut test, written, _, spec) = bad_rows_setup(&broker.bootstrap, &url, "skip", None);
@@ -419,7 +335,6 @@ fn rejected_rows_are_skipped_under_skip_and_stop_the_sink_under_fail() {
     );
 }
 
-#[test]
 fn transactional_is_exact_when_postgres_is_killed_and_backends_terminated() {
     let (broker, url) = require_all!();
     let mut test = Exact::new(&broker.bootstrap, &url, 3);
@@ -457,7 +372,6 @@ fn transactional_is_exact_when_postgres_is_killed_and_backends_terminated() {
     assert_eq!(test.check(&writer.written), (0, 0), "lost / duplicated ids");
 }
 
-#[test]
 fn a_zombie_paused_past_the_session_timeout_commits_nothing() {
     let (broker, url) = require_all!();
     let mut test = Exact::new(&broker.bootstrap, &url, 2);
@@ -507,4 +421,16 @@ fn a_zombie_paused_past_the_session_timeout_commits_nothing() {
     let _ = zombie.wait_exit(PATIENCE);
     assert_eq!(successor.stop(), Some(0));
     assert_eq!(test.check(&writer.written), (0, 0), "lost / duplicated ids");
+}
+
+trials! {
+    transactional_is_exact_across_crashes_between_rows_and_commit_and_after_commit => [Broker, Postgres],
+    negative_control_kafka_offsets_before_the_database_commit_loses_rows => [Broker, Postgres],
+    transactional_is_exact_with_two_instances_killed_at_random => [Broker, Postgres],
+    idempotent_upserts_leave_one_row_per_key_with_the_latest_value_across_crashes => [Broker, Postgres],
+    negative_control_plain_insert_duplicates_redelivered_records => [Broker, Postgres],
+    rejected_rows_are_dead_lettered_with_the_database_error_and_the_rest_commit => [Broker, Postgres],
+    rejected_rows_are_skipped_under_skip_and_stop_the_sink_under_fail => [Broker, Postgres],
+    transactional_is_exact_when_postgres_is_killed_and_backends_terminated => [Broker, Postgres],
+    a_zombie_paused_past_the_session_timeout_commits_nothing => [Broker, Postgres],
 }

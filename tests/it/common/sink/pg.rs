@@ -5,18 +5,16 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{NoTls, Row};
 
-/// The URL of the test database, or `None` (after saying why) when the test must be skipped.
-/// Panics when `KSTAGE_TEST_REQUIRE_BROKER=1` and no database is given.
-pub fn pg_url() -> Option<String> {
+/// The URL of the test database, `KSTAGE_TEST_PG_URL`; panics when there is none (the harness
+/// ignores the tests that need it, [`crate::harness::Need::Postgres`], unless
+/// `KSTAGE_TEST_REQUIRE_BROKER=1`).
+pub fn pg_url() -> String {
     match std::env::var("KSTAGE_TEST_PG_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url.trim().to_string()),
-        _ => {
-            if std::env::var("KSTAGE_TEST_REQUIRE_BROKER").as_deref() == Ok("1") {
-                panic!("KSTAGE_TEST_REQUIRE_BROKER=1 but KSTAGE_TEST_PG_URL is not set (scripts/test.sh sets it)");
-            }
-            eprintln!("skipped: no PostgreSQL (set KSTAGE_TEST_PG_URL or run scripts/test.sh)");
-            None
-        }
+        Ok(url) if !url.trim().is_empty() => url.trim().to_string(),
+        _ => panic!(
+            "no PostgreSQL: set KSTAGE_TEST_PG_URL (scripts/test.sh does; e.g. \
+             postgres://kstage:kstage@127.0.0.1:35432/kstage)"
+        ),
     }
 }
 
