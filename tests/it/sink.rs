@@ -335,41 +335,89 @@ fn rejected_rows_are_skipped_under_skip_and_stop_the_sink_under_fail() {
     );
 }
 
+/// The sink sessions of group `app_id` matching `filter` (SQL on pg_stat_activity), terminated;
+/// returns how many.
+fn terminate(pg: &mut Pg, app_id: &str, filter: &str) -> i64 {
+    pg.count(&format!(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name LIKE 'kstage-sink {app_id}-%' AND {filter}) t"
+    ))
+}
+
+/// Database faults under two, then three instances: every session terminated between or during
+/// batches; a partition claim (the third instance joining) terminated while it runs, held there
+/// by a trigger that sleeps in the claim's INSERT; then PostgreSQL killed (immediate) and
+/// restarted. Every id lands exactly once and every instance exits 0 on SIGTERM.
 fn transactional_is_exact_when_postgres_is_killed_and_backends_terminated() {
     let (broker, url) = require_all!();
+    const RECORDS: i64 = 20_000;
     let mut test = Exact::new(&broker.bootstrap, &url, 3);
-    let writer = common::seed(&broker.bootstrap, &test.input, 3, 20_000);
-    let ends = writer.end_offsets();
+    let mut writer = common::InputWriter::new(&broker.bootstrap, &test.input, 3);
+    writer.write(6_000);
+    writer.flush();
     let spec = test.spec("transactional").top("max_records_per_txn = 300");
-    let mut sinks = [spec.spawn("a"), spec.spawn("b")];
-    let table = test.table.clone();
-    for (round, mark) in [3_000i64, 8_000, 13_000].into_iter().enumerate() {
-        let pg = &mut test.pg;
-        sinks[0].wait_until(PATIENCE, &format!("{mark} rows"), || {
+    let mut sinks = vec![spec.spawn("a"), spec.spawn("b")];
+    let (table, app) = (test.table.clone(), test.app_id.clone());
+    let rows_at_least = |sink: &mut Stage, pg: &mut Pg, mark: i64| {
+        sink.wait_until(PATIENCE, &format!("{mark} rows"), || {
             pg.count(&format!("SELECT count(*) FROM {table}")) >= mark
         });
-        if round == 1 {
-            eprintln!("killing PostgreSQL (immediate) at {} rows", test.rows());
-            postgres_script("kill");
-            std::thread::sleep(Duration::from_secs(2));
-            postgres_script("restart");
-        } else {
-            let killed = test.pg.count(&format!(
-                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE application_name LIKE 'kstage-sink {}%') t",
-                test.app_id
-            ));
-            eprintln!("terminated {killed} backends");
-        }
-    }
-    let offsets = test.offsets();
-    sinks[0].wait_until(PATIENCE, "the whole input committed", || {
-        offsets.caught_up(&ends)
+    };
+
+    rows_at_least(&mut sinks[0], &mut test.pg, 2_000);
+    let killed = terminate(&mut test.pg, &app, "true");
+    assert!(killed >= 2, "terminated {killed} sessions, not both sinks'");
+
+    // A claim held in its INSERT until the test lets it go, then terminated.
+    let hold = format!("{table}_hold");
+    test.pg.execute(&format!(
+        "CREATE TABLE {hold} (x int);
+         INSERT INTO {hold} VALUES (1);
+         CREATE FUNCTION {hold}() RETURNS trigger AS $$ BEGIN
+           IF NEW.group_id = '{app}' AND current_setting('application_name') = 'kstage-sink {app}-c'
+              AND EXISTS (SELECT 1 FROM {hold}) THEN PERFORM pg_sleep(300); END IF;
+           RETURN NEW; END $$ LANGUAGE plpgsql;
+         CREATE TRIGGER {hold} BEFORE INSERT ON kstage_offsets FOR EACH ROW EXECUTE FUNCTION {hold}();"
+    ));
+    sinks.push(spec.spawn("c"));
+    let claiming = "state = 'active' AND wait_event = 'PgSleep' AND query LIKE 'INSERT INTO%'";
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kstage-sink {app}-c' \
+         AND {claiming}"
+    );
+    let pg = &mut test.pg;
+    sinks[2].wait_until(PATIENCE, "the third instance's claim is held", || {
+        pg.count(&sql) == 1
+    });
+    test.pg.execute(&format!("DELETE FROM {hold}"));
+    let killed = terminate(&mut test.pg, &app, claiming);
+    assert_eq!(killed, 1, "terminated the held claim");
+    test.pg.execute(&format!(
+        "DROP TRIGGER {hold} ON kstage_offsets; DROP FUNCTION {hold}(); DROP TABLE {hold}"
+    ));
+    // Logged once its claim went through.
+    sinks[2].wait_for_stderr(PATIENCE, "Partition assigned.");
+    writer.write(RECORDS as usize - 6_000);
+    writer.flush();
+    rows_at_least(&mut sinks[2], &mut test.pg, 10_000);
+
+    eprintln!("killing PostgreSQL (immediate) at {} rows", test.rows());
+    postgres_script("kill");
+    postgres_script("restart");
+
+    let stored = format!(
+        "SELECT sum(next_offset)::bigint FROM kstage_offsets WHERE group_id = '{app}'"
+    );
+    let pg = &mut test.pg;
+    sinks[0].wait_until(PATIENCE, "the whole input is in the offsets table", || {
+        pg.count(&stored) == RECORDS
     });
     for sink in &mut sinks {
+        eprintln!("DEBUG {}", sink.stderr_tail(80));
         assert_eq!(sink.stop(), Some(0), "the sinks rode out the faults");
     }
     assert_eq!(test.check(&writer.written), (0, 0), "lost / duplicated ids");
+    assert_eq!(test.rows(), RECORDS, "one row per input");
 }
 
 fn a_zombie_paused_past_the_session_timeout_commits_nothing() {
