@@ -28,25 +28,29 @@ use crate::observability::{KindLabel, Telemetry, WorkerHealth};
 
 /// A partition this instance owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owned {
+struct Owned {
     /// The owner epoch claimed in the database (0 where no epoch is kept).
-    pub epoch: i64,
+    epoch: i64,
     /// Records below this offset are already in the database.
-    pub from: i64,
+    from: i64,
+    /// Whether `from` is an offset the database committed (not the start of an empty partition
+    /// row), so it may be copied to Kafka.
+    stored: bool,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Ownership {
     owned: HashMap<(String, i32), Owned>,
     /// Partitions given up since the loop last looked.
     given_up: Vec<(String, i32)>,
-    /// Claimed partitions' stored offsets, to copy to Kafka (lag monitoring after a restart).
-    claimed: Vec<(String, i32, i64)>,
+    /// Kafka's committed offsets may be behind the database's (a claim read stored offsets, or
+    /// a commit to Kafka failed): the loop copies them until a commit succeeds.
+    kafka_behind: bool,
     error: Option<SinkError>,
 }
 
 /// The consumer context of a sink worker.
-pub struct SinkContext {
+pub(super) struct SinkContext {
     db: Arc<Mutex<Db>>,
     ownership: Mutex<Ownership>,
     /// Claim partitions in the offsets table (transactional mode, not the negative control).
@@ -58,7 +62,7 @@ pub struct SinkContext {
 
 impl SinkContext {
     /// `claims`: the offsets table and group id, in transactional mode.
-    pub fn new(
+    pub(super) fn new(
         db: Arc<Mutex<Db>>,
         claims: Option<(String, String)>,
         telemetry: Telemetry,
@@ -75,7 +79,7 @@ impl SinkContext {
     }
 
     /// The database session (the loop and the callbacks share it, on one thread).
-    pub fn db(&self) -> MutexGuard<'_, Db> {
+    pub(super) fn db(&self) -> MutexGuard<'_, Db> {
         self.db.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -87,14 +91,14 @@ impl SinkContext {
 
     /// The epoch to commit a record with, or `None` when the record must be dropped (its
     /// partition is not owned, or the record is already in the database).
-    pub fn accept(&self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
+    pub(super) fn accept(&self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
         let ownership = self.ownership();
         let owned = ownership.owned.get(&(topic.to_string(), partition))?;
         (offset >= owned.from).then_some(owned.epoch)
     }
 
     /// What the callbacks left for the loop: partitions given up, and a fatal error.
-    pub fn take_events(&self) -> (Vec<(String, i32)>, Option<SinkError>) {
+    pub(super) fn take_events(&self) -> (Vec<(String, i32)>, Option<SinkError>) {
         let mut ownership = self.ownership();
         (
             std::mem::take(&mut ownership.given_up),
@@ -102,9 +106,38 @@ impl SinkContext {
         )
     }
 
-    /// Claimed partitions' stored offsets since the loop last looked.
-    pub fn take_claimed(&self) -> Vec<(String, i32, i64)> {
-        std::mem::take(&mut self.ownership().claimed)
+    /// A batch committed in the database: its partitions, where still owned under the same
+    /// epoch, now start at its ends.
+    pub(super) fn committed(&self, ends: &[super::write::PartitionEnd]) {
+        let mut ownership = self.ownership();
+        for end in ends {
+            if let Some(owned) = ownership.owned.get_mut(&(end.topic.clone(), end.partition)) {
+                if owned.epoch == end.epoch {
+                    owned.from = end.next_offset;
+                    owned.stored = true;
+                }
+            }
+        }
+    }
+
+    /// A commit to Kafka failed: copy the database's offsets again later.
+    pub(super) fn kafka_behind(&self) {
+        self.ownership().kafka_behind = true;
+    }
+
+    /// When Kafka's offsets may be behind: the owned partitions' stored offsets, to copy to
+    /// Kafka (clearing the mark; a failed copy sets it again). Empty otherwise.
+    pub(super) fn offsets_to_copy(&self) -> Vec<(String, i32, i64)> {
+        let mut ownership = self.ownership();
+        if !std::mem::take(&mut ownership.kafka_behind) {
+            return Vec::new();
+        }
+        ownership
+            .owned
+            .iter()
+            .filter(|(_, owned)| owned.stored)
+            .map(|((topic, partition), owned)| (topic.clone(), *partition, owned.from))
+            .collect()
     }
 
     fn on_assign(&self, tpl: &mut TopicPartitionList) {
@@ -132,7 +165,7 @@ impl SinkContext {
         };
         let mut ownership = self.ownership();
         for ((topic, partition), claim) in partitions.into_iter().zip(claimed) {
-            let (epoch, from) = match claim {
+            let (epoch, from, stored) = match claim {
                 Some(claim) => {
                     let offset = claim.next_offset.map_or(Offset::Beginning, Offset::Offset);
                     if let Err(error) = tpl.set_partition_offset(&topic, partition, offset) {
@@ -141,17 +174,24 @@ impl SinkContext {
                             message: error.to_string(),
                         });
                     }
-                    if let Some(next) = claim.next_offset {
-                        ownership.claimed.push((topic.clone(), partition, next));
-                    }
-                    (claim.epoch, claim.next_offset.unwrap_or(0))
+                    ownership.kafka_behind |= claim.next_offset.is_some();
+                    (
+                        claim.epoch,
+                        claim.next_offset.unwrap_or(0),
+                        claim.next_offset.is_some(),
+                    )
                 }
-                None => (0, 0),
+                None => (0, 0, false),
             };
             tracing::info!(topic, partition, epoch, from, "Partition assigned.");
-            ownership
-                .owned
-                .insert((topic, partition), Owned { epoch, from });
+            ownership.owned.insert(
+                (topic, partition),
+                Owned {
+                    epoch,
+                    from,
+                    stored,
+                },
+            );
         }
     }
 
@@ -202,7 +242,29 @@ impl ClientContext for SinkContext {
     }
 }
 
+impl std::fmt::Debug for SinkContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkContext")
+            .field("ownership", &*self.ownership())
+            .field("claims", &self.claims)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ConsumerContext for SinkContext {
+    /// A commit to Kafka failed (offsets are monitoring only in transactional mode; in
+    /// idempotent mode the next batch's commit covers them): mark them to be copied again.
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
+        if let Err(error) = result {
+            tracing::debug!(%error, "A commit to Kafka failed; the stored offsets are copied again.");
+            self.kafka_behind();
+        }
+    }
+
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,

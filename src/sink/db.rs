@@ -26,13 +26,13 @@ use super::error::{classify, db_message, DbErrorClass, SinkError};
 use crate::config::{ConfigError, ConfigErrors};
 
 /// How long the server lets a session sit idle inside a transaction before ending it.
-pub const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
+pub(super) const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
 /// The longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A mapped column as the database has it.
 #[derive(Debug, Clone)]
-pub struct ColumnType {
+pub(super) struct ColumnType {
     /// The column's type without modifiers (`character varying`, `numeric`), which values are
     /// cast to, so the assignment to the column checks length and precision (and fails).
     pub base_type: String,
@@ -40,17 +40,17 @@ pub struct ColumnType {
 
 /// A partition claimed by this instance: its next offset (None: nothing stored yet) and our epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Claim {
+pub(super) struct Claim {
     pub next_offset: Option<i64>,
     pub epoch: i64,
 }
 
 /// A partition's row in the offsets table: its next offset (None: nothing stored yet) and its
 /// owner epoch.
-pub type Stored = (Option<i64>, i64);
+pub(super) type Stored = (Option<i64>, i64);
 
 /// A database session, re-opened on demand.
-pub struct Db {
+pub(super) struct Db {
     runtime: tokio::runtime::Runtime,
     client: Option<Client>,
     config: tokio_postgres::Config,
@@ -62,7 +62,7 @@ pub struct Db {
 }
 
 /// `"a"."b"` for `a.b`: the names were checked to be plain identifiers.
-pub fn quoted(name: &str) -> String {
+pub(super) fn quoted(name: &str) -> String {
     name.split('.')
         .map(|part| format!("\"{part}\""))
         .collect::<Vec<_>>()
@@ -71,7 +71,7 @@ pub fn quoted(name: &str) -> String {
 
 impl Db {
     /// Opens the session (retrying an unreachable database for `retry_timeout`).
-    pub fn open(sink: &SinkConfig, application_name: &str) -> Result<Self, SinkError> {
+    pub(super) fn open(sink: &SinkConfig, application_name: &str) -> Result<Self, SinkError> {
         let mut config: tokio_postgres::Config =
             sink.connection_string().parse().map_err(|_| {
                 ConfigErrors::from(ConfigError::new(
@@ -114,7 +114,7 @@ impl Db {
 
     /// The open session, re-opened with backoff when there is none; [`SinkError::DatabaseLost`]
     /// after `retry_timeout`.
-    pub fn ensure_connected(&mut self) -> Result<&Client, SinkError> {
+    pub(super) fn ensure_connected(&mut self) -> Result<&Client, SinkError> {
         if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
             return self.client.as_ref().ok_or_else(unreachable_client);
         }
@@ -170,18 +170,18 @@ impl Db {
     }
 
     /// Drops the session after a connection error; the next call re-opens it.
-    pub fn drop_session(&mut self) {
+    pub(super) fn drop_session(&mut self) {
         self.client = None;
         self.prepared.clear();
     }
 
     /// Runs `f` on the session's runtime.
-    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+    pub(super) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
     }
 
     /// A statement prepared on the current session, with every parameter typed as `types`.
-    pub fn statement(
+    pub(super) fn statement(
         &mut self,
         sql: &str,
         types: &[Type],
@@ -198,13 +198,13 @@ impl Db {
     }
 
     /// The current client (call [`Db::ensure_connected`] first).
-    pub fn client(&self) -> Result<&Client, SinkError> {
+    pub(super) fn client(&self) -> Result<&Client, SinkError> {
         self.client.as_ref().ok_or_else(unreachable_client)
     }
 
     /// Checks that the table and the mapped columns exist (and, for upserts, a unique index on
     /// exactly the key columns). Returns each mapped column's type, in `columns` order.
-    pub fn check_table(
+    pub(super) fn check_table(
         &mut self,
         sink: &SinkConfig,
         columns: &[String],
@@ -289,7 +289,7 @@ impl Db {
 
     /// Creates the offsets table if it is missing (instances starting together may race: the
     /// loser's duplicate error is ignored).
-    pub fn create_offsets_table(&mut self, offsets_table: &str) -> Result<(), SinkError> {
+    pub(super) fn create_offsets_table(&mut self, offsets_table: &str) -> Result<(), SinkError> {
         let sql = format!(
             "CREATE TABLE IF NOT EXISTS {} (group_id text NOT NULL, topic text NOT NULL, \
              partition integer NOT NULL, next_offset bigint, owner_epoch bigint NOT NULL, \
@@ -314,7 +314,7 @@ impl Db {
 
     /// Claims partitions for this instance: bumps each one's owner epoch (creating its row) and
     /// returns its next offset and our new epoch. Retried across reconnections.
-    pub fn claim(
+    pub(super) fn claim(
         &mut self,
         offsets_table: &str,
         group_id: &str,
@@ -348,7 +348,7 @@ impl Db {
     }
 
     /// The stored next offset and owner epoch of each partition (None: no row).
-    pub fn read_offsets(
+    pub(super) fn read_offsets(
         &mut self,
         offsets_table: &str,
         group_id: &str,
@@ -377,7 +377,7 @@ impl Db {
 
     /// Runs `attempt` until it succeeds, re-opening the session after connection errors, for at
     /// most `retry_timeout`.
-    pub fn with_retry<T>(
+    pub(super) fn with_retry<T>(
         &mut self,
         operation: &'static str,
         mut attempt: impl FnMut(&mut Self) -> Result<T, tokio_postgres::Error>,

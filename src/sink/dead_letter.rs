@@ -40,14 +40,14 @@ impl ProducerContext for Deliveries {
 }
 
 /// Writes dead letters to one topic.
-pub struct DeadLetters {
+pub(super) struct DeadLetters {
     producer: BaseProducer<Deliveries>,
     topic: String,
     pending: usize,
 }
 
 impl DeadLetters {
-    pub fn new(config: &StageConfig, topic: &str) -> Result<Self, EngineError> {
+    pub(super) fn new(config: &StageConfig, topic: &str) -> Result<Self, EngineError> {
         let mut client = ClientConfig::new();
         client.set(
             "client.id",
@@ -74,7 +74,7 @@ impl DeadLetters {
     }
 
     /// Queues the dead letter of `message` (`class`: `decode` or `rejected`).
-    pub fn send(
+    pub(super) fn send(
         &mut self,
         message: &OwnedMessage,
         class: &str,
@@ -142,7 +142,7 @@ impl DeadLetters {
     }
 
     /// Waits until every queued dead letter is delivered; an error if one was not.
-    pub fn flush(&mut self) -> Result<(), EngineError> {
+    pub(super) fn flush(&mut self) -> Result<(), EngineError> {
         if self.pending == 0 {
             return Ok(());
         }

@@ -31,7 +31,7 @@ pub fn classify(error: &tokio_postgres::Error) -> DbErrorClass {
         // No SQLSTATE: an I/O error or a closed connection.
         return DbErrorClass::Connection;
     };
-    let class = &code.code()[..2.min(code.code().len())];
+    let class = code.code().get(..2).unwrap_or_default();
     if *code == SqlState::T_R_SERIALIZATION_FAILURE
         || *code == SqlState::T_R_DEADLOCK_DETECTED
         || *code == SqlState::ADMIN_SHUTDOWN

@@ -19,6 +19,7 @@
 //! committed after a fatal error (the open batch is simply dropped: it is in no transaction).
 //! The sink runs one worker (one consumer); scale out with more instances in the group.
 
+mod batch;
 mod broken;
 pub mod config;
 mod context;
@@ -26,30 +27,28 @@ mod db;
 mod dead_letter;
 pub mod error;
 pub mod mapping;
+mod poison;
+mod worker;
 mod write;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 pub use config::{SinkConfig, SinkMode};
 pub use error::SinkError;
 
 use crate::config::{ConfigError, ConfigErrors, PoisonPolicy, StageConfig};
 use crate::engine::WorkerStats;
-use crate::error::{classify_consumer, EngineError, ErrorClass};
-use crate::observability::{KindLabel, Telemetry, TopicLabel};
+use crate::error::EngineError;
+use crate::observability::Telemetry;
 use context::SinkContext;
 use dead_letter::DeadLetters;
-use mapping::{Mapping, RecordView, Row};
-use write::{PartitionEnd, Rejected, Writer};
-
-/// The longest a poll blocks, so shutdown is noticed promptly.
-const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
+use mapping::Mapping;
+use worker::SinkWorker;
+use write::Writer;
 
 /// Checks a sink stage's configuration (no topology, no outputs; the `[sink]` section).
 pub fn validate(config: &StageConfig) -> Result<&SinkConfig, ConfigErrors> {
@@ -84,67 +83,6 @@ pub fn validate(config: &StageConfig) -> Result<&SinkConfig, ConfigErrors> {
         Ok(sink)
     } else {
         Err(ConfigErrors(errors))
-    }
-}
-
-/// The open batch: rows, the messages they came from, and each partition's end.
-#[derive(Default)]
-struct Batch {
-    started: Option<Instant>,
-    records: usize,
-    rows: Vec<Row>,
-    messages: Vec<OwnedMessage>,
-    ends: Vec<PartitionEnd>,
-}
-
-impl Batch {
-    fn note(&mut self, topic: &str, partition: i32, offset: i64, epoch: i64) {
-        self.started.get_or_insert_with(Instant::now);
-        self.records += 1;
-        match self
-            .ends
-            .iter_mut()
-            .find(|e| e.partition == partition && e.topic == topic)
-        {
-            Some(end) => {
-                end.next_offset = offset + 1;
-                end.records += 1;
-            }
-            None => self.ends.push(PartitionEnd {
-                topic: topic.to_string(),
-                partition,
-                next_offset: offset + 1,
-                epoch,
-                records: 1,
-            }),
-        }
-    }
-
-    /// Drops what the batch read from partitions given up (they were not committed).
-    fn drop_partitions(&mut self, given_up: &[(String, i32)]) {
-        let gone = |topic: &str, partition: i32| {
-            given_up.iter().any(|(t, p)| *p == partition && t == topic)
-        };
-        let before = self.rows.len();
-        let keep: Vec<bool> = self
-            .messages
-            .iter()
-            .map(|m| !gone(m.topic(), m.partition()))
-            .collect();
-        let mut flags = keep.iter();
-        self.rows.retain(|_| *flags.next().unwrap_or(&true));
-        let mut flags = keep.iter();
-        self.messages.retain(|_| *flags.next().unwrap_or(&true));
-        self.ends.retain(|e| !gone(&e.topic, e.partition));
-        if self.ends.is_empty() {
-            *self = Self::default();
-        }
-        if before != self.rows.len() {
-            tracing::info!(
-                dropped = before - self.rows.len(),
-                "Dropped the open batch's rows of revoked partitions."
-            );
-        }
     }
 }
 
@@ -208,6 +146,7 @@ pub fn run(
         max_records: config.max_records_per_txn,
         stats: WorkerStats::default(),
         telemetry,
+        health,
     };
     worker.run(&shutdown)
 }
@@ -242,314 +181,6 @@ fn preflight(
                     })
                 }
             }
-        }
-    }
-    Ok(())
-}
-
-struct SinkWorker {
-    consumer: BaseConsumer<SinkContext>,
-    writer: Writer,
-    mapping: Mapping,
-    mode: SinkMode,
-    policy: PoisonPolicy,
-    dead_letters: Option<DeadLetters>,
-    commit_interval: Duration,
-    max_records: usize,
-    stats: WorkerStats,
-    telemetry: Telemetry,
-}
-
-impl SinkWorker {
-    fn run(&mut self, shutdown: &AtomicBool) -> Result<WorkerStats, SinkError> {
-        let mut batch = Batch::default();
-        let mut last_summary = Instant::now();
-        while !shutdown.load(Ordering::Relaxed) {
-            let wait = match batch.started {
-                Some(_) if batch.records >= self.max_records => Duration::ZERO,
-                Some(started) => {
-                    (started + self.commit_interval).saturating_duration_since(Instant::now())
-                }
-                None => MAX_POLL_WAIT,
-            };
-            if batch.started.is_some() && wait.is_zero() {
-                self.commit(&mut batch)?;
-                continue;
-            }
-            let polled = self.consumer.poll(wait.min(MAX_POLL_WAIT));
-            let (given_up, error) = self.consumer.context().take_events();
-            if let Some(error) = error {
-                return Err(error);
-            }
-            if !given_up.is_empty() {
-                batch.drop_partitions(&given_up);
-            }
-            self.commit_claimed()?;
-            match polled {
-                None => {}
-                Some(Ok(message)) => {
-                    let message = message.detach();
-                    self.take(&mut batch, message)?;
-                }
-                Some(Err(error)) => match classify_consumer(&error) {
-                    ErrorClass::Fatal => {
-                        return Err(EngineError::kafka("consuming", error, "").into())
-                    }
-                    _ => {
-                        tracing::warn!(%error, "The consumer reported an error; it keeps retrying.")
-                    }
-                },
-            }
-            if last_summary.elapsed() > Duration::from_secs(30) {
-                last_summary = Instant::now();
-                tracing::info!(
-                    records_in = self.stats.records_in,
-                    commits = self.stats.commits,
-                    skipped = self.stats.skipped,
-                    dead_lettered = self.stats.dead_lettered,
-                    "Sink progress."
-                );
-            }
-        }
-        tracing::info!("Shutting down: committing the open batch.");
-        self.commit(&mut batch)?;
-        Ok(self.stats)
-    }
-
-    /// One consumed record into the batch (or through the poison policy).
-    fn take(&mut self, batch: &mut Batch, message: OwnedMessage) -> Result<(), SinkError> {
-        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-        let Some(epoch) = self.consumer.context().accept(topic, partition, offset) else {
-            return Ok(());
-        };
-        let view = RecordView {
-            key: message.key(),
-            value: message.payload(),
-            timestamp: message.timestamp().to_millis(),
-            topic,
-            partition,
-            offset,
-        };
-        match self.mapping.row(&view) {
-            Ok(row) => {
-                batch.note(topic, partition, offset, epoch);
-                batch.rows.push(row);
-                batch.messages.push(message);
-            }
-            Err(error) => {
-                batch.note(topic, partition, offset, epoch);
-                self.poison(&message, "decode", &error)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The poison policy for one record: fail stops, skip counts, dead_letter queues the letter.
-    fn poison(
-        &mut self,
-        message: &OwnedMessage,
-        class: &str,
-        error: &str,
-    ) -> Result<(), SinkError> {
-        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-        poison(
-            self.policy,
-            self.dead_letters.as_mut(),
-            &mut self.stats,
-            &self.telemetry,
-            message,
-            class,
-            error,
-        )
-        .map_err(|e| match e {
-            SinkError::Poison { .. } => SinkError::Poison {
-                topic: topic.into(),
-                partition,
-                offset,
-                error: error.into(),
-            },
-            other => other,
-        })
-    }
-
-    /// Writes and commits the batch, then commits the Kafka offsets.
-    fn commit(&mut self, batch: &mut Batch) -> Result<(), SinkError> {
-        if batch.ends.is_empty() {
-            *batch = Batch::default();
-            return Ok(());
-        }
-        let started = Instant::now();
-        let offsets = self.kafka_offsets(&batch.ends)?;
-        let kafka_first =
-            broken::Broken::KafkaOffsets.active() && self.mode == SinkMode::Transactional;
-        if kafka_first {
-            tracing::warn!("KSTAGE_BROKEN_MODE: committing Kafka offsets before the database (negative control)");
-            self.consumer
-                .commit(&offsets, CommitMode::Sync)
-                .map_err(|source| EngineError::Kafka {
-                    operation: "committing offsets",
-                    source,
-                })?;
-        }
-        if let Some(dead_letters) = self.dead_letters.as_mut() {
-            dead_letters.flush()?;
-        }
-        let (policy, stats, telemetry) = (self.policy, &mut self.stats, &self.telemetry);
-        let mut dead_letters = self.dead_letters.as_mut();
-        let messages = &batch.messages;
-        let mut on_rejected = |rejected: &[Rejected]| -> Result<(), SinkError> {
-            for Rejected { index, error } in rejected {
-                let message = messages.get(*index).ok_or_else(|| SinkError::Database {
-                    operation: "finding a rejected row's record",
-                    message: format!("no record at index {index}"),
-                })?;
-                poison(
-                    policy,
-                    dead_letters.as_deref_mut(),
-                    stats,
-                    telemetry,
-                    message,
-                    "rejected",
-                    error,
-                )?;
-            }
-            match dead_letters.as_deref_mut() {
-                Some(dead_letters) => dead_letters.flush().map_err(SinkError::from),
-                None => Ok(()),
-            }
-        };
-        let rejected = {
-            let mut db = self.consumer.context().db();
-            self.writer
-                .write(&mut db, &batch.rows, &batch.ends, &mut on_rejected)?
-        };
-        write::crash_point("kstage::sink_after_db_commit");
-        if !kafka_first {
-            // transactional: for lag monitoring only; idempotent: the resume point. Either way
-            // a failure only means more redelivery (idempotent) or a stale lag (transactional).
-            let mode = if self.mode == SinkMode::Idempotent {
-                CommitMode::Sync
-            } else {
-                CommitMode::Async
-            };
-            if let Err(error) = self.consumer.commit(&offsets, mode) {
-                tracing::warn!(%error, "Committing the Kafka offsets after the database commit failed.");
-            }
-        }
-        self.stats.commits += 1;
-        self.stats.records_in += batch.records as u64;
-        self.stats.records_out += (batch.rows.len() - rejected.len()) as u64;
-        let metrics = &self.telemetry.metrics;
-        metrics
-            .transactions
-            .get_or_create(&KindLabel { kind: "committed" })
-            .inc();
-        metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        for end in &batch.ends {
-            metrics
-                .records_in
-                .get_or_create(&TopicLabel {
-                    topic: end.topic.clone(),
-                })
-                .inc_by(end.records);
-        }
-        tracing::debug!(
-            records = batch.records,
-            rows = batch.rows.len(),
-            "Batch committed."
-        );
-        *batch = Batch::default();
-        Ok(())
-    }
-
-    /// Copies claimed partitions' stored offsets to Kafka (monitoring only, best effort), so lag
-    /// is right after a restart even for a partition that gets no new record.
-    fn commit_claimed(&self) -> Result<(), SinkError> {
-        let claimed = self.consumer.context().take_claimed();
-        if claimed.is_empty() {
-            return Ok(());
-        }
-        let mut tpl = TopicPartitionList::with_capacity(claimed.len());
-        for (topic, partition, next) in &claimed {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
-                .map_err(|source| EngineError::Kafka {
-                    operation: "building the offsets to commit",
-                    source,
-                })?;
-        }
-        if let Err(error) = self.consumer.commit(&tpl, CommitMode::Async) {
-            tracing::warn!(%error, "Copying the stored offsets to Kafka failed.");
-        }
-        Ok(())
-    }
-
-    fn kafka_offsets(&self, ends: &[PartitionEnd]) -> Result<TopicPartitionList, SinkError> {
-        let mut tpl = TopicPartitionList::with_capacity(ends.len());
-        for end in ends {
-            tpl.add_partition_offset(&end.topic, end.partition, Offset::Offset(end.next_offset))
-                .map_err(|source| EngineError::Kafka {
-                    operation: "building the offsets to commit",
-                    source,
-                })?;
-        }
-        Ok(tpl)
-    }
-}
-
-/// The poison policy for one record or row.
-fn poison(
-    policy: PoisonPolicy,
-    dead_letters: Option<&mut DeadLetters>,
-    stats: &mut WorkerStats,
-    telemetry: &Telemetry,
-    message: &OwnedMessage,
-    class: &str,
-    error: &str,
-) -> Result<(), SinkError> {
-    let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-    match (policy, dead_letters) {
-        (PoisonPolicy::Fail, _) => {
-            return Err(SinkError::Poison {
-                topic: topic.into(),
-                partition,
-                offset,
-                error: error.into(),
-            })
-        }
-        (PoisonPolicy::DeadLetter, Some(dead_letters)) => {
-            dead_letters.send(message, class, error)?;
-            stats.dead_lettered += 1;
-            telemetry
-                .metrics
-                .poison_records
-                .get_or_create(&KindLabel {
-                    kind: "dead_lettered",
-                })
-                .inc();
-            tracing::warn!(
-                topic,
-                partition,
-                offset,
-                error,
-                "Dead-lettered a record the sink cannot write."
-            );
-        }
-        _ => {
-            stats.skipped += 1;
-            telemetry
-                .metrics
-                .poison_records
-                .get_or_create(&KindLabel { kind: "skipped" })
-                .inc();
-            tracing::warn!(
-                topic,
-                partition,
-                offset,
-                error,
-                "Skipped a record the sink cannot write."
-            );
         }
     }
     Ok(())

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Statement;
 
 use super::broken::Broken;
 use super::config::{ColumnSource, OnConflict, SinkConfig, SinkMode};
@@ -30,7 +31,7 @@ use super::mapping::Row;
 
 /// A partition in a batch: the offset after its last record, and the epoch it was claimed with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionEnd {
+pub(super) struct PartitionEnd {
     pub topic: String,
     pub partition: i32,
     pub next_offset: i64,
@@ -41,7 +42,7 @@ pub struct PartitionEnd {
 
 /// A row the database rejected: its index in the batch and the database's error text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
+pub(super) struct Rejected {
     pub index: usize,
     pub error: String,
 }
@@ -67,7 +68,7 @@ impl From<tokio_postgres::Error> for Failed {
 }
 
 /// Builds and runs a batch's statements.
-pub struct Writer {
+pub(super) struct Writer {
     mode: SinkMode,
     table: String,
     columns: Vec<String>,
@@ -88,7 +89,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(
+    pub(super) fn new(
         sink: &SinkConfig,
         sources: &[(String, ColumnSource)],
         types: &[ColumnType],
@@ -187,9 +188,13 @@ impl Writer {
         if self.mode == SinkMode::Transactional || self.plain_insert {
             return (0..rows.len()).collect();
         }
-        let mut last: HashMap<Vec<&Option<String>>, usize> = HashMap::with_capacity(rows.len());
+        let mut last: HashMap<Vec<Option<&Option<String>>>, usize> =
+            HashMap::with_capacity(rows.len());
         for (index, row) in rows.iter().enumerate() {
-            last.insert(self.keys.iter().map(|&k| &row.values[k]).collect(), index);
+            last.insert(
+                self.keys.iter().map(|&k| row.values.get(k)).collect(),
+                index,
+            );
         }
         let mut order: Vec<usize> = last.into_values().collect();
         order.sort_unstable();
@@ -199,7 +204,7 @@ impl Writer {
     /// Writes a batch and commits it, reconnecting and settling as needed. `on_rejected` runs
     /// before COMMIT with the rows the database rejected (empty when none); its error rolls the
     /// batch back and stops. Returns the rejected rows.
-    pub fn write(
+    pub(super) fn write(
         &self,
         db: &mut Db,
         rows: &[Row],
@@ -284,19 +289,30 @@ impl Writer {
             &update,
             &[Type::INT8, Type::TEXT, Type::TEXT, Type::INT4, Type::INT8],
         )?;
-        let mut statements = HashMap::new();
-        let sizes: Vec<usize> = if row_by_row {
-            vec![1]
+        // The statements, each with the rows it writes (with their batch index), built before
+        // the transaction so that no lookup can fail inside it.
+        let ordered: Vec<(usize, &Row)> = order
+            .iter()
+            .filter_map(|&index| rows.get(index).map(|row| (index, row)))
+            .collect();
+        let per_statement = if row_by_row {
+            1
         } else {
-            order
-                .chunks(self.rows_per_statement)
-                .map(<[usize]>::len)
-                .collect()
+            self.rows_per_statement
         };
-        for size in sizes {
-            if let std::collections::hash_map::Entry::Vacant(slot) = statements.entry(size) {
-                slot.insert(db.statement(&self.insert_sql(size), &vec![Type::TEXT; size * width])?);
-            }
+        let mut statements: HashMap<usize, Statement> = HashMap::new();
+        let mut chunks = Vec::new();
+        for chunk in ordered.chunks(per_statement.max(1)) {
+            let statement = match statements.get(&chunk.len()) {
+                Some(statement) => statement.clone(),
+                None => {
+                    let sql = self.insert_sql(chunk.len());
+                    let statement = db.statement(&sql, &vec![Type::TEXT; chunk.len() * width])?;
+                    statements.insert(chunk.len(), statement.clone());
+                    statement
+                }
+            };
+            chunks.push((statement, chunk));
         }
         let client = db.client().map_err(Failed::Stop)?;
         let fenced = db.block_on(async {
@@ -342,14 +358,17 @@ impl Writer {
         let written = db.block_on(async {
             let mut rejected = Vec::new();
             if row_by_row {
-                for &index in order {
-                    let params: Vec<&(dyn ToSql + Sync)> = rows[index]
+                for (statement, &(index, row)) in chunks
+                    .iter()
+                    .flat_map(|(statement, chunk)| chunk.iter().map(move |r| (statement, r)))
+                {
+                    let params: Vec<&(dyn ToSql + Sync)> = row
                         .values
                         .iter()
                         .map(|v| v as &(dyn ToSql + Sync))
                         .collect();
                     client.batch_execute("SAVEPOINT kstage_row").await?;
-                    match client.execute(&statements[&1], &params).await {
+                    match client.execute(statement, &params).await {
                         Ok(_) => client.batch_execute("RELEASE SAVEPOINT kstage_row").await?,
                         Err(error) if classify(&error) == DbErrorClass::Row => {
                             client
@@ -364,12 +383,12 @@ impl Writer {
                     }
                 }
             } else {
-                for chunk in order.chunks(self.rows_per_statement) {
+                for (statement, chunk) in &chunks {
                     let params: Vec<&(dyn ToSql + Sync)> = chunk
                         .iter()
-                        .flat_map(|&i| rows[i].values.iter().map(|v| v as &(dyn ToSql + Sync)))
+                        .flat_map(|(_, row)| row.values.iter().map(|v| v as &(dyn ToSql + Sync)))
                         .collect();
-                    if let Err(error) = client.execute(&statements[&chunk.len()], &params).await {
+                    if let Err(error) = client.execute(statement, &params).await {
                         let _ = client.batch_execute("ROLLBACK").await;
                         return Err(error);
                     }

@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::read::{read_topic, GroupOffsets, Isolation};
-use common::{create_topic, unique_name, InputRecord, PATIENCE};
-use nix::sys::signal::Signal;
+use common::sink::exact::Exact;
 use common::sink::keyed::write_keyed;
 use common::sink::pg::postgres_script;
-use common::sink::exact::Exact;
 use common::sink::{pg_url, Pg, SinkSpec};
 use common::Stage;
+use common::{create_topic, unique_name, InputRecord, PATIENCE};
+use nix::sys::signal::Signal;
 
 /// The broker and the database of a sink test (the harness ignores the test without them).
 macro_rules! require_all {
@@ -36,9 +36,8 @@ fn crash_at_then_drain(test: &Exact, spec: &SinkSpec, point: &str, crashes: usiz
             .clone()
             .env("FAILPOINTS", &format!("{point}={skip}*off->return"))
             .spawn("i0");
-        let status = sink.wait_until_or_exit(PATIENCE, "a crash or the drain", || {
-            offsets.caught_up(ends)
-        });
+        let status =
+            sink.wait_until_or_exit(PATIENCE, "a crash or the drain", || offsets.caught_up(ends));
         let Some(status) = status else {
             sink.fail(&format!(
                 "the input drained after {crashed} crashes at {point}"
@@ -405,9 +404,8 @@ fn transactional_is_exact_when_postgres_is_killed_and_backends_terminated() {
     postgres_script("kill");
     postgres_script("restart");
 
-    let stored = format!(
-        "SELECT sum(next_offset)::bigint FROM kstage_offsets WHERE group_id = '{app}'"
-    );
+    let stored =
+        format!("SELECT sum(next_offset)::bigint FROM kstage_offsets WHERE group_id = '{app}'");
     let pg = &mut test.pg;
     sinks[0].wait_until(PATIENCE, "the whole input is in the offsets table", || {
         pg.count(&stored) == RECORDS

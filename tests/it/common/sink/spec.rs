@@ -75,11 +75,10 @@ impl SinkSpec {
 
     /// The stage spec of one instance of this sink.
     pub fn stage(&self, instance: &str) -> StageSpec {
-        self.env
-            .iter()
-            .fold(StageSpec::sink(&self.toml).instance(instance), |spec, (k, v)| {
-                spec.env(k, v)
-            })
+        self.env.iter().fold(
+            StageSpec::sink(&self.toml).instance(instance),
+            |spec, (k, v)| spec.env(k, v),
+        )
     }
 
     /// Starts instance `instance`.
