@@ -59,6 +59,8 @@ fn main() -> std::process::ExitCode {
     trials.extend(security::trials());
     trials.extend(shutdown::trials());
     trials.extend(sink::trials());
+    #[cfg(feature = "fault-injection")]
+    trials.extend(sink::fail_points::trials());
     trials.extend(verify::trials());
     harness::run(arguments, &filters, trials)
 }

@@ -1,22 +1,19 @@
 //! `kstage sink` against the real broker and a real PostgreSQL: exactly one row per input in
 //! transactional mode across kills, crashes at fail points, a killed database, terminated
-//! backends and a zombie; one row per key holding the latest value in idempotent mode; bad rows
+//! backends and claims, and a zombie ([`fail_points`]); one row per key holding the latest value in idempotent mode; bad rows
 //! under each poison policy. Each exactly-once check has a negative control (a deliberately
 //! broken mode, `KSTAGE_BROKEN_MODE`) that the same check catches.
 
 use crate::common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::read::{read_topic, GroupOffsets, Isolation};
+use common::read::{read_topic, Isolation};
 use common::sink::exact::Exact;
-use common::sink::keyed::write_keyed;
 use common::sink::pg::postgres_script;
 use common::sink::{pg_url, Pg, SinkSpec};
 use common::Stage;
 use common::{create_topic, unique_name, InputRecord, PATIENCE};
-use nix::sys::signal::Signal;
 
 /// The broker and the database of a sink test (the harness ignores the test without them).
 macro_rules! require_all {
@@ -25,73 +22,9 @@ macro_rules! require_all {
     };
 }
 
-/// Restarts a sink with `FAILPOINTS=<point>` until it has crashed `crashes` times, then drains
-/// without fail points and stops it. Returns the final process's exit code.
-fn crash_at_then_drain(test: &Exact, spec: &SinkSpec, point: &str, crashes: usize, ends: &[i64]) {
-    let offsets = test.offsets();
-    let mut crashed = 0;
-    while crashed < crashes {
-        let skip = rand::random_range(1..=4);
-        let mut sink = spec
-            .clone()
-            .env("FAILPOINTS", &format!("{point}={skip}*off->return"))
-            .spawn("i0");
-        let status =
-            sink.wait_until_or_exit(PATIENCE, "a crash or the drain", || offsets.caught_up(ends));
-        let Some(status) = status else {
-            sink.fail(&format!(
-                "the input drained after {crashed} crashes at {point}"
-            ));
-        };
-        assert!(
-            status.code().is_none_or(|c| c > 2),
-            "crash {crashed}: expected a fail-point abort, got {status}"
-        );
-        crashed += 1;
-        eprintln!(
-            "crash {crashed} at {point}: progress {}",
-            offsets.progress()
-        );
-    }
-    let mut sink = spec.spawn("i0");
-    sink.wait_until(PATIENCE, "the group committed the whole input", || {
-        offsets.caught_up(ends)
-    });
-    assert_eq!(sink.stop(), Some(0), "SIGTERM after the drain exits 0");
-}
-
-fn transactional_is_exact_across_crashes_between_rows_and_commit_and_after_commit() {
-    let (broker, url) = require_all!();
-    for point in ["kstage::sink_before_commit", "kstage::sink_after_db_commit"] {
-        let mut test = Exact::new(&broker.bootstrap, &url, 3);
-        let writer = common::seed(&broker.bootstrap, &test.input, 3, 20_000);
-        let ends = writer.end_offsets();
-        let spec = test.spec("transactional");
-        crash_at_then_drain(&test, &spec, point, 3, &ends);
-        let (lost, duplicated) = test.check(&writer.written);
-        assert_eq!((lost, duplicated), (0, 0), "{point}: lost / duplicated ids");
-        assert_eq!(test.rows(), 20_000, "{point}: one row per input");
-    }
-}
-
-fn negative_control_kafka_offsets_before_the_database_commit_loses_rows() {
-    let (broker, url) = require_all!();
-    let mut test = Exact::new(&broker.bootstrap, &url, 3);
-    let writer = common::seed(&broker.bootstrap, &test.input, 3, 20_000);
-    let ends = writer.end_offsets();
-    let spec = test
-        .spec("transactional")
-        .env("KSTAGE_BROKEN_MODE", "sink_kafka_offsets");
-    let broken = spec.clone();
-    // The broken mode's Kafka commit comes first, so a crash before the database commit loses
-    // the batch.
-    crash_at_then_drain(&test, &broken, "kstage::sink_before_commit", 3, &ends);
-    let (lost, _) = test.check(&writer.written);
-    assert!(
-        lost > 0,
-        "the negative control lost no rows: the check cannot fail"
-    );
-}
+/// Crash, negative-control and zombie tests (fail points and broken modes).
+#[cfg(feature = "fault-injection")]
+pub mod fail_points;
 
 fn transactional_is_exact_with_two_instances_killed_at_random() {
     let (broker, url) = require_all!();
@@ -130,103 +63,6 @@ fn transactional_is_exact_with_two_instances_killed_at_random() {
     }
     assert_eq!(test.check(&writer.written), (0, 0), "lost / duplicated ids");
     assert_eq!(test.rows(), RECORDS as i64);
-}
-
-/// An idempotent test's table: one row per key, its latest `n`, and how often it was written
-/// (a trigger counts updates, so redelivery shows).
-fn keyed_table(pg: &mut Pg, unique: bool) -> String {
-    let table = unique_name("k").replace('-', "_");
-    let key = if unique { "PRIMARY KEY" } else { "" };
-    pg.execute(&format!(
-        "CREATE TABLE {table} (k text NOT NULL {key}, n bigint NOT NULL, writes int NOT NULL DEFAULT 1);
-         CREATE FUNCTION {table}_count() RETURNS trigger AS $$ BEGIN NEW.writes := OLD.writes + 1; RETURN NEW; END $$ LANGUAGE plpgsql;
-         CREATE TRIGGER {table}_writes BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {table}_count();"
-    ));
-    table
-}
-
-fn crash_keyed(spec: &SinkSpec, offsets: &GroupOffsets, ends: &[i64], crashes: usize) {
-    for crash in 0..crashes {
-        let skip = rand::random_range(1..=4);
-        let mut sink = spec
-            .clone()
-            .env(
-                "FAILPOINTS",
-                &format!("kstage::sink_after_db_commit={skip}*off->return"),
-            )
-            .spawn("i0");
-        let status = sink.wait_exit(PATIENCE);
-        assert!(
-            status.code().is_none_or(|c| c > 2),
-            "crash {crash}: got {status}"
-        );
-    }
-    let mut sink = spec.spawn("i0");
-    sink.wait_until(PATIENCE, "the whole input committed", || {
-        offsets.caught_up(ends)
-    });
-    assert_eq!(sink.stop(), Some(0));
-}
-
-fn idempotent_upserts_leave_one_row_per_key_with_the_latest_value_across_crashes() {
-    let (broker, url) = require_all!();
-    let mut pg = Pg::connect(&url);
-    let (input, app_id) = (unique_name("sink-in"), unique_name("sink-app"));
-    create_topic(&broker.bootstrap, &input, 3);
-    let table = keyed_table(&mut pg, true);
-    let latest = write_keyed(&broker.bootstrap, &input, 3, 500, 20_000);
-    let spec = SinkSpec::new(
-        &broker.bootstrap,
-        &input,
-        &app_id,
-        &url,
-        "idempotent",
-        &table,
-        "k = \"value.k\"\nn = \"value.n\"",
-    )
-    .sink_lines("key_columns = [\"k\"]")
-    .top("max_records_per_txn = 300");
-    let offsets = GroupOffsets::new(&broker.bootstrap, &app_id, &input, false);
-    let ends = common::read::end_offsets(&broker.bootstrap, &input, Isolation::ReadUncommitted);
-    crash_keyed(&spec, &offsets, &ends, 3);
-    let rows = pg.query(&format!("SELECT k, n, writes FROM {table}"));
-    let found: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(found, latest, "one row per key holding the latest value");
-    let writes: i64 = rows.iter().map(|r| i64::from(r.get::<_, i32>(2))).sum();
-    let upserts = pg.count(&format!("SELECT count(*) FROM {table}"));
-    assert!(
-        writes > upserts,
-        "redelivery should show as extra writes ({writes} writes, {upserts} rows)"
-    );
-}
-
-fn negative_control_plain_insert_duplicates_redelivered_records() {
-    let (broker, url) = require_all!();
-    let mut pg = Pg::connect(&url);
-    let (input, app_id) = (unique_name("sink-in"), unique_name("sink-app"));
-    create_topic(&broker.bootstrap, &input, 3);
-    let table = keyed_table(&mut pg, false);
-    write_keyed(&broker.bootstrap, &input, 3, 500, 20_000);
-    let spec = SinkSpec::new(
-        &broker.bootstrap,
-        &input,
-        &app_id,
-        &url,
-        "idempotent",
-        &table,
-        "k = \"value.k\"\nn = \"value.n\"",
-    )
-    .sink_lines("key_columns = [\"k\"]")
-    .top("max_records_per_txn = 300")
-    .env("KSTAGE_BROKEN_MODE", "sink_plain_insert");
-    let offsets = GroupOffsets::new(&broker.bootstrap, &app_id, &input, false);
-    let ends = common::read::end_offsets(&broker.bootstrap, &input, Isolation::ReadUncommitted);
-    crash_keyed(&spec, &offsets, &ends, 3);
-    let rows = pg.count(&format!("SELECT count(*) FROM {table}"));
-    assert!(
-        rows > 20_000,
-        "a plain INSERT after redelivery should hold duplicates, found {rows} rows"
-    );
 }
 
 /// A table where a record marked with a long note is rejected (varchar(5)).
@@ -411,72 +247,15 @@ fn transactional_is_exact_when_postgres_is_killed_and_backends_terminated() {
         pg.count(&stored) == RECORDS
     });
     for sink in &mut sinks {
-        eprintln!("DEBUG {}", sink.stderr_tail(80));
         assert_eq!(sink.stop(), Some(0), "the sinks rode out the faults");
     }
     assert_eq!(test.check(&writer.written), (0, 0), "lost / duplicated ids");
     assert_eq!(test.rows(), RECORDS, "one row per input");
 }
 
-fn a_zombie_paused_past_the_session_timeout_commits_nothing() {
-    let (broker, url) = require_all!();
-    let mut test = Exact::new(&broker.bootstrap, &url, 2);
-    let mut writer = common::InputWriter::new(&broker.bootstrap, &test.input, 2);
-    writer.write(2_000);
-    writer.flush();
-    // A long commit interval: the zombie holds an open batch when it is paused.
-    let spec = test.spec("transactional").top("commit_interval = \"3s\"");
-    let mut zombie = spec.spawn("zombie");
-    let table = test.table.clone();
-    let pg = &mut test.pg;
-    zombie.wait_until(PATIENCE, "the first rows", || {
-        pg.count(&format!("SELECT count(*) FROM {table}")) >= 2_000
-    });
-    writer.write(2_000);
-    writer.flush();
-    std::thread::sleep(Duration::from_millis(500));
-    zombie.signal(Signal::SIGSTOP);
-    let mut successor = spec.spawn("successor");
-    let offsets = test.offsets();
-    let ends = writer.end_offsets();
-    successor.wait_until(PATIENCE, "the successor committed the whole input", || {
-        offsets.caught_up(&ends)
-    });
-    let before = test.rows();
-    zombie.signal(Signal::SIGCONT);
-    // The zombie either learns it lost its partitions, or is fenced at its next commit.
-    let mut learned = false;
-    for _ in 0..600 {
-        let stderr = zombie.stderr();
-        if stderr.contains("fenced") || stderr.contains("lost=true") {
-            learned = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        learned,
-        "the zombie neither saw its partitions lost nor was fenced"
-    );
-    assert_eq!(
-        test.rows(),
-        before,
-        "the zombie wrote rows after the takeover"
-    );
-    zombie.signal(Signal::SIGTERM);
-    let _ = zombie.wait_exit(PATIENCE);
-    assert_eq!(successor.stop(), Some(0));
-    assert_eq!(test.check(&writer.written), (0, 0), "lost / duplicated ids");
-}
-
 trials! {
-    transactional_is_exact_across_crashes_between_rows_and_commit_and_after_commit => [Broker, Postgres],
-    negative_control_kafka_offsets_before_the_database_commit_loses_rows => [Broker, Postgres],
     transactional_is_exact_with_two_instances_killed_at_random => [Broker, Postgres],
-    idempotent_upserts_leave_one_row_per_key_with_the_latest_value_across_crashes => [Broker, Postgres],
-    negative_control_plain_insert_duplicates_redelivered_records => [Broker, Postgres],
     rejected_rows_are_dead_lettered_with_the_database_error_and_the_rest_commit => [Broker, Postgres],
     rejected_rows_are_skipped_under_skip_and_stop_the_sink_under_fail => [Broker, Postgres],
     transactional_is_exact_when_postgres_is_killed_and_backends_terminated => [Broker, Postgres],
-    a_zombie_paused_past_the_session_timeout_commits_nothing => [Broker, Postgres],
 }
