@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::read::{read_topic, Isolation};
 use common::sink::exact::Exact;
-use common::sink::pg::postgres_script;
+use common::sink::pg::OwnPostgres;
 use common::sink::{pg_url, Pg, SinkSpec};
 use common::Stage;
 use common::{create_topic, unique_name, InputRecord, PATIENCE};
@@ -182,9 +182,12 @@ fn terminate(pg: &mut Pg, app_id: &str, filter: &str) -> i64 {
 /// Database faults under two, then three instances: every session terminated between or during
 /// batches; a partition claim (the third instance joining) terminated while it runs, held there
 /// by a trigger that sleeps in the claim's INSERT; then PostgreSQL killed (immediate) and
-/// restarted. Every id lands exactly once and every instance exits 0 on SIGTERM.
+/// restarted (a private server). Every id lands exactly once and every instance exits 0 on SIGTERM.
 fn transactional_is_exact_when_postgres_is_killed_and_backends_terminated() {
-    let (broker, url) = require_all!();
+    let (broker, _) = require_all!();
+    // Its own server: killing the shared one would fault every other sink test running.
+    let own = OwnPostgres::start();
+    let url = own.url.clone();
     const RECORDS: i64 = 20_000;
     let mut test = Exact::new(&broker.bootstrap, &url, 3);
     let mut writer = common::InputWriter::new(&broker.bootstrap, &test.input, 3);
@@ -237,8 +240,8 @@ fn transactional_is_exact_when_postgres_is_killed_and_backends_terminated() {
     rows_at_least(&mut sinks[2], &mut test.pg, 10_000);
 
     eprintln!("killing PostgreSQL (immediate) at {} rows", test.rows());
-    postgres_script("kill");
-    postgres_script("restart");
+    own.kill();
+    own.restart();
 
     let stored =
         format!("SELECT sum(next_offset)::bigint FROM kstage_offsets WHERE group_id = '{app}'");

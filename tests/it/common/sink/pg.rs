@@ -1,5 +1,6 @@
 //! The PostgreSQL under test: `KSTAGE_TEST_PG_URL` (set by `scripts/test.sh`), a blocking
-//! client that rides out a restart of the server, and `scripts/postgres.sh` for faults.
+//! client that rides out a restart of the server, and a private server ([`OwnPostgres`]) for a
+//! test that kills it.
 
 use std::time::{Duration, Instant};
 
@@ -95,16 +96,74 @@ impl Pg {
     }
 }
 
-/// Runs `scripts/postgres.sh COMMAND` (kill, restart) with the test's environment.
-pub fn postgres_script(command: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh");
-    let status = std::process::Command::new(script)
-        .arg(command)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run scripts/postgres.sh");
-    assert!(
-        status.success(),
-        "scripts/postgres.sh {command} failed: {status}"
-    );
+/// A private PostgreSQL, for a test that kills or restarts the server: the shared one would
+/// take every other sink test's sessions down with it. `scripts/postgres.sh` on a free port and
+/// a fresh data directory (the machine that runs the shared one has the package); stopped and
+/// removed on drop.
+pub struct OwnPostgres {
+    /// Its URL (`postgres://kstage:kstage@127.0.0.1:PORT/kstage`).
+    pub url: String,
+    port: u16,
+    root: std::path::PathBuf,
+}
+
+impl OwnPostgres {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port for a private PostgreSQL")
+            .port();
+        // Under /tmp, not in a private temporary directory: the server runs as `postgres`.
+        let root =
+            std::path::PathBuf::from(format!("/tmp/kstage-pg-own-{:016x}", rand::random::<u64>()));
+        let mut own = Self {
+            url: String::new(),
+            port,
+            root,
+        };
+        own.url = own.script("start").trim().to_string();
+        eprintln!("started a private PostgreSQL at {}", own.url);
+        own
+    }
+
+    /// Crashes the server (`pg_ctl stop -m immediate`).
+    pub fn kill(&self) {
+        self.script("kill");
+    }
+
+    /// Starts it again on the same data directory and waits until it answers.
+    pub fn restart(&self) {
+        self.script("restart");
+    }
+
+    /// Runs `scripts/postgres.sh COMMAND` for this server; returns its stdout.
+    fn script(&self, command: &str) -> String {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh");
+        let output = std::process::Command::new(script)
+            .arg(command)
+            .env("KSTAGE_PG_PORT", self.port.to_string())
+            .env("KSTAGE_PG_DATA", &self.root)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run scripts/postgres.sh");
+        assert!(
+            output.status.success(),
+            "scripts/postgres.sh {command} failed: {}",
+            output.status
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh");
+        let _ = std::process::Command::new(script)
+            .arg("stop")
+            .env("KSTAGE_PG_PORT", self.port.to_string())
+            .env("KSTAGE_PG_DATA", &self.root)
+            .stdout(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
 }
