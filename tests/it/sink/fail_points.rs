@@ -11,6 +11,11 @@ use common::sink::keyed::write_keyed;
 use common::sink::{pg_url, Pg, SinkSpec};
 use common::{create_topic, unique_name, PATIENCE};
 
+/// Batches of at most 500 records: an incarnation commits at most 4 batches before its fail
+/// point fires in the 5th, so 3 crashes consume at most 7,500 of the 20,000 records and the
+/// input cannot drain before the last crash.
+const SMALL_BATCHES: &str = "max_records_per_txn = 500";
+
 /// Restarts a sink with `FAILPOINTS=<point>` until it has crashed `crashes` times, then drains
 /// without fail points and stops it. Returns the final process's exit code.
 fn crash_at_then_drain(test: &Exact, spec: &SinkSpec, point: &str, crashes: usize, ends: &[i64]) {
@@ -52,7 +57,7 @@ fn transactional_is_exact_across_crashes_between_rows_and_commit_and_after_commi
         let mut test = Exact::new(&broker.bootstrap, &url, 3);
         let writer = common::seed(&broker.bootstrap, &test.input, 3, 20_000);
         let ends = writer.end_offsets();
-        let spec = test.spec("transactional");
+        let spec = test.spec("transactional").top(SMALL_BATCHES);
         crash_at_then_drain(&test, &spec, point, 3, &ends);
         let (lost, duplicated) = test.check(&writer.written);
         assert_eq!((lost, duplicated), (0, 0), "{point}: lost / duplicated ids");
@@ -67,6 +72,7 @@ fn negative_control_kafka_offsets_before_the_database_commit_loses_rows() {
     let ends = writer.end_offsets();
     let spec = test
         .spec("transactional")
+        .top(SMALL_BATCHES)
         .env("KSTAGE_BROKEN_MODE", "sink_kafka_offsets");
     let broken = spec.clone();
     // The broken mode's Kafka commit comes first, so a crash before the database commit loses
