@@ -69,6 +69,11 @@ impl Batch {
         let mut flags = keep.iter();
         self.messages.retain(|_| *flags.next().unwrap_or(&true));
         self.ends.retain(|e| !gone(&e.topic, e.partition));
+        self.records = self
+            .ends
+            .iter()
+            .map(|e| usize::try_from(e.records).unwrap_or(usize::MAX))
+            .sum();
         if self.ends.is_empty() {
             *self = Self::default();
         }
@@ -78,5 +83,62 @@ impl Batch {
                 "Dropped the open batch's rows of revoked partitions."
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::{OwnedMessage, Timestamp};
+
+    use super::*;
+
+    fn read(batch: &mut Batch, topic: &str, partition: i32, offset: i64, epoch: i64) {
+        batch.note(topic, partition, offset, epoch);
+        batch.rows.push(Row {
+            values: vec![Some(format!("{partition}@{offset}"))],
+        });
+        batch.messages.push(OwnedMessage::new(
+            None,
+            None,
+            topic.to_string(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        ));
+    }
+
+    #[test]
+    fn each_partition_ends_after_its_last_record_with_its_epoch() {
+        let mut batch = Batch::default();
+        read(&mut batch, "t", 0, 10, 3);
+        read(&mut batch, "t", 1, 5, 4);
+        read(&mut batch, "t", 0, 11, 3);
+        batch.note("t", 1, 6, 4); // poison: no row, but its offset commits with the batch
+        let ends: Vec<(i32, i64, i64, u64)> = batch
+            .ends
+            .iter()
+            .map(|e| (e.partition, e.next_offset, e.epoch, e.records))
+            .collect();
+        assert_eq!(ends, vec![(0, 12, 3, 2), (1, 7, 4, 2)]);
+        assert_eq!((batch.records, batch.rows.len()), (4, 3));
+    }
+
+    #[test]
+    fn a_partition_given_up_leaves_the_batch_entirely() {
+        let mut batch = Batch::default();
+        read(&mut batch, "t", 0, 10, 1);
+        read(&mut batch, "t", 1, 20, 1);
+        read(&mut batch, "t", 0, 11, 1);
+        batch.drop_partitions(&[("t".to_string(), 0)]);
+        let rows: Vec<_> = batch.rows.iter().map(|r| r.values.clone()).collect();
+        assert_eq!(rows, vec![vec![Some("1@20".to_string())]]);
+        assert_eq!(batch.messages.len(), 1);
+        assert_eq!(batch.ends.len(), 1);
+        assert_eq!(batch.records, 1);
+        assert!(batch.started.is_some());
+
+        batch.drop_partitions(&[("t".to_string(), 1)]);
+        assert!(batch.started.is_none() && batch.rows.is_empty() && batch.ends.is_empty());
     }
 }

@@ -4,14 +4,19 @@
 //!  poll ──► owned partition, offset ≥ its start? ──► mapping (JSON → row) ──► batch
 //!    │          (callbacks: context.rs)                 └─ poison: fail | skip | dead_letter
 //!    └─ batch due (commit_interval / max_records_per_txn) or shutdown ──► write.rs:
+//!         (the loop: worker.rs; the open batch: batch.rs)
 //!         transactional: BEGIN; offsets (fenced by owner_epoch); rows; COMMIT ──► Kafka commit
 //!                        (monitoring only)
 //!         idempotent:    BEGIN; upsert rows; COMMIT ──► Kafka commit (the resume point)
 //! ```
 //!
 //! * [`config`]: the `[sink]` section; [`mapping`]: records to rows; [`db`]: the session, the
-//!   start-up check, claims; [`write`]: a batch's transaction, poison rows, settling after a lost
-//!   connection; [`context`]: rebalances; [`dead_letter`]: the dead-letter producer.
+//!   start-up check, claims; [`worker`]: the poll / batch / commit loop, and copying the stored
+//!   offsets to Kafka; [`batch`]: the open batch; [`write`]: a batch's transaction, poison rows,
+//!   settling after a lost connection; [`context`]: rebalances and ownership; [`poison`]: the
+//!   poison policy; [`dead_letter`]: the dead-letter producer.
+//! * This file: the checks of a sink's configuration ([`validate`]), start-up ([`run`]: the
+//!   session, the table check, the consumer, the preflight of the topics).
 //!
 //! Invariants: a batch's rows and its offsets commit in one database transaction (transactional)
 //! or the Kafka offsets move only after the rows committed (idempotent); a partition's rows are
