@@ -16,18 +16,19 @@
 #      (fails fast; skip with KSTAGE_SKIP_LINT=1)
 #   2. fetch (first run only) and start a single-node Apache Kafka (KRaft) and
 #      an Apicurio schema registry on 127.0.0.1 via scripts/kafka.sh and
-#      scripts/registry.sh; both are always stopped when this script exits
-#      (success, failure, Ctrl-C)
+#      scripts/registry.sh, and a private PostgreSQL via scripts/postgres.sh
+#      (installed with apt-get when missing); all are always stopped when this
+#      script exits (success, failure, Ctrl-C)
 #   3. cargo test --features fault-injection ARGS -- --test-threads=2 ...
-#      with KSTAGE_TEST_BOOTSTRAP, KSTAGE_TEST_REGISTRY_URL and
+#      with KSTAGE_TEST_BOOTSTRAP, KSTAGE_TEST_REGISTRY_URL, KSTAGE_TEST_PG_URL and
 #      KSTAGE_TEST_REQUIRE_BROKER=1 exported; the exit code is propagated
 #   4. only with KSTAGE_CHECK_TESTCONTAINERS=1:
 #      cargo check --features testcontainers --tests
 #
 # Environment: KSTAGE_SKIP_LINT=1, KSTAGE_CHECK_TESTCONTAINERS=1,
 # KSTAGE_TEST_THREADS (default 2; ignored if --test-threads is given after --),
-# plus everything scripts/kafka.sh and scripts/registry.sh read (ports, cache,
-# data dirs, versions).
+# plus everything scripts/kafka.sh, scripts/registry.sh and scripts/postgres.sh
+# read (ports, cache, data dirs, versions).
 
 set -euo pipefail
 
@@ -91,6 +92,7 @@ command -v java >/dev/null 2>&1 || [[ -x "${JAVA_HOME:-/nonexistent}/bin/java" ]
 
 # ---------------------------------------------------------------------------
 STARTED=0
+PG_STARTED=0
 REG_PID=""
 TMP_URL=""
 # shellcheck disable=SC2317 # invoked through the EXIT trap
@@ -104,9 +106,11 @@ cleanup() {
     [[ -z "${REG_PID}" ]] || wait "${REG_PID}" 2>/dev/null || true
     "${SCRIPTS}/registry.sh" stop || true
     "${SCRIPTS}/kafka.sh" stop || true
+    if ((PG_STARTED)); then "${SCRIPTS}/postgres.sh" stop || true; fi
     if ((rc != 0)); then
       echo "broker logs:   ${KSTAGE_KAFKA_DATA:-/tmp/kstage-kafka}/node-1/logs/server.log" >&2
       echo "registry log:  ${KSTAGE_REGISTRY_DATA:-/tmp/kstage-registry}/registry.log" >&2
+      echo "postgres log:  ${KSTAGE_PG_DATA:-/tmp/kstage-pg}/postgres.log" >&2
     fi
     done_section
   fi
@@ -135,7 +139,7 @@ if [[ "${KSTAGE_SKIP_LINT:-0}" != 1 ]]; then
 fi
 
 # ---------------------------------------------------------------------------
-section "Starting Kafka (1 broker, KRaft) and Apicurio Registry"
+section "Starting Kafka (1 broker, KRaft), Apicurio Registry and PostgreSQL"
 STARTED=1
 TMP_URL="$(mktemp)"
 # The registry starts in the background while the broker starts.
@@ -150,6 +154,10 @@ rm -f "${TMP_URL}"
 if ((reg_rc != 0)) || [[ -z "${REGISTRY_URL}" ]]; then
   die "the schema registry did not start"
 fi
+PG_STARTED=1
+PG_URL="$("${SCRIPTS}/postgres.sh" start)" || die "PostgreSQL did not start"
+export KSTAGE_TEST_PG_URL="${PG_URL}"
+echo "KSTAGE_TEST_PG_URL=${KSTAGE_TEST_PG_URL}" >&2
 export KSTAGE_TEST_BOOTSTRAP="${BOOTSTRAP}"
 export KSTAGE_TEST_REGISTRY_URL="${REGISTRY_URL}"
 export KSTAGE_TEST_REQUIRE_BROKER=1

@@ -10,6 +10,7 @@
 //! * [`config`]: the stage configuration and its validation.
 //! * [`engine`]: the transactional consume-transform-produce loop.
 //! * [`cli`]: the `kstage` command line, reusable by a binary that registers its own topologies.
+//! * [`sink`]: stages that end in PostgreSQL (`kstage sink`), transactional or idempotent.
 //! * [`verify`]: checks a pipeline's output against its input (`kstage verify`).
 
 // The engine promises no panic on its path: these lints hold the library to it (tests and the
@@ -31,6 +32,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod observability;
+pub mod sink;
 pub mod topology;
 pub mod verify;
 

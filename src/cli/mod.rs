@@ -7,6 +7,7 @@ mod args;
 mod demo;
 mod settings;
 mod signals;
+mod sink;
 mod values;
 mod verify;
 
@@ -53,6 +54,19 @@ pub enum Command {
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
+    /// Run a sink stage: read topics and write rows to PostgreSQL (the config's `[sink]`
+    /// section), exactly once (mode transactional) or as idempotent upserts, until SIGTERM.
+    Sink {
+        /// The stage settings (no topology or outputs; the config file's `[sink]` section).
+        #[command(flatten)]
+        stage: StageArgs,
+        /// Process-level knobs.
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        /// Print the merged configuration (secrets redacted) as TOML and exit.
+        #[arg(long)]
+        print: bool,
+    },
     /// Check a stage's configuration without connecting to Kafka.
     Validate {
         /// The stage settings to check.
@@ -84,6 +98,11 @@ pub fn main(registry: Registry) -> ExitCode {
     let _fail_points = fail::FailScenario::setup();
     match cli.command {
         Command::Run { stage, runtime } => run(stage, runtime, &registry),
+        Command::Sink {
+            stage,
+            runtime,
+            print,
+        } => sink::run(stage, runtime, print),
         Command::Validate { stage, print } => validate(stage, print, &registry),
         Command::Topologies => {
             for info in registry.iter() {

@@ -19,14 +19,15 @@ use crate::observability::Telemetry;
 
 /// Runs `engine` on a dedicated thread until it returns; signals set `shutdown`.
 /// Serves the metrics and health endpoint meanwhile, when given an address.
-pub(crate) fn run_until_signal<F>(
+pub(crate) fn run_until_signal<F, E>(
     shutdown: Arc<AtomicBool>,
     grace: Duration,
     http: Option<(SocketAddr, Telemetry)>,
     engine: F,
-) -> Result<WorkerStats, EngineError>
+) -> Result<WorkerStats, E>
 where
-    F: FnOnce() -> Result<WorkerStats, EngineError> + Send + 'static,
+    F: FnOnce() -> Result<WorkerStats, E> + Send + 'static,
+    E: From<EngineError> + Send + 'static,
 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -58,7 +59,7 @@ where
     runtime.block_on(wait_for_signals(signals, shutdown, grace, done_rx));
     worker
         .join()
-        .unwrap_or_else(|_| Err(EngineError::Startup("the worker thread panicked".into())))
+        .unwrap_or_else(|_| Err(EngineError::Startup("the worker thread panicked".into()).into()))
 }
 
 /// SIGTERM and SIGINT, listened for.

@@ -156,6 +156,9 @@ pub struct StageConfig {
     pub consumer: BTreeMap<String, String>,
     /// Raw librdkafka settings for the producer only; they win over `kafka`.
     pub producer: BTreeMap<String, String>,
+    /// A database sink (`kstage sink`): where rows go and how records become rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sink: Option<crate::sink::SinkConfig>,
 }
 
 /// 100 ms: the commit interval Kafka Streams uses under exactly-once.
@@ -226,6 +229,7 @@ impl Default for StageConfig {
             kafka: BTreeMap::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
+            sink: None,
         }
     }
 }

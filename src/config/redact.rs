@@ -48,6 +48,7 @@ pub fn redacted(config: &StageConfig) -> StageConfig {
         consumer: scrub(&config.consumer),
         producer: scrub(&config.producer),
         security: config.security.redacted(),
+        sink: config.sink.as_ref().map(crate::sink::SinkConfig::redacted),
         schema_registry: config.schema_registry.clone().map(|mut registry| {
             if registry.password.is_some() {
                 registry.password = Some(REDACTED.to_string());

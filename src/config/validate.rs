@@ -193,7 +193,7 @@ impl StageConfig {
     }
 
     /// The checks that need no topology.
-    fn static_errors(&self) -> Vec<ConfigError> {
+    pub(crate) fn static_errors(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         let mut require = |key: &str, value: &str, what: &str| {
             if value.trim().is_empty() {

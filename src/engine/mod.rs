@@ -39,6 +39,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 pub use txn::WorkerStats;
 
+/// The consumer settings of a stage, for the database sinks (`src/sink`), which read like a stage.
+pub(crate) use clients::consumer_config;
+
 use crate::codec::Codecs;
 use crate::config::StageConfig;
 use crate::error::EngineError;

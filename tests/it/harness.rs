@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`Need::Broker`] | `KSTAGE_TEST_BOOTSTRAP` is set (`scripts/test.sh` sets it), or cargo feature `testcontainers` |
 //! | [`Need::Registry`] | `KSTAGE_TEST_REGISTRY_URL` is set |
+//! | [`Need::Postgres`] | `KSTAGE_TEST_PG_URL` is set (`scripts/test.sh` starts `scripts/postgres.sh` and sets it) |
 //! | [`Need::Python`] | `KSTAGE_TEST_PYTHON` is set (`scripts/python-env.sh` prints it) |
 //! | [`Need::OwnBrokers`] | `KSTAGE_TEST_BOOTSTRAP` is set: the machine runs brokers, so the test may start its own (a secure broker) |
 //! | [`Need::ThreeBrokers`] | `KSTAGE_RELIABILITY_CLUSTER_DATA` and `_PORT` name a running cluster, or as [`Need::OwnBrokers`] |
@@ -28,6 +29,8 @@ pub enum Need {
     Broker,
     /// The schema registry named by `KSTAGE_TEST_REGISTRY_URL`.
     Registry,
+    /// The PostgreSQL named by `KSTAGE_TEST_PG_URL` (the sink tests).
+    Postgres,
     /// Confluent's Python client, `KSTAGE_TEST_PYTHON`.
     Python,
     /// A machine that runs brokers, where the test starts a broker of its own.
@@ -58,6 +61,10 @@ impl Need {
             Need::Registry => (
                 set("KSTAGE_TEST_REGISTRY_URL"),
                 "no schema registry (set KSTAGE_TEST_REGISTRY_URL or run scripts/test.sh)",
+            ),
+            Need::Postgres => (
+                set("KSTAGE_TEST_PG_URL"),
+                "no PostgreSQL (set KSTAGE_TEST_PG_URL or run scripts/test.sh)",
             ),
             Need::Python => (
                 set("KSTAGE_TEST_PYTHON"),
@@ -164,6 +171,7 @@ pub fn run(
     let needs = [
         Need::Broker,
         Need::Registry,
+        Need::Postgres,
         Need::Python,
         Need::OwnBrokers,
         Need::ThreeBrokers,

@@ -33,6 +33,7 @@ mod rolling;
 mod safety;
 mod security;
 mod shutdown;
+mod sink;
 mod verify;
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +58,9 @@ fn main() -> std::process::ExitCode {
     trials.extend(safety::trials());
     trials.extend(security::trials());
     trials.extend(shutdown::trials());
+    trials.extend(sink::trials());
+    #[cfg(feature = "fault-injection")]
+    trials.extend(sink::fail_points::trials());
     trials.extend(verify::trials());
     harness::run(arguments, &filters, trials)
 }

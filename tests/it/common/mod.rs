@@ -21,6 +21,7 @@ pub mod read;
 pub mod registry;
 #[macro_use]
 pub mod secure;
+pub mod sink;
 pub mod stage;
 pub mod values;
 

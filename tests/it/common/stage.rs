@@ -1,17 +1,32 @@
 //! The `kstage` binary as a child process: spawn with arguments and environment, send it signals,
 //! wait for its exit with a deadline, and keep its stderr in a file for diagnostics.
+//!
+//! Two subcommands: `kstage run` (a topology from `--input` to `--output`, [`StageSpec::new`])
+//! and `kstage sink` (a config file, [`StageSpec::sink`]: the TOML is written next to the
+//! stage's logs and passed as `--config`).
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// How to start one stage process: `kstage run ...`.
+/// Which `kstage` subcommand a [`StageSpec`] starts.
+#[derive(Clone, Debug)]
+pub enum Subcommand {
+    /// `kstage run --topology ... --input ... --output ...`.
+    Run,
+    /// `kstage sink --config FILE`, FILE holding this TOML (bootstrap, inputs, app id and the
+    /// `[sink]` section: the spec's own fields of those are not used).
+    Sink { toml: String },
+}
+
+/// How to start one stage process: `kstage run ...` or `kstage sink ...`.
 #[derive(Clone, Debug)]
 pub struct StageSpec {
+    pub subcommand: Subcommand,
     pub bootstrap: String,
     pub topology: String,
     pub inputs: Vec<String>,
@@ -29,6 +44,7 @@ impl StageSpec {
     /// killed or stopped instance takes seconds, not the default 45 s.
     pub fn new(bootstrap: &str, topology: &str, input: &str, output: &str, app_id: &str) -> Self {
         Self {
+            subcommand: Subcommand::Run,
             bootstrap: bootstrap.to_string(),
             topology: topology.to_string(),
             inputs: vec![input.to_string()],
@@ -36,6 +52,24 @@ impl StageSpec {
             app_id: app_id.to_string(),
             instance_id: "i0".to_string(),
             args: vec!["--kafka".into(), "session.timeout.ms=6000".into()],
+            env: Vec::new(),
+        }
+    }
+
+    /// A `kstage sink` spec: its whole configuration is `toml` (instance id and a disabled
+    /// metrics endpoint come as flags).
+    pub fn sink(toml: &str) -> Self {
+        Self {
+            subcommand: Subcommand::Sink {
+                toml: toml.to_string(),
+            },
+            bootstrap: String::new(),
+            topology: String::new(),
+            inputs: Vec::new(),
+            output: String::new(),
+            app_id: String::new(),
+            instance_id: "i0".to_string(),
+            args: vec!["--metrics-address".into(), "off".into()],
             env: Vec::new(),
         }
     }
@@ -57,8 +91,19 @@ impl StageSpec {
         self
     }
 
-    /// The full command line after the binary name.
-    pub fn command_line(&self) -> Vec<String> {
+    /// The full command line after the binary name; `dir` is where a sink's config file is.
+    pub fn command_line(&self, dir: &Path) -> Vec<String> {
+        if let Subcommand::Sink { .. } = self.subcommand {
+            let mut line: Vec<String> = vec![
+                "sink".into(),
+                "--config".into(),
+                dir.join(SINK_CONFIG).display().to_string(),
+                "--instance-id".into(),
+                self.instance_id.clone(),
+            ];
+            line.extend(self.args.iter().cloned());
+            return line;
+        }
         let mut line: Vec<String> = vec![
             "run".into(),
             "--topology".into(),
@@ -88,6 +133,9 @@ impl StageSpec {
     }
 }
 
+/// The file name of a sink's config, in the stage's directory.
+const SINK_CONFIG: &str = "sink.toml";
+
 /// A running (or exited) stage process. Dropping it kills the process if it is still running.
 pub struct Stage {
     child: Child,
@@ -104,7 +152,10 @@ impl Stage {
         let stdout_path = dir.path().join("stdout.log");
         let stderr = File::create(&stderr_path).expect("create stderr log file");
         let stdout = File::create(&stdout_path).expect("create stdout log file");
-        let line = spec.command_line();
+        if let Subcommand::Sink { toml } = &spec.subcommand {
+            std::fs::write(dir.path().join(SINK_CONFIG), toml).expect("write the sink's config");
+        }
+        let line = spec.command_line(dir.path());
         // KSTAGE_TEST_BINARY runs the tests against another build (e.g. an older one, to see
         // a test fail on the code before a fix).
         let binary = std::env::var_os("KSTAGE_TEST_BINARY")
@@ -174,6 +225,13 @@ impl Stage {
 
     pub fn sigcont(&mut self) {
         self.signal(Signal::SIGCONT);
+    }
+
+    /// SIGTERM, then the exit code (`None`: ended by a signal); fails the test if the stage
+    /// does not exit within a minute.
+    pub fn stop(&mut self) -> Option<i32> {
+        self.sigterm();
+        self.wait_exit(Duration::from_secs(60)).code()
     }
 
     /// SIGKILL and reap: a crash without any chance to clean up.

@@ -1,0 +1,42 @@
+//! Deliberately broken sink behaviours, for negative controls only: a test that passes against
+//! these proves nothing, so the sink tests run them and check that they lose or duplicate rows.
+//! They exist only in builds with the `fault-injection` feature, selected by the environment
+//! variable `KSTAGE_BROKEN_MODE` (comma-separated, shared with the engine's own):
+//!
+//! * `sink_kafka_offsets` (transactional): keep no offsets in the database; start each assigned
+//!   partition from Kafka's committed offset, and commit Kafka offsets *before* the database
+//!   commit (a crash in between loses the batch's rows).
+//! * `sink_plain_insert` (idempotent): a plain INSERT instead of the upsert (redelivered records
+//!   become duplicate rows).
+//!
+//! In builds without the feature every check is `false`.
+
+/// A deliberately broken sink behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Broken {
+    KafkaOffsets,
+    PlainInsert,
+}
+
+impl Broken {
+    fn name(self) -> &'static str {
+        match self {
+            Self::KafkaOffsets => "sink_kafka_offsets",
+            Self::PlainInsert => "sink_plain_insert",
+        }
+    }
+
+    /// Whether this broken behaviour is switched on.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn active(self) -> bool {
+        std::env::var("KSTAGE_BROKEN_MODE")
+            .is_ok_and(|mode| mode.split(',').any(|m| m == self.name()))
+    }
+
+    /// Whether this broken behaviour is switched on: never, without `fault-injection`.
+    #[cfg(not(feature = "fault-injection"))]
+    pub(crate) fn active(self) -> bool {
+        let _ = self.name();
+        false
+    }
+}

@@ -1,0 +1,335 @@
+//! The loop of a sink worker: poll, map each owned record into the open batch (or through the
+//! poison policy), and commit the batch when it is due.
+//!
+//! ```text
+//!  poll ─► events of the callbacks (partitions given up: drop their rows; a fatal claim error)
+//!  │    ─► a record of an owned partition at or past its stored offset ─► row into the batch
+//!  │                                                                     └─ poison policy
+//!  ├─► batch due (commit_interval since its first record, max_records_per_txn, shutdown):
+//!  │     dead letters flushed ─► write.rs: one database transaction ─► Kafka offset commit
+//!  │     (transactional: async, monitoring only; idempotent: sync, the resume point)
+//!  └─► Kafka's offsets may be behind the database's (a claim, a refused commit): copy them,
+//!      at most every OFFSET_COPY_INTERVAL, until a commit succeeds
+//! ```
+//!
+//! Invariants: nothing reaches Kafka's offsets before the database commit (except in the
+//! negative control `sink_kafka_offsets`); a fatal error returns at once, and the open batch,
+//! in no transaction, is simply dropped; a batch is open (for readiness) from its first record
+//! to its commit.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::batch::Batch;
+use super::broken::Broken;
+use super::config::SinkMode;
+use super::context::SinkContext;
+use super::dead_letter::DeadLetters;
+use super::error::SinkError;
+use super::mapping::{Mapping, RecordView};
+use super::poison;
+use super::write::{self, PartitionEnd, Rejected, Writer};
+use crate::config::PoisonPolicy;
+use crate::engine::WorkerStats;
+use crate::error::{classify_consumer, EngineError, ErrorClass};
+use crate::observability::{KindLabel, Telemetry, TopicLabel, WorkerHealth};
+
+/// The longest a poll blocks, so shutdown is noticed promptly.
+const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
+
+/// How often Kafka's offsets are copied from the database while they may be behind.
+const OFFSET_COPY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One sink worker: its consumer (whose context owns the database session), and what it needs
+/// to turn records into committed rows.
+pub(super) struct SinkWorker {
+    /// The group member; its context claims partitions and shares the database session.
+    pub(super) consumer: BaseConsumer<SinkContext>,
+    /// Builds and runs a batch's transaction.
+    pub(super) writer: Writer,
+    /// Records to rows.
+    pub(super) mapping: Mapping,
+    /// transactional or idempotent.
+    pub(super) mode: SinkMode,
+    /// What a record or row that cannot be written does.
+    pub(super) policy: PoisonPolicy,
+    /// The dead-letter producer, under `poison_policy = "dead_letter"`.
+    pub(super) dead_letters: Option<DeadLetters>,
+    /// The longest a batch stays open.
+    pub(super) commit_interval: Duration,
+    /// The most records in one batch.
+    pub(super) max_records: usize,
+    /// Counters returned when the worker stops.
+    pub(super) stats: WorkerStats,
+    /// Metrics.
+    pub(super) telemetry: Telemetry,
+    /// This worker's readiness: a batch open for too long makes the stage unready.
+    pub(super) health: Arc<WorkerHealth>,
+}
+
+impl std::fmt::Debug for SinkWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkWorker")
+            .field("mode", &self.mode)
+            .field("policy", &self.policy)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SinkWorker {
+    /// Consumes and commits until `shutdown` is set (then commits the open batch) or an error.
+    pub(super) fn run(&mut self, shutdown: &AtomicBool) -> Result<WorkerStats, SinkError> {
+        let mut batch = Batch::default();
+        let mut last_summary = Instant::now();
+        let mut last_copy = Instant::now() - OFFSET_COPY_INTERVAL;
+        while !shutdown.load(Ordering::Relaxed) {
+            let wait = match batch.started {
+                Some(_) if batch.records >= self.max_records => Duration::ZERO,
+                Some(started) => {
+                    (started + self.commit_interval).saturating_duration_since(Instant::now())
+                }
+                None => MAX_POLL_WAIT,
+            };
+            if batch.started.is_some() && wait.is_zero() {
+                self.commit(&mut batch)?;
+                continue;
+            }
+            let polled = self.consumer.poll(wait.min(MAX_POLL_WAIT));
+            let (given_up, error) = self.consumer.context().take_events();
+            if let Some(error) = error {
+                return Err(error);
+            }
+            if !given_up.is_empty() {
+                batch.drop_partitions(&given_up);
+            }
+            if last_copy.elapsed() >= OFFSET_COPY_INTERVAL && self.copy_offsets_to_kafka()? {
+                last_copy = Instant::now();
+            }
+            match polled {
+                None => {}
+                Some(Ok(message)) => {
+                    let message = message.detach();
+                    let was_empty = batch.started.is_none();
+                    self.take(&mut batch, message)?;
+                    if was_empty && batch.started.is_some() {
+                        self.health.transaction_opened();
+                    }
+                }
+                Some(Err(error)) => match classify_consumer(&error) {
+                    ErrorClass::Fatal => {
+                        return Err(EngineError::kafka("consuming", error, "").into())
+                    }
+                    _ => {
+                        tracing::warn!(%error, "The consumer reported an error; it keeps retrying.")
+                    }
+                },
+            }
+            if last_summary.elapsed() > Duration::from_secs(30) {
+                last_summary = Instant::now();
+                tracing::info!(
+                    records_in = self.stats.records_in,
+                    commits = self.stats.commits,
+                    skipped = self.stats.skipped,
+                    dead_lettered = self.stats.dead_lettered,
+                    "Sink progress."
+                );
+            }
+        }
+        tracing::info!("Shutting down: committing the open batch.");
+        self.commit(&mut batch)?;
+        Ok(self.stats)
+    }
+
+    /// One consumed record into the batch (or through the poison policy).
+    fn take(&mut self, batch: &mut Batch, message: OwnedMessage) -> Result<(), SinkError> {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        let Some(epoch) = self.consumer.context().accept(topic, partition, offset) else {
+            return Ok(());
+        };
+        let view = RecordView {
+            key: message.key(),
+            value: message.payload(),
+            timestamp: message.timestamp().to_millis(),
+            topic,
+            partition,
+            offset,
+        };
+        match self.mapping.row(&view) {
+            Ok(row) => {
+                batch.note(topic, partition, offset, epoch);
+                batch.rows.push(row);
+                batch.messages.push(message);
+            }
+            Err(error) => {
+                batch.note(topic, partition, offset, epoch);
+                self.poison(&message, "decode", &error)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The poison policy for one record: fail stops, skip counts, dead_letter queues the letter.
+    fn poison(
+        &mut self,
+        message: &OwnedMessage,
+        class: &str,
+        error: &str,
+    ) -> Result<(), SinkError> {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        poison::poison(
+            self.policy,
+            self.dead_letters.as_mut(),
+            &mut self.stats,
+            &self.telemetry,
+            message,
+            class,
+            error,
+        )
+        .map_err(|e| match e {
+            SinkError::Poison { .. } => SinkError::Poison {
+                topic: topic.into(),
+                partition,
+                offset,
+                error: error.into(),
+            },
+            other => other,
+        })
+    }
+
+    /// Writes and commits the batch, then commits the Kafka offsets.
+    fn commit(&mut self, batch: &mut Batch) -> Result<(), SinkError> {
+        if batch.ends.is_empty() {
+            *batch = Batch::default();
+            self.health.transaction_closed();
+            return Ok(());
+        }
+        let started = Instant::now();
+        let offsets = self.kafka_offsets(&batch.ends)?;
+        let kafka_first = Broken::KafkaOffsets.active() && self.mode == SinkMode::Transactional;
+        if kafka_first {
+            tracing::warn!("KSTAGE_BROKEN_MODE: committing Kafka offsets before the database (negative control)");
+            self.consumer
+                .commit(&offsets, CommitMode::Sync)
+                .map_err(|source| EngineError::Kafka {
+                    operation: "committing offsets",
+                    source,
+                })?;
+        }
+        if let Some(dead_letters) = self.dead_letters.as_mut() {
+            dead_letters.flush()?;
+        }
+        let (policy, stats, telemetry) = (self.policy, &mut self.stats, &self.telemetry);
+        let mut dead_letters = self.dead_letters.as_mut();
+        let messages = &batch.messages;
+        let mut on_rejected = |rejected: &[Rejected]| -> Result<(), SinkError> {
+            for Rejected { index, error } in rejected {
+                let message = messages.get(*index).ok_or_else(|| SinkError::Database {
+                    operation: "finding a rejected row's record",
+                    message: format!("no record at index {index}"),
+                })?;
+                poison::poison(
+                    policy,
+                    dead_letters.as_deref_mut(),
+                    stats,
+                    telemetry,
+                    message,
+                    "rejected",
+                    error,
+                )?;
+            }
+            match dead_letters.as_deref_mut() {
+                Some(dead_letters) => dead_letters.flush().map_err(SinkError::from),
+                None => Ok(()),
+            }
+        };
+        let rejected = {
+            let mut db = self.consumer.context().db();
+            self.writer
+                .write(&mut db, &batch.rows, &batch.ends, &mut on_rejected)?
+        };
+        self.consumer.context().committed(&batch.ends);
+        write::crash_point("kstage::sink_after_db_commit");
+        if !kafka_first {
+            // transactional: for lag monitoring only; idempotent: the resume point. Either way
+            // a failure only means more redelivery (idempotent) or a stale lag (transactional).
+            let mode = if self.mode == SinkMode::Idempotent {
+                CommitMode::Sync
+            } else {
+                CommitMode::Async
+            };
+            if let Err(error) = self.consumer.commit(&offsets, mode) {
+                tracing::warn!(%error, "Committing the Kafka offsets after the database commit failed.");
+            }
+        }
+        self.stats.commits += 1;
+        self.stats.records_in += batch.records as u64;
+        self.stats.records_out += (batch.rows.len() - rejected.len()) as u64;
+        let metrics = &self.telemetry.metrics;
+        metrics
+            .transactions
+            .get_or_create(&KindLabel { kind: "committed" })
+            .inc();
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        for end in &batch.ends {
+            metrics
+                .records_in
+                .get_or_create(&TopicLabel {
+                    topic: end.topic.clone(),
+                })
+                .inc_by(end.records);
+        }
+        tracing::debug!(
+            records = batch.records,
+            rows = batch.rows.len(),
+            "Batch committed."
+        );
+        *batch = Batch::default();
+        self.health.transaction_closed();
+        Ok(())
+    }
+
+    /// Copies the database's offsets of owned partitions to Kafka when Kafka's may be behind
+    /// (after a claim, or after a commit to Kafka failed): monitoring only, best effort, but
+    /// retried until a commit succeeds, so lag converges even on a partition that gets no new
+    /// record (an async commit refused during a rebalance would otherwise stay stale forever).
+    /// Returns whether it sent a commit.
+    fn copy_offsets_to_kafka(&self) -> Result<bool, SinkError> {
+        let stored = self.consumer.context().offsets_to_copy();
+        if stored.is_empty() {
+            return Ok(false);
+        }
+        let mut tpl = TopicPartitionList::with_capacity(stored.len());
+        for (topic, partition, next) in &stored {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .map_err(|source| EngineError::Kafka {
+                    operation: "building the offsets to commit",
+                    source,
+                })?;
+        }
+        if let Err(error) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(%error, "Copying the stored offsets to Kafka failed; retrying later.");
+            self.consumer.context().kafka_behind();
+        }
+        Ok(true)
+    }
+
+    fn kafka_offsets(&self, ends: &[PartitionEnd]) -> Result<TopicPartitionList, SinkError> {
+        let mut tpl = TopicPartitionList::with_capacity(ends.len());
+        for end in ends {
+            tpl.add_partition_offset(&end.topic, end.partition, Offset::Offset(end.next_offset))
+                .map_err(|source| EngineError::Kafka {
+                    operation: "building the offsets to commit",
+                    source,
+                })?;
+        }
+        Ok(tpl)
+    }
+}
