@@ -8,10 +8,10 @@
 
 use crate::common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use common::http::{free_port, http_status};
 use common::read::{seen_but_not_settled, LiveReader};
 use common::stage::exit_code;
 use common::{
@@ -22,29 +22,6 @@ const PARTITIONS: i32 = 6;
 const INSTANCES: [&str; 3] = ["0", "1", "2"];
 /// Records committed between two steps of the restart, so each step happens under load.
 const PROGRESS_PER_STEP: i64 = 1_000;
-
-/// A free port on 127.0.0.1 for an instance's metrics and health endpoint.
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("find a free port")
-}
-
-/// The HTTP status code of `GET path` at `address`, or `None` when nothing answers.
-fn http_status(address: SocketAddr, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    // "HTTP/1.1 200 OK"
-    response.split_whitespace().nth(1)?.parse().ok()
-}
 
 /// One instance: its spec, its health address and its current process.
 struct Instance {

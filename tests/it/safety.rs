@@ -3,6 +3,7 @@
 //! taken over from a dead instance while aborts rewind, and consumer commits that race
 //! rebalances in at_least_once. Each test fails on the engine before the fix.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use kstage::topology::headers::{ERROR_CLASS, ERROR_TRUNCATED};
@@ -10,11 +11,14 @@ use kstage::topology::headers::{ERROR_CLASS, ERROR_TRUNCATED};
 use crate::common;
 use common::below_committed;
 use common::broker::create_topic_with;
+use common::http::{free_port, http_status};
 use common::kills::drain_then_stop;
 use common::orders_stage::stop_cleanly;
 use common::raw::RawRecord;
 use common::stage::exit_code;
-use common::{create_topic, read_topic, unique_name, Isolation, Pipeline, Verdict, PATIENCE};
+use common::{
+    create_topic, read_topic, unique_name, BackgroundWriter, Isolation, Pipeline, Verdict, PATIENCE,
+};
 
 /// A panic in `Topology::process` commits nothing of its batch: the committed offset stays at or
 /// below the record that panicked, nothing of the batch (which holds outputs sent before the
@@ -325,7 +329,36 @@ fn at_least_once_rides_out_rebalances_without_an_exit() {
     assert_eq!(report.lost.count, 0, "at_least_once lost records: {report}");
 }
 
+/// Two workers; the first commit of one of them hangs (a `sleep` fail point before
+/// commit_transaction): readiness is per worker, so `/readyz` turns 503 naming the stuck worker
+/// while the other one goes on. (With one readiness state for the whole stage, the other
+/// worker's commits kept it 200.)
+fn one_stuck_worker_makes_the_stage_unready() {
+    let broker = require_broker!();
+    let pipeline = Pipeline::new(&broker, 4);
+    let health = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let mut stage = pipeline
+        .stage("passthrough")
+        .instance("w")
+        .arg("--workers", "2")
+        .arg("--metrics-address", &health.to_string())
+        .arg("--ready-max-transaction-age", "3s")
+        .env("FAILPOINTS", "kstage::before_commit=1*sleep(90000)")
+        .spawn();
+    stage.wait_until(PATIENCE, "/readyz answers 200 before any input", || {
+        http_status(health, "/readyz") == Some(200)
+    });
+    // Input keeps flowing, so the healthy worker keeps opening and committing transactions.
+    let writer = BackgroundWriter::start(pipeline.writer(), 100, Duration::from_millis(20));
+    stage.wait_until(PATIENCE, "/readyz answers 503 for the stuck worker", || {
+        http_status(health, "/readyz") == Some(503)
+    });
+    stage.sigkill();
+    writer.stop();
+}
+
 trials! {
+    one_stuck_worker_makes_the_stage_unready => [Broker],
     an_output_the_broker_rejects_is_found_and_dead_lettered => [Broker],
     a_panic_in_the_topology_commits_nothing_of_its_batch => [Broker],
     at_most_once_commits_nothing_of_a_batch_whose_record_fails => [Broker],

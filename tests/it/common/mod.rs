@@ -9,6 +9,7 @@
 #[macro_use]
 pub mod broker;
 pub mod chaos;
+pub mod http;
 pub mod input;
 pub mod kills;
 pub mod ledger;
