@@ -170,6 +170,7 @@ fn run(stage: StageArgs, runtime: RuntimeArgs, registry: &Registry) -> ExitCode 
         .metrics_address
         .0
         .map(|address| (address, telemetry.clone()));
+    tracing::info!(app_id = %app_id, "Starting the stage.");
     let result = signals::run_until_signal(shutdown, runtime.shutdown_grace, http, move || {
         crate::engine::run(&config, topologies, flag, telemetry)
     });

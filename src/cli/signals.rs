@@ -48,6 +48,9 @@ where
             result
         })
         .map_err(|e| EngineError::Startup(format!("cannot start the worker thread: {e}")))?;
+    // With `fault-injection`, `FAILPOINTS=kstage::after_worker_start=sleep(<ms>)` widens the
+    // start-up window in which a SIGTERM must already be handled (the start-up race's test).
+    fail::fail_point!("kstage::after_worker_start");
     if let Some((address, telemetry)) = http {
         runtime.spawn(async move {
             // A stage that cannot expose metrics still processes; its probes will fail.

@@ -180,12 +180,14 @@ pub(crate) fn positions<C: ConsumerContext>(
         source,
     })?;
     let mut wanted = TopicPartitionList::with_capacity(span.read.len());
+    let hidden = hidden_position();
     for read in &span.read {
         let (topic, partition) = (read.topic.as_str(), read.partition);
         let position = all
             .find_partition(topic, partition)
             .map(|elem| elem.offset())
-            .filter(|offset| matches!(offset, Offset::Offset(_)));
+            .filter(|offset| matches!(offset, Offset::Offset(_)))
+            .filter(|_| hidden != Some(partition));
         let Some(offset) = position else {
             return Ok(Positions::Missing {
                 topic: topic.to_string(),
@@ -200,6 +202,15 @@ pub(crate) fn positions<C: ConsumerContext>(
             })?;
     }
     Ok(Positions::Complete(wanted))
+}
+
+/// With `fault-injection` and `FAILPOINTS=kstage::position_missing=1*return(<partition>)`, the
+/// consumer's position for that partition is treated as absent once, as librdkafka reports a
+/// partition it no longer fetches (the test of a batch whose positions are incomplete).
+fn hidden_position() -> Option<i32> {
+    fail::fail_point!("kstage::position_missing", |arg: Option<String>| arg
+        .and_then(|partition| partition.parse().ok()));
+    None
 }
 
 /// Seeks each partition the aborted batch read, and that is still assigned, back to the first

@@ -93,6 +93,9 @@ impl Worker {
     /// One turn of the loop; `false` once shutdown is requested.
     fn step(&mut self, summary: &mut (Instant, WorkerStats)) -> Result<bool, EngineError> {
         self.between_polls()?;
+        // With `fault-injection`, `FAILPOINTS=kstage::worker_step=<n>*off->1*panic` makes a worker
+        // thread panic outside user code (the test of a panicking worker stopping the stage).
+        fail::fail_point!("kstage::worker_step");
         if self.shutdown.load(Ordering::Relaxed) {
             return Ok(false);
         }
@@ -157,7 +160,7 @@ impl Worker {
         let Some(batch) = self.txn.batch() else {
             return Some(MAX_POLL_WAIT);
         };
-        if batch.records >= self.max_records_per_txn || self.txn.isolating() {
+        if batch.records >= self.txn.batch_limit(self.max_records_per_txn) {
             return None;
         }
         let left = (batch.started + self.commit_interval).checked_duration_since(Instant::now())?;

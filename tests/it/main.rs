@@ -21,6 +21,8 @@ mod abort;
 mod avro;
 mod cli;
 mod crash;
+#[cfg(feature = "fault-injection")]
+mod engine_paths;
 mod exactly_once;
 mod fencing;
 mod poison;
@@ -46,6 +48,8 @@ fn main() -> std::process::ExitCode {
     trials.extend(crash::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(crash::fail_points::trials());
+    #[cfg(feature = "fault-injection")]
+    trials.extend(engine_paths::trials());
     trials.extend(exactly_once::trials());
     trials.extend(fencing::trials());
     trials.extend(poison::trials());

@@ -33,6 +33,7 @@ mod held;
 mod log;
 mod modes;
 mod producer;
+mod search;
 pub(crate) mod state;
 mod worker;
 

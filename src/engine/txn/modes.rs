@@ -109,7 +109,7 @@ fn complete(positions: Positions) -> Option<TopicPartitionList> {
             tracing::warn!(
                 topic,
                 partition,
-                "A partition the batch read is no longer assigned; aborting the batch."
+                "A partition the batch read has no consumer position (it is no longer fetched); aborting the batch."
             );
             None
         }

@@ -28,6 +28,7 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 
 use super::held::{owned, HeldOutput, Rejected};
 use super::producer::TransactionalProducer;
+use super::search::Search;
 use super::state::{OnRecord, Span};
 use super::{Outcome, TxnHandle};
 use crate::config::DeliveryMode;
@@ -88,10 +89,9 @@ pub(crate) struct WorkerTxn {
     /// An input record whose output the broker rejected for what it is (found in a batch of
     /// its own): when it is read again it is poison (`output_rejected`).
     rejected: Option<Rejected>,
-    /// Records still to be processed one per transaction, after a batch aborted because the
-    /// broker rejected one of its outputs (it fails the whole produce request, so the record is
-    /// not known yet).
-    isolating: u64,
+    /// The search for the record whose output the broker rejected (it fails the whole produce
+    /// request, so the record is not known yet): batches are capped meanwhile.
+    search: Option<Search>,
     /// Records processed since delivery reports were last served.
     unserved: u32,
     metrics: Arc<StageMetrics>,
@@ -117,20 +117,23 @@ impl WorkerTxn {
             open: None,
             held: Vec::new(),
             rejected: None,
-            isolating: 0,
+            search: None,
             unserved: 0,
             metrics,
             stats: WorkerStats::default(),
         }
     }
 
-    /// Whether records are being committed one per transaction (to find a rejected output).
-    pub(crate) fn isolating(&self) -> bool {
-        self.isolating > 0
+    /// The most records the open batch may hold: `max_records_per_txn`, or less while a
+    /// rejected output is searched for.
+    pub(crate) fn batch_limit(&self, max_records_per_txn: usize) -> usize {
+        self.search.map_or(max_records_per_txn, |search| {
+            search.limit().min(max_records_per_txn)
+        })
     }
 
     /// A batch aborted because the broker rejected one of its outputs for what it is: a batch
-    /// of one record names it; a larger one is re-run one record per transaction.
+    /// of one record names it; a larger one is re-run in halves ([`Search`]).
     fn find_rejected(&mut self, span: &Span, reason: String) {
         let records = self
             .committing
@@ -153,16 +156,18 @@ impl WorkerTxn {
                     offset: read.first_offset,
                     reason,
                 });
-                self.isolating = self.isolating.max(1);
+                self.search = Some(Search::after_rejection(1));
             }
             _ => {
+                let search = Search::after_rejection(records);
                 tracing::warn!(
                     records,
+                    records_per_transaction = search.limit(),
                     reason,
-                    "An output was rejected for what it is; re-running the batch one record per \
-                     transaction to find its record."
+                    "An output was rejected for what it is; re-running the batch in smaller \
+                     transactions to find its record."
                 );
-                self.isolating = records as u64;
+                self.search = Some(search);
             }
         }
     }
@@ -376,7 +381,7 @@ impl WorkerTxn {
                     self.stats.commits += 1;
                     let batch = self.committing.pop_front().or_else(|| self.open.take());
                     if let Some(batch) = batch {
-                        self.isolating = self.isolating.saturating_sub(batch.records as u64);
+                        self.search = self.search.and_then(|s| s.committed(batch.records));
                         self.record_commit(&batch, elapsed);
                     }
                 }
