@@ -1,7 +1,7 @@
 //! More of issue 11's paths, reached through fail points of the `fault-injection` build: an
 //! abortable error that first shows up at `send()` (`_STATE`), a SIGTERM during start-up, a
-//! worker thread that panics outside user code, and a batch whose consumer positions miss a
-//! partition it read. Each test failed on the engine before its fix (docs/RELIABILITY.md, "Faults
+//! worker thread that panics outside user code, a batch whose consumer positions miss a
+//! partition it read, and a consumer error that is not known to heal. Each test failed on the engine before its fix (docs/RELIABILITY.md, "Faults
 //! of the engine's own paths", gives the before-and-after runs).
 
 use std::time::Duration;
@@ -172,7 +172,33 @@ fn a_batch_missing_a_position_is_aborted_not_committed_without_it() {
     );
 }
 
+/// A consumer error that is not known to heal stops the stage, naming it: here
+/// `auto.offset.reset=error` on a group with no committed offset (librdkafka's
+/// `_AUTO_OFFSET_RESET`). The retriable consumer errors are an explicit list; before, anything
+/// unlisted was retried forever while the stage read nothing.
+fn a_consumer_error_not_known_to_heal_stops_the_stage() {
+    let broker = require_broker!();
+    let pipeline = Pipeline::new(&broker, 1);
+    pipeline.seed(10);
+    let mut stage = pipeline
+        .stage("passthrough")
+        .instance("reset")
+        .arg("--consumer-property", "auto.offset.reset=error")
+        .spawn();
+    let status = stage.wait_exit(PATIENCE);
+    if exit_code(status) != Some(1) {
+        stage.fail(&format!(
+            "an unlisted consumer error should stop the stage with exit 1, got {status}"
+        ));
+    }
+    let stderr = stage.stderr().to_lowercase();
+    if !stderr.contains("autooffsetreset") {
+        stage.fail("the stage's error does not name the failed offset reset");
+    }
+}
+
 trials! {
+    a_consumer_error_not_known_to_heal_stops_the_stage => [Broker],
     an_abortable_error_first_seen_at_send_aborts_and_rewinds => [Broker],
     a_sigterm_during_start_up_is_a_clean_stop => [Broker],
     a_panicking_worker_stops_the_stage => [Broker],
