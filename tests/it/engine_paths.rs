@@ -9,11 +9,10 @@ use std::time::Duration;
 use kstage::topology::headers::ERROR_CLASS;
 
 use crate::common;
-use common::broker::create_topic_with;
 use common::orders_stage::stop_cleanly;
 use common::raw::RawRecord;
 use common::stage::{exit_code, exit_signal};
-use common::{create_topic, read_topic, unique_name, Isolation, Pipeline, Verdict, PATIENCE};
+use common::{read_topic, Isolation, Pipeline, Verdict, PATIENCE};
 
 /// The broker rejects one output (a keyless record to a compacted topic: INVALID_RECORD) while
 /// thousands more are sent after it in the same transaction. The transaction fails in the
@@ -22,24 +21,7 @@ use common::{create_topic, read_topic, unique_name, Isolation, Pipeline, Verdict
 /// every keyed record is written exactly once.
 fn an_abortable_error_first_seen_at_send_aborts_and_rewinds() {
     let broker = require_broker!();
-    let input = unique_name("in");
-    let output = unique_name("compacted");
-    let dead_letters = unique_name("dlq");
-    create_topic(&broker.bootstrap, &input, 1);
-    create_topic_with(
-        &broker.bootstrap,
-        &output,
-        1,
-        &[("cleanup.policy", "compact")],
-    );
-    create_topic(&broker.bootstrap, &dead_letters, 1);
-    let pipeline = Pipeline {
-        bootstrap: broker.bootstrap.clone(),
-        input,
-        output,
-        app_id: unique_name("app"),
-        partitions: 1,
-    };
+    let (pipeline, dead_letters) = Pipeline::with_compacted_output(&broker, 1);
     let mut writer = pipeline.writer();
     writer.write(10);
     writer.write_raw(0, RawRecord::new(None, Some(b"no key".to_vec())));

@@ -10,7 +10,6 @@ use kstage::topology::headers::{ERROR_CLASS, ERROR_TRUNCATED};
 
 use crate::common;
 use common::below_committed;
-use common::broker::create_topic_with;
 use common::http::{free_port, http_status};
 use common::kills::drain_then_stop;
 use common::orders_stage::stop_cleanly;
@@ -186,24 +185,7 @@ fn an_output_too_large_for_kafka_is_dead_lettered_and_the_stage_goes_on() {
 /// until it gives up.
 fn an_output_the_broker_rejects_is_found_and_dead_lettered() {
     let broker = require_broker!();
-    let input = unique_name("in");
-    let output = unique_name("compacted");
-    let dead_letters = unique_name("dlq");
-    create_topic(&broker.bootstrap, &input, 2);
-    create_topic_with(
-        &broker.bootstrap,
-        &output,
-        2,
-        &[("cleanup.policy", "compact")],
-    );
-    create_topic(&broker.bootstrap, &dead_letters, 1);
-    let pipeline = Pipeline {
-        bootstrap: broker.bootstrap.clone(),
-        input,
-        output,
-        app_id: unique_name("app"),
-        partitions: 2,
-    };
+    let (pipeline, dead_letters) = Pipeline::with_compacted_output(&broker, 2);
     let mut writer = pipeline.writer();
     writer.write(200);
     let at = writer.write_raw(1, RawRecord::new(None, Some(b"no key".to_vec())));

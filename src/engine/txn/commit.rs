@@ -260,14 +260,27 @@ fn commit_phases(
     }
     let offsets_sent = Instant::now();
     crash_point("kstage::after_send_offsets");
-    if let Err(e) = producer.await_deliveries(deadline) {
-        let waited = producer.transaction_timeout();
-        return failed(
-            producer,
-            "awaiting deliveries",
-            Retried::exhausted(e, waited),
-            false,
-        );
+    match producer.await_commit_deliveries(deadline) {
+        Ok(None) => {}
+        Ok(Some(reason)) => {
+            tracing::warn!(
+                reason,
+                "The transaction failed while its outputs were delivered."
+            );
+            return Ended::Abortable {
+                operation: "awaiting deliveries",
+                error: None,
+            };
+        }
+        Err(e) => {
+            let waited = producer.transaction_timeout();
+            return failed(
+                producer,
+                "awaiting deliveries",
+                Retried::exhausted(e, waited),
+                false,
+            );
+        }
     }
     crash_point("kstage::before_commit");
     if injected_abort() {

@@ -208,6 +208,26 @@ impl TransactionalProducer {
         Ok(())
     }
 
+    /// [`Self::await_deliveries`] before a commit: returns librdkafka's reason as soon as it
+    /// has failed the transaction (a `TXNERR` since it began). Its queued messages then wait for
+    /// the abort's epoch bump (after OUT_OF_ORDER_SEQUENCE_NUMBER, say) and would hold the wait
+    /// until the deadline, and the commit could only fail.
+    pub(crate) fn await_commit_deliveries(
+        &self,
+        deadline: Instant,
+    ) -> Result<Option<String>, KafkaError> {
+        while self.producer.in_flight_count() > 0 {
+            if let Some(reason) = self.producer.context().txn_error() {
+                return Ok(Some(reason));
+            }
+            if Instant::now() >= deadline {
+                return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
+        Ok(None)
+    }
+
     /// Awaits every delivery before the process exits, bounded by the transaction timeout.
     pub(crate) fn drain(&self) -> Result<(), EngineError> {
         self.await_deliveries(self.deadline())

@@ -8,8 +8,9 @@
 //! that fails names the record, which is then poison (`output_rejected`). So a rejected record
 //! among `n` is found in about 2·log2(n) transactions rather than `n`.
 //!
-//! Invariants: the cap only ever shrinks while a search runs (never below one record), and the
-//! search ends once as many records as the last failed batch held have committed under it.
+//! Invariants: the cap only ever shrinks while a search runs (never below one record); the
+//! search ends once its record is found and re-run alone, or once as many records as the
+//! largest failed batch held have committed under the cap.
 
 /// A running search: batches hold at most `limit` records until `remaining` records of the
 /// failed batch have committed.
@@ -20,14 +21,28 @@ pub(crate) struct Search {
 }
 
 impl Search {
-    /// After a batch of `records` records aborted because one of its outputs was rejected:
-    /// re-run them in halves (a batch of one is re-run alone, as poison). During a search a
-    /// failing batch holds at most the cap, so the cap only shrinks; the records after the
-    /// failed batch run uncapped again (another rejected record among them starts a new search).
-    pub(crate) fn after_rejection(records: usize) -> Self {
+    /// After a batch of `records` (more than one) aborted because one of its outputs was
+    /// rejected: re-run them in halves. A search already running keeps its smaller cap and its
+    /// larger count: after a rewind the records of several partitions may come back in another
+    /// order, so a capped batch that commits need not be the half without the rejected record.
+    pub(crate) fn after_rejection(records: usize, running: Option<Self>) -> Self {
+        let limit = records.div_ceil(2).max(1);
+        let remaining = records as u64;
+        match running {
+            Some(search) => Self {
+                limit: limit.min(search.limit),
+                remaining: remaining.max(search.remaining),
+            },
+            None => Self { limit, remaining },
+        }
+    }
+
+    /// The record is found (a batch of one was rejected): it is re-run alone, as poison, and
+    /// the search ends once that has committed.
+    pub(crate) fn found() -> Self {
         Self {
-            limit: records.div_ceil(2).max(1),
-            remaining: records as u64,
+            limit: 1,
+            remaining: 1,
         }
     }
 
@@ -60,7 +75,7 @@ mod tests {
                 if end - start == 1 {
                     return transactions;
                 }
-                search = Some(Search::after_rejection(end - start));
+                search = Some(Search::after_rejection(end - start, search));
             } else {
                 search = search.and_then(|s| s.committed(end - start));
                 start = end;
@@ -80,18 +95,26 @@ mod tests {
     }
 
     #[test]
-    fn the_cap_only_shrinks_and_the_search_ends_after_the_failed_batch() {
-        let search = Search::after_rejection(10);
+    fn the_cap_only_shrinks_and_the_search_ends_once_found_or_passed() {
+        let search = Search::after_rejection(10, None);
         assert_eq!(search.limit(), 5);
-        let narrower = Search::after_rejection(search.limit());
-        assert!(narrower.limit() < search.limit(), "the cap shrinks");
-        let search = Search::after_rejection(4);
+        let narrower = Search::after_rejection(5, Some(search));
+        assert_eq!(narrower.limit(), 3);
+        let reordered = Search::after_rejection(9, Some(narrower));
+        assert_eq!(reordered.limit(), 3, "the cap never grows during a search");
+        let search = Search::after_rejection(4, None);
         let search = search.committed(2).expect("two records left");
         assert_eq!(
             search.committed(2),
             None,
             "over once the batch's records committed"
         );
-        assert_eq!(Search::after_rejection(1).limit(), 1);
+        let found = Search::found();
+        assert_eq!(found.limit(), 1);
+        assert_eq!(
+            found.committed(1),
+            None,
+            "over once the poison record committed"
+        );
     }
 }

@@ -156,10 +156,10 @@ impl WorkerTxn {
                     offset: read.first_offset,
                     reason,
                 });
-                self.search = Some(Search::after_rejection(1));
+                self.search = Some(Search::found());
             }
             _ => {
-                let search = Search::after_rejection(records);
+                let search = Search::after_rejection(records, self.search);
                 tracing::warn!(
                     records,
                     records_per_transaction = search.limit(),
@@ -388,6 +388,10 @@ impl WorkerTxn {
                 Outcome::Aborted { rewind: span } => {
                     if let Some(reason) = self.producer.take_rejected() {
                         self.find_rejected(&span, reason);
+                        // Each rejection halves the search (librdkafka then fails the next
+                        // transaction once more, OUT_OF_ORDER_SEQUENCE_NUMBER, before its epoch
+                        // bump): not an abort loop.
+                        self.locked(|core| core.abort_made_progress());
                     }
                     self.stats.aborts += 1;
                     self.metrics.transaction_closed(false);

@@ -121,6 +121,28 @@ impl Pipeline {
         pipeline
     }
 
+    /// Like [`Pipeline::new`], but the output topic is compacted (the broker rejects a keyless
+    /// record there: INVALID_RECORD); also returns a fresh one-partition dead-letter topic.
+    pub fn with_compacted_output(broker: &Broker, partitions: i32) -> (Self, String) {
+        let pipeline = Self {
+            bootstrap: broker.bootstrap.clone(),
+            input: unique_name("in"),
+            output: unique_name("compacted"),
+            app_id: unique_name("app"),
+            partitions,
+        };
+        create_topic(&pipeline.bootstrap, &pipeline.input, partitions);
+        broker::create_topic_with(
+            &pipeline.bootstrap,
+            &pipeline.output,
+            partitions,
+            &[("cleanup.policy", "compact")],
+        );
+        let dead_letters = unique_name("dlq");
+        create_topic(&pipeline.bootstrap, &dead_letters, 1);
+        (pipeline, dead_letters)
+    }
+
     /// A stage spec for `topology` from this pipeline's input to its output, in its group.
     pub fn stage(&self, topology: &str) -> StageSpec {
         StageSpec::new(
