@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
@@ -257,8 +257,27 @@ impl TransactionalProducer {
     /// (bounded: a broker that is gone must not hold the abort): aborting while the first
     /// produce of a transaction is still in flight can reach a coordinator that has not
     /// registered the partition yet and turn into a fatal `INVALID_TXN_STATE` (librdkafka#4849).
+    ///
+    /// Once librdkafka has failed the transaction, outputs it still holds wait for the abort's
+    /// epoch bump (after OUT_OF_ORDER_SEQUENCE_NUMBER, say), and librdkafka's abort flushes them
+    /// first, waiting for every delivery report to be served (seen here: the abort hung until
+    /// the watchdog). They belong to the transaction being aborted, so they are purged and their
+    /// reports served before the abort.
     pub(crate) fn abort_transaction(&self) -> Result<(), EngineError> {
-        let _ = self.await_deliveries(Instant::now() + Duration::from_secs(5));
+        let _ = self.await_commit_deliveries(Instant::now() + Duration::from_secs(5));
+        let held = self.producer.in_flight_count();
+        if held > 0 {
+            tracing::debug!(
+                held,
+                "Purging the aborted transaction's undelivered outputs."
+            );
+            self.producer
+                .purge(PurgeConfig::default().queue().inflight());
+            // Their delivery reports must be served too: librdkafka's abort flushes until no
+            // message is left (rd_kafka_flush), and with the event API only a poll here serves
+            // them; the commit thread would wait on itself.
+            let _ = self.await_deliveries(Instant::now() + Duration::from_secs(5));
+        }
         retrying("abort_transaction", self.deadline(), || {
             self.producer.abort_transaction(Timeout::Never)
         })
