@@ -193,6 +193,19 @@ pub enum EngineError {
         /// How long the engine waited.
         waited_secs: u64,
     },
+    /// `init_transactions` of a new producer did not end in time (the same librdkafka hang as
+    /// [`Self::CommitHung`]).
+    #[error(
+        "init_transactions of transactional id {transactional_id:?} did not end within \
+         {waited_secs} s (twice transaction_timeout); the stage stops, and a restart with the \
+         same instance_id settles the transaction it left open"
+    )]
+    InitHung {
+        /// Our transactional id.
+        transactional_id: String,
+        /// How long the engine waited.
+        waited_secs: u64,
+    },
     /// exactly_once: a send was refused because the open transaction had already failed in the
     /// background (a delivery failure, an epoch bump for UNKNOWN_PRODUCER_ID or
     /// OUT_OF_ORDER_SEQUENCE). The worker aborts the transaction and rewinds; it stops only if

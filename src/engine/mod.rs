@@ -39,6 +39,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 pub use txn::WorkerStats;
 
+/// The commit watchdog's bound, in transaction timeouts (validated against max.poll.interval.ms).
+pub(crate) use txn::WATCHDOG_FACTOR;
+
 /// The consumer settings of a stage, for the database sinks (`src/sink`), which read like a stage.
 pub(crate) use clients::consumer_config;
 
@@ -195,7 +198,7 @@ fn run_worker(
         tracing::info!("Stopped during start-up; nothing was processed.");
         return Ok(WorkerStats::default());
     }
-    producer.init()?;
+    handle.init()?;
     health.set_producer_ready();
     let inputs: Vec<&str> = config.inputs.iter().map(String::as_str).collect();
     consumer

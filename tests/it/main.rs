@@ -28,6 +28,8 @@ mod registry_outage;
 mod reliability;
 mod reliability_floor;
 mod reliability_soak;
+#[cfg(feature = "fault-injection")]
+mod renew;
 mod rolling;
 #[cfg(feature = "fault-injection")]
 mod safety;
@@ -53,6 +55,8 @@ fn main() -> std::process::ExitCode {
     trials.extend(reliability::trials());
     trials.extend(reliability_floor::trials());
     trials.extend(reliability_soak::trials());
+    #[cfg(feature = "fault-injection")]
+    trials.extend(renew::trials());
     trials.extend(rolling::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(safety::trials());
