@@ -27,11 +27,15 @@
 //!   watchdog (`WATCHDOG_FACTOR` transaction timeouts) is settled by a renew right away. A batch
 //!   whose commit outcome was unknown is never aborted: the new init decides it, and the
 //!   committed offsets say which way.
-//! * Not healable: fencing by another producer, authorization, configuration; and a renew whose
-//!   own init fails or hangs (bounded by the same watchdog). These stop the worker with the
-//!   batch in doubt, as before; a restart with the same instance id settles it.
-//! * At most [`MAX_RENEWALS`] renewals in a row without a commit: a fault that a new producer
-//!   does not heal stops the worker instead of looping.
+//! * A renewal whose own init fails with a healable error or hangs (the same watchdog) is tried
+//!   again with another new producer. Not healable: fencing by another producer,
+//!   authorization, configuration. These stop the worker with the batch in doubt, as before;
+//!   a restart with the same instance id settles it.
+//! * At most [`MAX_RENEWALS`] renewals (or failed tries) in a row without a commit: a fault
+//!   that a new producer does not heal stops the worker instead of looping. Worst case, the
+//!   worker does not poll for the commit's watchdog plus one per try (2 + 2 × 3 transaction
+//!   timeouts); past `max.poll.interval.ms` its consumer leaves the group and rejoins, which
+//!   costs a rebalance and loses nothing.
 //! * `begin_transaction` is not bounded by a timer: librdkafka answers it from its own thread
 //!   without any request on the wire. `send` is bounded where it waits (a full queue, one
 //!   transaction timeout).
@@ -43,6 +47,7 @@ use std::sync::Arc;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::commit::{CommitThread, Ended, Job};
+use super::producer::TransactionalProducer;
 use super::{Outcome, TxnCore};
 use crate::engine::broken::Broken;
 use crate::error::EngineError;
@@ -108,20 +113,41 @@ impl TxnCore {
     }
 
     /// Replaces the producer and its commit thread by new ones with the same transactional id,
-    /// once the new one's `init_transactions` has succeeded.
+    /// once the new one's `init_transactions` has succeeded. An init that fails with a healable
+    /// error or hangs (the coordinator is moving too) is tried again with another new producer,
+    /// within [`MAX_RENEWALS`].
     fn renew(&mut self, why: &'static str) -> Result<(), EngineError> {
+        loop {
+            match self.try_renew(why) {
+                Ok(()) => return Ok(()),
+                Err(error)
+                    if self.renewals < MAX_RENEWALS
+                        && (healable(&error) || matches!(error, EngineError::InitHung { .. })) =>
+                {
+                    self.renewals += 1;
+                    tracing::warn!(%error, "The new producer could not be initialised; trying \
+                        another one.");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    fn try_renew(&mut self, why: &'static str) -> Result<(), EngineError> {
         let next = Arc::new(self.producer.recreated()?);
         let reported = self.commits.as_ref().map(CommitThread::reported_flag);
         let mut commits = CommitThread::start_with(Arc::clone(&next), reported)?;
         commits.submit(Job::Init)?;
-        match commits.wait()? {
-            Some(Ended::Initialized) => {}
-            Some(Ended::Fatal { error, .. }) => return Err(error),
-            other => {
-                return Err(EngineError::Internal(format!(
-                    "an init_transactions ended as {other:?}"
-                )))
-            }
+        let failed = match commits.wait()? {
+            Some(Ended::Initialized) => None,
+            Some(Ended::Fatal { error, .. }) => Some(error),
+            other => Some(EngineError::Internal(format!(
+                "an init_transactions ended as {other:?}"
+            ))),
+        };
+        if let Some(error) = failed {
+            retire(commits, next);
+            return Err(error);
         }
         self.renewals += 1;
         next.count_recreation();
@@ -133,14 +159,20 @@ impl TxnCore {
              request of the old one."
         );
         let old = std::mem::replace(&mut self.producer, next);
-        let old_commits = self.commits.replace(commits);
-        // Closing a producer whose broker is gone can block: not on the worker's thread. (If
-        // the thread cannot start, the closure, and so the close, runs here.)
-        let _ = std::thread::Builder::new()
-            .name("kstage-retired-producer".into())
-            .spawn(move || drop((old_commits, old)));
+        if let Some(old_commits) = self.commits.replace(commits) {
+            retire(old_commits, old);
+        }
         Ok(())
     }
+}
+
+/// Drops a producer and its commit thread off the worker's thread: closing a producer whose
+/// broker is gone can block. (If the thread cannot start, the closure, and so the close, runs
+/// here.)
+fn retire(commits: CommitThread, producer: Arc<TransactionalProducer>) {
+    let _ = std::thread::Builder::new()
+        .name("kstage-retired-producer".into())
+        .spawn(move || drop((commits, producer)));
 }
 
 /// Whether a new producer can heal `error`: a call that timed out or kept failing, a hung call,
