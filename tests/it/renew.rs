@@ -72,6 +72,44 @@ fn an_abort_that_hangs_past_the_watchdog_is_settled_by_a_new_producer() {
     ));
 }
 
+/// A commit that landed on the broker but whose end the stage never saw (the fail point sleeps
+/// after `commit_transaction` returned): the batch is in doubt, the new producer's init finds it
+/// committed, and the rewind to the committed offsets (not to the batch's first offsets, which
+/// would write it twice) goes on after it. Exactly once; no aborted records are expected here.
+fn a_commit_that_landed_but_was_never_seen_to_end_is_not_repeated() {
+    let broker = require_broker!();
+    let pipeline = Pipeline::new(&broker, 3);
+    let writer = pipeline.seed(5_000);
+    let ends = writer.end_offsets();
+    let mut stage = hanging_stage(
+        &pipeline,
+        "landed",
+        &format!("kstage::after_commit=1*{HANG}"),
+    )
+    .spawn();
+    pipeline.wait_drained(&mut stage, &ends);
+    stage.sigterm();
+    let status = stage.wait_exit(PATIENCE);
+    pipeline
+        .check_committed(&writer.written)
+        .assert_exactly_once_in_order("read_committed output after an in-doubt commit that landed");
+    let stderr = stage.stderr();
+    if !stderr.contains(RECREATED) || !stderr.contains("committed offsets of the settled batch") {
+        stage.fail(
+            "the in-doubt commit should have been settled and rewound to the committed offsets",
+        );
+    }
+    if exit_code(status) != Some(0) {
+        stage.fail(&format!(
+            "SIGTERM after the drain should exit 0, got {status}"
+        ));
+    }
+    assert!(
+        pipeline.output_settled(),
+        "an output partition still has an open transaction"
+    );
+}
+
 /// The negative control: without re-creation the same hung commit stops the stage (exit 1, the
 /// batch in doubt), which the test above would report as an unplanned exit; a restart with the
 /// same instance id settles the batch, exactly once.
@@ -109,5 +147,6 @@ fn without_recreation_a_hung_commit_stops_the_stage_in_doubt() {
 trials! {
     a_commit_that_hangs_past_the_watchdog_is_settled_by_a_new_producer => [Broker],
     an_abort_that_hangs_past_the_watchdog_is_settled_by_a_new_producer => [Broker],
+    a_commit_that_landed_but_was_never_seen_to_end_is_not_repeated => [Broker],
     without_recreation_a_hung_commit_stops_the_stage_in_doubt => [Broker],
 }
