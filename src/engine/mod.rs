@@ -198,7 +198,7 @@ fn run_worker(
         tracing::info!("Stopped during start-up; nothing was processed.");
         return Ok(WorkerStats::default());
     }
-    handle.init()?;
+    handle.init(STARTUP_TIMEOUT)?;
     health.set_producer_ready();
     let inputs: Vec<&str> = config.inputs.iter().map(String::as_str).collect();
     consumer

@@ -38,6 +38,8 @@ pub struct Fleet {
     pub unclean_stops: Vec<String>,
     /// Static group membership: each instance gets `group.instance.id=<app_id>-<id>`.
     pub static_membership: bool,
+    /// Producer re-creations logged by the instances [`Self::stop_all`] stopped.
+    pub recreations: usize,
 }
 
 impl Fleet {
@@ -64,6 +66,7 @@ impl Fleet {
             members: BTreeMap::new(),
             next: 0,
             unplanned_exits: Vec::new(),
+            recreations: 0,
             planned_exits: Vec::new(),
             unclean_stops: Vec::new(),
             static_membership: false,
@@ -290,6 +293,13 @@ impl Fleet {
 
     /// Stops every instance cleanly (thawing frozen ones first).
     pub fn stop_all(&mut self) {
+        for member in self.members.values() {
+            self.recreations += member
+                .stage
+                .stderr()
+                .matches("Re-created the transactional producer")
+                .count();
+        }
         for id in self.ids() {
             if self
                 .members

@@ -87,6 +87,8 @@ pub struct Scenario {
     /// line. Empty (the default): the stage is meant to survive every fault of the scenario,
     /// so any unplanned exit fails it even when the output is exactly once.
     pub tolerated_exits: Vec<&'static str>,
+    /// The stages reach the brokers through Toxiproxy ([`super::proxy`]; three brokers only).
+    pub proxied: bool,
 }
 
 /// The exits a broker fault may cause with the chaos harness's short transaction timeout (10 s):
@@ -106,7 +108,10 @@ impl Scenario {
         let broker_fault = self.steps.iter().any(|(_, fault)| {
             matches!(
                 fault,
-                Fault::KillBroker(_) | Fault::TermBroker(_) | Fault::PauseBroker(..)
+                Fault::KillBroker(_)
+                    | Fault::TermBroker(_)
+                    | Fault::PauseBroker(..)
+                    | Fault::Network { kill: Some(_), .. }
             )
         });
         let mut tolerated = self.tolerated_exits.clone();
@@ -134,6 +139,7 @@ impl Scenario {
             drain_stall: DRAIN_STALL,
             seed: None,
             tolerated_exits: Vec::new(),
+            proxied: false,
         }
     }
 
@@ -175,14 +181,28 @@ pub fn run(scenario: &Scenario, bootstrap: &str, cluster: Option<&Cluster>) -> O
     let feeder = Feeder::start(writer, scenario.records, scenario.rate);
     let live = LiveReader::start(bootstrap, &output, Isolation::ReadCommitted);
 
+    let proxies = scenario.proxied.then(|| {
+        cluster
+            .expect("a proxied scenario needs the three-broker cluster")
+            .proxies()
+    });
+    let stage_bootstrap = proxies
+        .as_ref()
+        .map_or_else(|| bootstrap.to_string(), |p| p.bootstrap());
     let stage_spec = |label: &'static str, from: &str, to: &str| {
-        let mut spec = StageSpec::new(bootstrap, "passthrough", from, to, &unique_name("app"))
-            .arg(
-                "--transaction-timeout",
-                &format!("{}s", transaction_timeout().as_secs()),
-            )
-            .arg("--kafka", "heartbeat.interval.ms=1000")
-            .arg("--metrics-address", "off");
+        let mut spec = StageSpec::new(
+            &stage_bootstrap,
+            "passthrough",
+            from,
+            to,
+            &unique_name("app"),
+        )
+        .arg(
+            "--transaction-timeout",
+            &format!("{}s", transaction_timeout().as_secs()),
+        )
+        .arg("--kafka", "heartbeat.interval.ms=1000")
+        .arg("--metrics-address", "off");
         for (flag, value) in &scenario.stage_args {
             spec = spec.arg(flag, value);
         }
@@ -219,6 +239,7 @@ pub fn run(scenario: &Scenario, bootstrap: &str, cluster: Option<&Cluster>) -> O
     let mut chaos = Chaos {
         fleets,
         cluster,
+        proxies: proxies.as_ref(),
         rng: StdRng::seed_from_u64(seed),
         counts: Default::default(),
         log: Vec::new(),
@@ -260,6 +281,9 @@ pub fn run(scenario: &Scenario, bootstrap: &str, cluster: Option<&Cluster>) -> O
     // Heal and drain.
     if let Some(cluster) = cluster {
         cluster.heal();
+    }
+    if let Some(proxies) = chaos.proxies {
+        proxies.heal();
     }
     for fleet in &mut chaos.fleets {
         fleet.heal(1);
@@ -335,6 +359,7 @@ pub fn run(scenario: &Scenario, bootstrap: &str, cluster: Option<&Cluster>) -> O
             .iter()
             .flat_map(|f| f.unclean_stops.clone())
             .collect(),
+        recreations: chaos.fleets.iter().map(|f| f.recreations).sum(),
         drained: drained_all,
         live_unsettled,
         run_time: started.elapsed(),
