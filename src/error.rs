@@ -233,6 +233,19 @@ pub enum EngineError {
         /// The error that told us.
         source: KafkaError,
     },
+    /// The group refused this consumer's `group.instance.id`: another live instance joined
+    /// with the same one (static membership).
+    #[error(
+        "{operation} failed: the consumer group fenced this instance ({source}): another live \
+         instance joined with the same group.instance.id, i.e. the same app_id and \
+         instance_id. Give every instance a distinct instance_id; this instance stops"
+    )]
+    InstanceFenced {
+        /// What the engine was doing.
+        operation: &'static str,
+        /// The client's error.
+        source: KafkaError,
+    },
     /// The cluster refused the stage's principal.
     #[error("{operation} was refused: {source}; {hint}")]
     NotAuthorized {
@@ -320,7 +333,9 @@ impl EngineError {
         source: KafkaError,
         transactional_id: &str,
     ) -> Self {
-        if is_fenced(&source) {
+        if code_of(&source) == Some(RDKafkaErrorCode::FencedInstanceId) {
+            Self::InstanceFenced { operation, source }
+        } else if is_fenced(&source) {
             Self::Fenced {
                 transactional_id: transactional_id.to_string(),
                 source,
