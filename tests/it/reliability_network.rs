@@ -101,7 +101,65 @@ fn network_bandwidth_limited_links_during_a_broker_fail_over() {
     run(&s);
 }
 
+/// The negative control: the same network faults with producer re-creation switched off
+/// (`KSTAGE_BROKEN_MODE=no_recreate`). The run must fall short of exactly-once-without-exits:
+/// a verifier check fails (a late EndTxn landed on a later transaction) or an instance gives up
+/// where the engine would have re-created its producer. Prints what each fault did.
+fn negative_control_without_recreation_network_faults_are_not_ridden_out() {
+    let faults = [
+        (
+            "network (no_recreate): one-way stall past the transaction timeout",
+            Toxic::Stall { after_ms: 0 },
+            15,
+        ),
+        (
+            "network (no_recreate): connection resets on the coordinator's link",
+            Toxic::ResetPeer { after_ms: 200 },
+            10,
+        ),
+        (
+            "network (no_recreate): latency + jitter on the coordinator's link",
+            Toxic::Latency {
+                latency_ms: 400,
+                jitter_ms: 400,
+            },
+            15,
+        ),
+    ];
+    let mut caught = Vec::new();
+    for (name, toxic, hold) in faults {
+        let mut s = proxied(name).at(
+            0.2,
+            Fault::Network {
+                node: Node::TxnCoordinator,
+                toxic,
+                hold: Duration::from_secs(hold),
+                kill: None,
+            },
+        );
+        s.broken = Some(("no_recreate", common::chaos::faults::Target::Any));
+        if matches!(toxic, Toxic::Latency { .. }) {
+            s.stage_args
+                .push(("--producer-property", "socket.timeout.ms=1000".into()));
+        }
+        let _serial = exclusive();
+        let cluster = Cluster::three_brokers();
+        let outcome = scenario::run(&s, &cluster.bootstrap.clone(), Some(&cluster));
+        eprintln!("{}", outcome.summary());
+        if !outcome.as_expected() {
+            caught.push(name);
+        }
+    }
+    assert!(
+        !caught.is_empty(),
+        "without producer re-creation every network scenario was still ridden out exactly once \
+         without an exit: this control could not tell"
+    );
+    eprintln!("caught without re-creation: {caught:?}");
+}
+
 trials! {
+    negative_control_without_recreation_network_faults_are_not_ridden_out => [ThreeBrokers, FullRun],
     network_latency_and_jitter_on_the_coordinators_link_resend_transactional_requests => [ThreeBrokers],
     network_connection_resets_on_the_coordinators_link_cut_requests_in_flight => [ThreeBrokers, FullRun],
     network_one_way_stall_longer_than_the_transaction_timeout => [ThreeBrokers],
