@@ -144,39 +144,6 @@ impl TxnHandle {
         self.acted.store(true, Ordering::Release);
     }
 
-    /// `init_transactions` of the worker's producer at start-up (exactly_once: on the commit
-    /// thread, under its watchdog). A coordinator that is not there yet (a cluster that has just
-    /// started creates its transaction state log on first use) keeps answering with retriable
-    /// errors for a while: each job retries for one transaction timeout, and a job that ran out
-    /// is submitted again until `patience` has passed since the first.
-    pub(crate) fn init(&self, patience: Duration) -> Result<(), EngineError> {
-        let until = Instant::now() + patience;
-        let mut core = self.lock();
-        let core = &mut *core;
-        let Some(commits) = &mut core.commits else {
-            return core.producer.init();
-        };
-        loop {
-            commits.submit(Job::Init)?;
-            match commits.wait()? {
-                Some(Ended::Initialized) | None => return Ok(()),
-                Some(Ended::Fatal {
-                    error: error @ EngineError::RetriesExhausted { .. },
-                    ..
-                }) if Instant::now() < until => {
-                    tracing::warn!(%error, "The transaction coordinator is not ready yet; \
-                        initialising again.");
-                }
-                Some(Ended::Fatal { error, .. }) => return Err(error),
-                Some(other) => {
-                    return Err(EngineError::Internal(format!(
-                        "an init_transactions ended as {other:?}"
-                    )))
-                }
-            }
-        }
-    }
-
     /// Whether the commit thread has reported the end of its job (lock-free).
     pub(crate) fn commit_reported(&self) -> bool {
         self.commit_reported

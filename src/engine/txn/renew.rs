@@ -1,5 +1,6 @@
 //! Re-creating a worker's transactional producer: the guard against late transactional requests
-//! (KAFKA-17754), and the way out of a commit or abort that timed out or hung.
+//! (KAFKA-17754), and the way out of a commit or abort that timed out or hung; and the first
+//! producer's start-up `init_transactions`, under the same watchdog.
 //!
 //! ```text
 //!   commit / abort needed a retry, or a coordinator request timed out ──► renew before the
@@ -43,14 +44,50 @@
 //!   renews.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::commit::{CommitThread, Ended, Job};
 use super::producer::TransactionalProducer;
-use super::{Outcome, TxnCore};
+use super::{Outcome, TxnCore, TxnHandle};
 use crate::engine::broken::Broken;
 use crate::error::EngineError;
+
+impl TxnHandle {
+    /// `init_transactions` of the worker's producer at start-up (exactly_once: on the commit
+    /// thread, under its watchdog). A coordinator that is not there yet (a cluster that has just
+    /// started creates its transaction state log on first use) keeps answering with retriable
+    /// errors for a while: each job retries for one transaction timeout, and a job that ran out
+    /// is submitted again until `patience` has passed since the first.
+    pub(crate) fn init(&self, patience: Duration) -> Result<(), EngineError> {
+        let until = Instant::now() + patience;
+        let mut core = self.lock();
+        let core = &mut *core;
+        let Some(commits) = &mut core.commits else {
+            return core.producer.init();
+        };
+        loop {
+            commits.submit(Job::Init)?;
+            match commits.wait()? {
+                Some(Ended::Initialized) | None => return Ok(()),
+                Some(Ended::Fatal {
+                    error: error @ EngineError::RetriesExhausted { .. },
+                    ..
+                }) if Instant::now() < until => {
+                    tracing::warn!(%error, "The transaction coordinator is not ready yet; \
+                        initialising again.");
+                }
+                Some(Ended::Fatal { error, .. }) => return Err(error),
+                Some(other) => {
+                    return Err(EngineError::Internal(format!(
+                        "an init_transactions ended as {other:?}"
+                    )))
+                }
+            }
+        }
+    }
+}
 
 /// Renewals in a row without a commit after which the worker stops.
 pub(super) const MAX_RENEWALS: u32 = 3;
