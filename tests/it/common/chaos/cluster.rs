@@ -123,6 +123,30 @@ impl Cluster {
         super::proxy::Proxies::start(&self.data, self.port)
     }
 
+    /// Transactions of transactional ids starting with `prefix` that are still open (Ongoing,
+    /// PrepareCommit, PrepareAbort), as Kafka's `kafka-transactions.sh list`
+    /// (`TransactionsCommand`) reports them: "id state" each.
+    pub fn open_transactions(&self, prefix: &str) -> Vec<String> {
+        let listing = self.script_ok(&[
+            "tool",
+            "org.apache.kafka.tools.TransactionsCommand",
+            "--bootstrap-server",
+            &self.bootstrap,
+            "list",
+        ]);
+        listing
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split('\t').map(str::trim).collect();
+                let open = fields.len() >= 4
+                    && fields[0].starts_with(prefix)
+                    && matches!(fields[3], "Ongoing" | "PrepareCommit" | "PrepareAbort");
+                open.then(|| format!("{} {}", fields[0], fields[3]))
+            })
+            .collect()
+    }
+
     /// kill -9 of node `n` (returns once it is gone).
     pub fn kill(&self, n: u32) {
         self.script_ok(&["kill", &n.to_string()]);

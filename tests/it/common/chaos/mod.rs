@@ -63,6 +63,9 @@ pub struct Outcome {
     pub unplanned_exits: Vec<String>,
     /// Producer re-creations the instances running at the end logged.
     pub recreations: usize,
+    /// Transactions of the stages still open at the end (`TransactionsCommand list`; network
+    /// scenarios only).
+    pub open_transactions: Vec<String>,
     /// Pieces of an unplanned exit's description that the scenario tolerates.
     pub tolerated_exits: Vec<&'static str>,
     pub unclean_stops: Vec<String>,
@@ -107,6 +110,7 @@ impl Outcome {
                 self.report.passed
                     && self.live_unsettled.is_empty()
                     && self.untolerated_exits().is_empty()
+                    && self.open_transactions.is_empty()
             }
             Expect::Failure(checks) => {
                 let failed = self.report.failed_checks();
@@ -155,8 +159,9 @@ impl Outcome {
             self.zombies,
             self.report
         ) + &format!(
-            "\nunplanned exits: {:?}\nunclean stops: {:?}",
-            self.unplanned_exits, self.unclean_stops
+            "\nunplanned exits: {:?}\nunclean stops: {:?}\nopen transactions (TransactionsCommand): \
+             {:?}",
+            self.unplanned_exits, self.unclean_stops, self.open_transactions
         )
     }
 }
@@ -184,6 +189,7 @@ pub fn record(outcome: &Outcome) {
         "zombies": outcome.zombies,
         "unplanned_exits": outcome.unplanned_exits,
         "producer_recreations": outcome.recreations,
+        "open_transactions": outcome.open_transactions,
         "unclean_stops": outcome.unclean_stops,
         "drained": outcome.drained,
         "lost": r.lost.count,

@@ -322,6 +322,24 @@ pub fn run(scenario: &Scenario, bootstrap: &str, cluster: Option<&Cluster>) -> O
     for fleet in &mut chaos.fleets {
         fleet.stop_all();
     }
+    // Network scenarios: no transaction of the stages left open, by Kafka's own
+    // TransactionsCommand (a late EndTxn(abort) could leave one hanging); an instance killed
+    // meanwhile may leave one until its coordinator aborts it, so wait for that first.
+    let mut open_transactions = Vec::new();
+    if let (true, Some(cluster)) = (scenario.proxied, cluster) {
+        let apps: Vec<String> = chaos.fleets.iter().map(|f| f.group().to_string()).collect();
+        let until = Instant::now() + transaction_timeout() * 3;
+        loop {
+            open_transactions = apps
+                .iter()
+                .flat_map(|app| cluster.open_transactions(&format!("{app}-")))
+                .collect();
+            if open_transactions.is_empty() || Instant::now() > until {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
     let live_unsettled = seen_but_not_settled(
         &live.stop(),
         &read_topic(bootstrap, &output, Isolation::ReadCommitted),
@@ -360,6 +378,7 @@ pub fn run(scenario: &Scenario, bootstrap: &str, cluster: Option<&Cluster>) -> O
             .flat_map(|f| f.unclean_stops.clone())
             .collect(),
         recreations: chaos.fleets.iter().map(|f| f.recreations).sum(),
+        open_transactions,
         drained: drained_all,
         live_unsettled,
         run_time: started.elapsed(),
