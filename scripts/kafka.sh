@@ -8,7 +8,7 @@
 #                         and a log4j2 setup) from Maven Central into the cache
 #                         (outside the repo). No-op and offline once complete.
 #   latest                Print the newest Kafka 4.x release on Maven Central.
-#   start [--brokers N] [--prop KEY=VALUE]... [--secure [--user NAME:PASSWORD]...]
+#   start [--brokers N] [--prop KEY=VALUE]... [--proxied | --secure [--user NAME:PASSWORD]...]
 #                         Fetch if needed, format fresh KRaft storage and start
 #                         N combined broker+controller nodes (default 1) in the
 #                         background, wait until every broker answers and print
@@ -38,7 +38,16 @@
 #                         if needed, and a missing leader is waited for).
 #   coordinator group ID  Print the node id of the group coordinator of group ID
 #                         (the leader of its __consumer_offsets partition).
+#   proxies               For a cluster started with --proxied: one line per
+#                         node, "NODE PROXY UPSTREAM" (see "Proxied mode").
 #   help                  Print this text.
+#
+#   Proxied mode (start --proxied): every node also listens on PORT+20+2(i-1)
+#   (listener PROXIED) and advertises PORT+10+2(i-1) for it, where a proxy
+#   (scripts/toxiproxy.sh) forwards to the listener: a client bootstrapping
+#   from the proxy ports gets metadata that names only proxy ports, so every
+#   one of its connections goes through the proxy. Inter-broker and controller
+#   traffic stays direct.
 #
 #   Secure mode (start --secure): every node listens on
 #     SASL_SSL  127.0.0.1:PORT+3(i-1)    clients; SCRAM-SHA-256, SCRAM-SHA-512, PLAIN
@@ -104,7 +113,8 @@
 # scripts/kafka/, one concern each:
 #   common.sh   settings from the environment, logging, ports, node processes
 #   fetch.sh    the Kafka jars in the cache: fetch, latest, tool
-#   cluster.sh  start, stop, status, bootstrap, logs (server.properties, format)
+#   cluster.sh  start, stop, status, bootstrap, logs, proxies (server.properties,
+#               format)
 #   secure.sh   start --secure: certificates, SASL users, ACLs, client-env
 #   faults.sh   kill, term, pause, resume, restart, coordinator
 # Lint: shellcheck -x scripts/kafka.sh scripts/kafka/*.sh
@@ -144,6 +154,7 @@ main() {
     resume) cmd_signal CONT "$@" ;;
     restart) cmd_restart "$@" ;;
     coordinator) cmd_coordinator "$@" ;;
+    proxies) cmd_proxies ;;
     admin-config) cmd_admin_config ;;
     client-env) cmd_client_env ;;
     acl) cmd_acl "$@" ;;

@@ -7,15 +7,17 @@
 #        scripts/reliability.sh reliability_floor::   # only the Kafka-floor scenarios
 #   The filter selects among all tests of the integration test binary `it`, whose
 #   names are <module>::<test>; without one, the modules verify::, reliability::,
-#   reliability_floor:: and reliability_soak:: run.
+#   reliability_floor::, reliability_network:: and reliability_soak:: run.
 #
 # Steps:
 #   1. builds the tests (cargo test --features fault-injection --no-run)
 #   2. starts a single-node broker and a three-node cluster (KRaft, replication 3,
-#      min.insync.replicas=2) through scripts/kafka.sh, on private ports and data
-#      directories; both are stopped when this script exits, whatever happens
-#   3. runs tests/it/verify.rs, tests/it/reliability.rs, tests/it/reliability_floor.rs and
-#      tests/it/reliability_soak.rs one test at a time with KSTAGE_RELIABILITY=full
+#      min.insync.replicas=2, proxied mode: a Toxiproxy port per node for the
+#      network-fault scenarios, built once by scripts/toxiproxy.sh) through
+#      scripts/kafka.sh, on private ports and data directories; both are stopped
+#      when this script exits, whatever happens
+#   3. runs tests/it/verify.rs, tests/it/reliability.rs, tests/it/reliability_floor.rs,
+#      tests/it/reliability_network.rs and tests/it/reliability_soak.rs one test at a time with KSTAGE_RELIABILITY=full
 #   4. prints the results table (Markdown) and leaves everything in
 #      target/reliability/<UTC time>/: results.jsonl (one line per scenario),
 #      results.md, test.log
@@ -115,7 +117,7 @@ mkdir -p "${OUT}"
 if [[ -n "${FILTER}" ]]; then
   readonly FILTERS=("${FILTER}")
 else
-  readonly FILTERS=(verify:: reliability:: reliability_floor:: reliability_soak::)
+  readonly FILTERS=(verify:: reliability:: reliability_floor:: reliability_network:: reliability_soak::)
 fi
 
 say "Building"
@@ -124,7 +126,8 @@ cargo test --features fault-injection --test it --no-run
 say "Starting a single broker (:${SINGLE_PORT}) and a three-node cluster (:${CLUSTER_PORT})"
 STARTED=1
 SINGLE="$(kafka "${SINGLE_DATA}" "${SINGLE_PORT}" start --brokers 1)"
-kafka "${CLUSTER_DATA}" "${CLUSTER_PORT}" start --brokers 3 >/dev/null
+kafka "${CLUSTER_DATA}" "${CLUSTER_PORT}" start --brokers 3 --proxied >/dev/null
+"${SCRIPTS}/toxiproxy.sh" fetch
 
 say "Running the matrix (KSTAGE_RELIABILITY=full); log: ${OUT}/test.log"
 rc=0

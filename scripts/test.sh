@@ -19,7 +19,9 @@
 #      scripts/registry.sh, and a private PostgreSQL via scripts/postgres.sh
 #      (installed with apt-get when missing); all are always stopped when this
 #      script exits (success, failure, Ctrl-C)
-#   3. cargo test --features fault-injection ARGS -- --test-threads=2 ...
+#   3. build Toxiproxy once (scripts/toxiproxy.sh fetch) for the network-fault
+#      scenarios, then
+#      cargo test --features fault-injection ARGS -- --test-threads=2 ...
 #      with KSTAGE_TEST_BOOTSTRAP, KSTAGE_TEST_REGISTRY_URL, KSTAGE_TEST_PG_URL and
 #      KSTAGE_TEST_REQUIRE_BROKER=1 exported; the exit code is propagated
 #   4. only with KSTAGE_CHECK_TESTCONTAINERS=1:
@@ -171,6 +173,15 @@ section "Python test client (scripts/python-env.sh)"
 KSTAGE_TEST_PYTHON="$("${SCRIPTS}/python-env.sh")" || die "could not set up the Python test client"
 export KSTAGE_TEST_PYTHON
 echo "KSTAGE_TEST_PYTHON=${KSTAGE_TEST_PYTHON}" >&2
+done_section
+
+# ---------------------------------------------------------------------------
+# The network-fault scenarios (tests/it/reliability_network.rs) run Toxiproxy,
+# built once from the Go module proxy into the cache (about 2 minutes on a
+# fresh machine, nothing after that); each scenario starts its own server.
+section "Toxiproxy (scripts/toxiproxy.sh fetch)"
+"${SCRIPTS}/toxiproxy.sh" fetch || die "could not build Toxiproxy"
+echo "toxiproxy: $("${SCRIPTS}/toxiproxy.sh" bin)" >&2
 done_section
 
 # ---------------------------------------------------------------------------

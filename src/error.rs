@@ -193,6 +193,19 @@ pub enum EngineError {
         /// How long the engine waited.
         waited_secs: u64,
     },
+    /// `init_transactions` of a new producer did not end in time (the same librdkafka hang as
+    /// [`Self::CommitHung`]).
+    #[error(
+        "init_transactions of transactional id {transactional_id:?} did not end within \
+         {waited_secs} s (twice transaction_timeout); the stage stops, and a restart with the \
+         same instance_id settles the transaction it left open"
+    )]
+    InitHung {
+        /// Our transactional id.
+        transactional_id: String,
+        /// How long the engine waited.
+        waited_secs: u64,
+    },
     /// exactly_once: a send was refused because the open transaction had already failed in the
     /// background (a delivery failure, an epoch bump for UNKNOWN_PRODUCER_ID or
     /// OUT_OF_ORDER_SEQUENCE). The worker aborts the transaction and rewinds; it stops only if
@@ -218,6 +231,19 @@ pub enum EngineError {
         /// Our transactional id.
         transactional_id: String,
         /// The error that told us.
+        source: KafkaError,
+    },
+    /// The group refused this consumer's `group.instance.id`: another live instance joined
+    /// with the same one (static membership).
+    #[error(
+        "{operation} failed: the consumer group fenced this instance ({source}): another live \
+         instance joined with the same group.instance.id, i.e. the same app_id and \
+         instance_id. Give every instance a distinct instance_id; this instance stops"
+    )]
+    InstanceFenced {
+        /// What the engine was doing.
+        operation: &'static str,
+        /// The client's error.
         source: KafkaError,
     },
     /// The cluster refused the stage's principal.
@@ -307,7 +333,9 @@ impl EngineError {
         source: KafkaError,
         transactional_id: &str,
     ) -> Self {
-        if is_fenced(&source) {
+        if code_of(&source) == Some(RDKafkaErrorCode::FencedInstanceId) {
+            Self::InstanceFenced { operation, source }
+        } else if is_fenced(&source) {
             Self::Fenced {
                 transactional_id: transactional_id.to_string(),
                 source,

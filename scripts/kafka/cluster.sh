@@ -57,9 +57,15 @@ write_server_properties() {
     if ((SECURE == 1)); then
       secure_listener_properties "${n}"
     else
-      echo "listeners=PLAINTEXT://127.0.0.1:$(client_port "${n}"),CONTROLLER://127.0.0.1:$(controller_port "${n}")"
-      echo "advertised.listeners=PLAINTEXT://127.0.0.1:$(client_port "${n}"),CONTROLLER://127.0.0.1:$(controller_port "${n}")"
-      echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+      local proxied="" proxied_ad="" proxied_map=""
+      if ((PROXIED == 1)); then
+        proxied=",PROXIED://127.0.0.1:$(proxied_port "${n}")"
+        proxied_ad=",PROXIED://127.0.0.1:$(proxy_port "${n}")"
+        proxied_map=",PROXIED:PLAINTEXT"
+      fi
+      echo "listeners=PLAINTEXT://127.0.0.1:$(client_port "${n}"),CONTROLLER://127.0.0.1:$(controller_port "${n}")${proxied}"
+      echo "advertised.listeners=PLAINTEXT://127.0.0.1:$(client_port "${n}"),CONTROLLER://127.0.0.1:$(controller_port "${n}")${proxied_ad}"
+      echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT${proxied_map}"
       echo "inter.broker.listener.name=PLAINTEXT"
     fi
     echo "controller.listener.names=CONTROLLER"
@@ -202,13 +208,17 @@ prepare_data_dir() {
 }
 
 cmd_start() {
-  local nodes=1 secure=0
+  local nodes=1 secure=0 proxied=0
   EXTRA_PROPS=()
   SECURE_USERS=()
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --secure)
         secure=1
+        shift
+        ;;
+      --proxied)
+        proxied=1
         shift
         ;;
       --user)
@@ -244,6 +254,7 @@ cmd_start() {
   elif ((${#SECURE_USERS[@]} > 0)); then
     die "--user needs --secure"
   fi
+  ((secure == 0 || proxied == 0)) || die "--proxied and --secure do not go together"
   require_cmd "${JAVA}" "install a Java 17+ runtime"
   local t0=${SECONDS}
   ensure_fetched
@@ -262,6 +273,7 @@ cmd_start() {
   fi
   # From here on the new cluster's mode decides the port layout.
   set_secure "${secure}"
+  PROXIED="${proxied}"
   local i port holder busy=""
   for ((i = 1; i <= nodes; i++)); do
     for port in $(node_ports "${i}"); do
@@ -298,8 +310,8 @@ cmd_start() {
   done
   for i in "${pids[@]}"; do wait "${i}" || failed=1; done
   ((failed == 0)) || die "formatting KRaft storage failed"
-  printf 'NODES=%s\nBOOTSTRAP=%s\nCLUSTER_ID=%s\nVERSION=%s\nSECURE=%s\n' \
-    "${nodes}" "${bootstrap}" "${cluster_id}" "${KAFKA_VERSION}" "${SECURE}" >"${CLUSTER_ENV}"
+  printf 'NODES=%s\nBOOTSTRAP=%s\nCLUSTER_ID=%s\nVERSION=%s\nSECURE=%s\nPROXIED=%s\n' \
+    "${nodes}" "${bootstrap}" "${cluster_id}" "${KAFKA_VERSION}" "${SECURE}" "${PROXIED}" >"${CLUSTER_ENV}"
 
   log "starting ${nodes} node(s) of Kafka ${KAFKA_VERSION} (data: ${DATA})"
   # Do not leave half a cluster behind when start-up fails.
@@ -321,6 +333,18 @@ cmd_start() {
     log "  everything, passwords included: kafka.sh client-env (${SECURE_ENV})"
   fi
   echo "${bootstrap}"
+}
+
+# `proxies`: one line per node of a --proxied cluster: NODE PROXY UPSTREAM,
+# the address the node advertises for clients of the proxy and the address
+# the proxy forwards it to.
+cmd_proxies() {
+  load_cluster || die "no cluster in ${DATA} (run: kafka.sh start --proxied)"
+  ((PROXIED == 1)) || die "the cluster in ${DATA} was not started with --proxied"
+  local n
+  for ((n = 1; n <= NODES; n++)); do
+    echo "${n} 127.0.0.1:$(proxy_port "${n}") 127.0.0.1:$(proxied_port "${n}")"
+  done
 }
 
 stop_all() {

@@ -75,6 +75,13 @@ set_secure() {
   if ((SECURE == 1)); then ADMIN_ARGS=(--command-config "${ADMIN_CONFIG}"); fi
 }
 
+# Proxied mode (PROXIED=1, `start --proxied`): each node also listens on
+# proxied_port and advertises proxy_port there, where a proxy (Toxiproxy,
+# scripts/toxiproxy.sh) forwards to proxied_port: a client that bootstraps
+# from the proxy ports gets metadata naming only proxy ports.
+PROXIED=0
+proxy_port() { echo $((BASE_PORT + 10 + STRIDE * ($1 - 1))); }
+proxied_port() { echo $((BASE_PORT + 20 + STRIDE * ($1 - 1))); }
 client_port() { echo $((BASE_PORT + STRIDE * ($1 - 1))); }
 controller_port() { echo $((BASE_PORT + STRIDE * ($1 - 1) + 1)); }
 mtls_port() { echo $((BASE_PORT + STRIDE * ($1 - 1) + 2)); }
@@ -83,6 +90,7 @@ node_ports() {
   client_port "$1"
   controller_port "$1"
   if ((SECURE == 1)); then mtls_port "$1"; fi
+  if ((PROXIED == 1)); then proxied_port "$1"; fi
 }
 node_dir() { echo "${DATA}/node-$1"; }
 
@@ -126,6 +134,8 @@ load_cluster() {
   local secure
   secure="$(sed -n 's/^SECURE=//p' "${CLUSTER_ENV}")"
   set_secure "${secure:-0}"
+  PROXIED="$(sed -n 's/^PROXIED=//p' "${CLUSTER_ENV}")"
+  PROXIED="${PROXIED:-0}"
   [[ "${NODES}" =~ ^[0-9]+$ ]] || return 1
 }
 

@@ -205,6 +205,12 @@ pub(super) const SETTINGS: &[Setting] = &[
             "exactly_once: commit on a commit thread while the worker goes on (see the ",
             "README)."
         )),
+    Setting::new("static_membership", "static-membership", Bool)
+        .env("KSTAGE_STATIC_MEMBERSHIP")
+        .doc(concat!(
+            "exactly_once: join the group as a static member (group.instance.id = the ",
+            "transactional id); a restart within session.timeout.ms (10 s) keeps the partitions."
+        )),
     Setting::new("transaction_timeout", "transaction-timeout", Duration)
         .env("KSTAGE_TRANSACTION_TIMEOUT")
         .doc("transaction.timeout.ms, as a duration (e.g. 60s)."),

@@ -114,6 +114,16 @@ pub struct StageConfig {
     /// Off by default: on the 2-core benchmark machine it cost throughput (docs/BENCHMARKS.md,
     /// "Pipelined commits"); it is meant for stages whose commits wait on a distant broker.
     pub pipelined_commits: bool,
+    /// exactly_once only: static group membership (KIP-345). Each worker's consumer joins with
+    /// `group.instance.id` = its transactional id (`<app_id>-<instance_id>[-<worker>]`), so an
+    /// instance restarted within `session.timeout.ms` gets its partitions back without a
+    /// rebalance, and `session.timeout.ms` defaults to [`STATIC_SESSION_TIMEOUT_MS`] instead
+    /// of librdkafka's 45 s (an instance that does not come back loses its partitions after
+    /// that). A static member does not leave the group when it stops: a scale-in moves its
+    /// partitions after `session.timeout.ms`. Two live instances with the same instance_id are
+    /// refused by the group (FENCED_INSTANCE_ID): the older one stops with exit 1. On by default;
+    /// a `group.instance.id` or `session.timeout.ms` in `kafka`/`consumer` wins.
+    pub static_membership: bool,
     /// `transaction.timeout.ms`: the broker aborts a transaction left open longer than this (a
     /// crashed or paused instance). Must stay below `max.poll.interval.ms`.
     #[serde(with = "humantime_serde")]
@@ -160,6 +170,11 @@ pub struct StageConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sink: Option<crate::sink::SinkConfig>,
 }
+
+/// 10 s: the `session.timeout.ms` of static members unless set (librdkafka's default is 45 s).
+/// A restart within it keeps the assignment; an instance gone for good loses its partitions
+/// after it. Kafka's broker-side `group.min.session.timeout.ms` is 6 s by default.
+pub const STATIC_SESSION_TIMEOUT_MS: u32 = 10_000;
 
 /// 100 ms: the commit interval Kafka Streams uses under exactly-once.
 pub fn default_commit_interval() -> Duration {
@@ -214,6 +229,7 @@ impl Default for StageConfig {
             commit_interval: default_commit_interval(),
             max_records_per_txn: default_max_records_per_txn(),
             pipelined_commits: false,
+            static_membership: true,
             transaction_timeout: default_transaction_timeout(),
             workers: 1,
             poison_policy: PoisonPolicy::default(),

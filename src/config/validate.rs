@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{DeliveryMode, PoisonPolicy, StageConfig};
 use crate::codec::Format;
+use crate::engine::WATCHDOG_FACTOR;
 use crate::topology::{Registry, Topology, TopologyParams, DEFAULT_OUTPUT};
 
 /// librdkafka settings a stage sets itself, because exactly-once (or the stage's identity) depends
@@ -376,6 +377,24 @@ impl StageConfig {
                      aborted by the broker"
                 ),
             )),
+            // The worker does not poll while it waits for a transactional call, which the
+            // watchdog bounds at WATCHDOG_FACTOR transaction timeouts: past max.poll.interval.ms
+            // the consumer would leave the group in the middle of every slow commit.
+            Ok(max_poll)
+                if self.delivery == DeliveryMode::ExactlyOnce
+                    && txn_ms * u128::from(WATCHDOG_FACTOR) >= u128::from(max_poll) =>
+            {
+                errors.push(ConfigError::new(
+                    "transaction_timeout",
+                    format!(
+                        "{txn_ms} ms is more than 1/{WATCHDOG_FACTOR} of max.poll.interval.ms \
+                         ({max_poll} ms): the worker waits up to {WATCHDOG_FACTOR} transaction \
+                         timeouts for a transactional call (the commit watchdog) without \
+                         polling, and must not leave the group meanwhile; lower \
+                         transaction_timeout or raise max.poll.interval.ms"
+                    ),
+                ))
+            }
             Ok(_) => {}
         }
         if let Some((section, raw)) = self.producer_setting("message.timeout.ms") {

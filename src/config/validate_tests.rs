@@ -146,6 +146,26 @@ fn reserved_kafka_settings_are_refused_with_the_field_to_use() {
 }
 
 #[test]
+fn the_commit_watchdog_must_end_before_max_poll_interval() {
+    // 60 s is below 100 s, but the watchdog waits up to two transaction timeouts unpolled.
+    let mut config = valid();
+    config.transaction_timeout = Duration::from_secs(60);
+    config
+        .consumer
+        .insert("max.poll.interval.ms".into(), "100000".into());
+    let error = only_error(&config);
+    assert_eq!(error.key, "transaction_timeout");
+    assert!(error.message.contains("watchdog"), "{error}");
+    config
+        .consumer
+        .insert("max.poll.interval.ms".into(), "120001".into());
+    assert!(
+        config.validate(&registry()).is_ok(),
+        "two transaction timeouts below max.poll.interval.ms are valid"
+    );
+}
+
+#[test]
 fn transaction_timeout_must_stay_below_max_poll_interval() {
     let mut config = valid();
     config

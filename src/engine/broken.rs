@@ -10,6 +10,10 @@
 //!   committed offsets (the aborted batch's records are lost).
 //! * `read_uncommitted`: read the input `read_uncommitted` (records of aborted upstream
 //!   transactions leak downstream).
+//! * `no_recreate`: never re-create the transactional producer (see [`super::txn`]): after a
+//!   commit or abort that needed a retry or saw a coordinator request time out, the next
+//!   transaction runs on the same epoch, and a late EndTxn can land on it (KAFKA-17754); a
+//!   hung or timed-out commit stops the worker with its batch in doubt, as before re-creation.
 //!
 //! In builds without the feature every check is `false` and compiles away.
 
@@ -19,6 +23,7 @@ pub(crate) enum Broken {
     OffsetsOutsideTxn,
     NoRewind,
     ReadUncommitted,
+    NoRecreate,
 }
 
 impl Broken {
@@ -27,6 +32,7 @@ impl Broken {
             Self::OffsetsOutsideTxn => "offsets_outside_txn",
             Self::NoRewind => "no_rewind",
             Self::ReadUncommitted => "read_uncommitted",
+            Self::NoRecreate => "no_recreate",
         }
     }
 

@@ -17,9 +17,18 @@ use crate::error::EngineError;
 /// validation has already refused in user settings).
 pub(crate) fn consumer_config(config: &StageConfig, client_id: &str) -> ClientConfig {
     let mut client = ClientConfig::new();
+    // KIP-848 (`group.protocol=consumer`): the broker assigns (sticky, incremental) and owns the
+    // session timeout; librdkafka refuses a consumer that sets the classic-only settings.
+    let next_gen = config
+        .consumer
+        .get("group.protocol")
+        .or_else(|| config.kafka.get("group.protocol"))
+        .is_some_and(|protocol| protocol == "consumer");
+    if !next_gen {
+        client.set("partition.assignment.strategy", "cooperative-sticky");
+    }
     // Defaults a user may change.
     client
-        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("auto.offset.reset", "earliest")
         // Consumer lag for the metrics.
         .set("statistics.interval.ms", "5000")
@@ -33,6 +42,16 @@ pub(crate) fn consumer_config(config: &StageConfig, client_id: &str) -> ClientCo
         .set("queued.min.messages", "10000")
         .set("queued.max.messages.kbytes", "16384")
         .set("client.id", client_id);
+    if config.delivery == DeliveryMode::ExactlyOnce && config.static_membership {
+        // KIP-345: the worker's stable id (its transactional id) as its member id.
+        client.set("group.instance.id", client_id);
+        if !next_gen {
+            client.set(
+                "session.timeout.ms",
+                crate::config::STATIC_SESSION_TIMEOUT_MS.to_string(),
+            );
+        }
+    }
     config.security.apply(&mut client);
     for (key, value) in config.kafka.iter().chain(&config.consumer) {
         client.set(key, value);
@@ -176,5 +195,63 @@ pub(crate) fn preflight(
             problems.join("; "),
             config.bootstrap_servers
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> StageConfig {
+        StageConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            app_id: "app".into(),
+            instance_id: "0".into(),
+            ..StageConfig::default()
+        }
+    }
+
+    #[test]
+    fn exactly_once_joins_as_a_static_member_with_its_transactional_id() {
+        let client = consumer_config(&config(), "app-0");
+        assert_eq!(client.get("group.instance.id"), Some("app-0"));
+        assert_eq!(client.get("session.timeout.ms"), Some("10000"));
+    }
+
+    #[test]
+    fn user_settings_win_and_static_membership_can_be_turned_off() {
+        let mut config = config();
+        config
+            .kafka
+            .insert("session.timeout.ms".into(), "6000".into());
+        let client = consumer_config(&config, "app-0");
+        assert_eq!(client.get("session.timeout.ms"), Some("6000"));
+        config.static_membership = false;
+        assert_eq!(
+            consumer_config(&config, "app-0").get("group.instance.id"),
+            None
+        );
+        let mut at_least_once = self::tests::config();
+        at_least_once.delivery = DeliveryMode::AtLeastOnce;
+        assert_eq!(
+            consumer_config(&at_least_once, "app-0").get("group.instance.id"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_next_generation_protocol_gets_no_classic_only_settings() {
+        let mut config = config();
+        config
+            .consumer
+            .insert("group.protocol".into(), "consumer".into());
+        let client = consumer_config(&config, "app-0");
+        assert_eq!(client.get("partition.assignment.strategy"), None);
+        assert_eq!(client.get("session.timeout.ms"), None);
+        assert_eq!(client.get("group.instance.id"), Some("app-0"));
+        assert!(
+            client.create::<BaseConsumer>().is_ok(),
+            "librdkafka accepts the settings"
+        );
     }
 }

@@ -21,6 +21,18 @@
 //! fences a zombie through the consumer group metadata sent with the offsets, so no producer per
 //! partition is needed. All Kafka calls of a worker, which block, run on the worker's own thread,
 //! never on an async runtime.
+//!
+//! The late-EndTxn rule (KAFKA-17754; librdkafka speaks EndTxn v0-1 only, librdkafka#5423):
+//! after any commit or abort that needed a retried call or saw a request to the transaction
+//! coordinator time out, and after one that failed that way or hung past the watchdog, the
+//! worker re-creates its producer with the same transactional id before the next transaction.
+//! The new `init_transactions` bumps the epoch, so no late request of the old one can land on a
+//! later transaction. A batch whose commit outcome is unknown stays in doubt, is never aborted,
+//! and is settled by that init and the group's committed offsets. Every transactional call has
+//! a bound and a consequence at it (see `txn::renew`): a re-created producer, or a stop with the
+//! batch in doubt, never a hang. Consumers of exactly_once workers are static group members
+//! (`group.instance.id` = the transactional id), so a restarted instance resumes without a
+//! rebalance.
 
 mod broken;
 mod clients;
@@ -38,6 +50,9 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 pub use txn::WorkerStats;
+
+/// The commit watchdog's bound, in transaction timeouts (validated against max.poll.interval.ms).
+pub(crate) use txn::WATCHDOG_FACTOR;
 
 /// The consumer settings of a stage, for the database sinks (`src/sink`), which read like a stage.
 pub(crate) use clients::consumer_config;
@@ -195,7 +210,7 @@ fn run_worker(
         tracing::info!("Stopped during start-up; nothing was processed.");
         return Ok(WorkerStats::default());
     }
-    producer.init()?;
+    handle.init(STARTUP_TIMEOUT)?;
     health.set_producer_ready();
     let inputs: Vec<&str> = config.inputs.iter().map(String::as_str).collect();
     consumer

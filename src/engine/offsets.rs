@@ -121,6 +121,10 @@ pub(crate) struct PartitionStart {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Span {
     pub(crate) read: Vec<PartitionStart>,
+    /// Rewind to the group's committed offsets (where known), not to the first offsets: set
+    /// for a batch that was in doubt until a re-created producer's `init_transactions` settled
+    /// it, so that only the committed offsets say whether it committed.
+    pub(crate) to_committed: bool,
 }
 
 impl Span {
@@ -152,8 +156,11 @@ impl Span {
     /// This span with a later one: this span's first offsets win, the later adds its own
     /// partitions (the rewind after a failed commit covers both).
     pub(crate) fn merged(mut self, later: Option<Span>) -> Self {
-        for read in later.into_iter().flat_map(|s| s.read) {
-            self.add(&read.topic, read.partition, read.first_offset);
+        if let Some(later) = later {
+            self.to_committed |= later.to_committed;
+            for read in later.read {
+                self.add(&read.topic, read.partition, read.first_offset);
+            }
         }
         self
     }
@@ -218,6 +225,11 @@ fn hidden_position() -> Option<i32> {
 /// is needed, so a predecessor's pending transaction on a newly assigned partition cannot block
 /// the rewind, and a partition the batch never read (whose fetcher may not have started) is not
 /// touched.
+///
+/// A span settled by a re-created producer (`to_committed`) is rewound to the group's committed
+/// offsets instead, where the group has one (else to the first offset: nothing was ever
+/// committed there, so the settled transaction did not commit either). The lookup cannot wait
+/// on a pending transaction of ours: the new producer's `init_transactions` has completed it.
 pub(crate) fn rewind<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     aborted: &Span,
@@ -230,6 +242,11 @@ pub(crate) fn rewind<C: ConsumerContext>(
         operation: "reading the assignment",
         source,
     })?;
+    let committed = if aborted.to_committed {
+        Some(committed_offsets(consumer, aborted, &assigned)?)
+    } else {
+        None
+    };
     let mut sought = 0;
     for read in &aborted.read {
         if assigned
@@ -238,11 +255,19 @@ pub(crate) fn rewind<C: ConsumerContext>(
         {
             continue;
         }
+        let offset = committed
+            .as_ref()
+            .and_then(|list| list.find_partition(&read.topic, read.partition))
+            .and_then(|elem| match elem.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            })
+            .unwrap_or(read.first_offset);
         consumer
             .seek(
                 &read.topic,
                 read.partition,
-                Offset::Offset(read.first_offset),
+                Offset::Offset(offset),
                 SEEK_TIMEOUT,
             )
             .map_err(|source| EngineError::Kafka {
@@ -251,11 +276,41 @@ pub(crate) fn rewind<C: ConsumerContext>(
             })?;
         sought += 1;
     }
-    tracing::info!(
-        partitions = sought,
-        "Rewound the consumer to where the aborted batch began."
-    );
+    if aborted.to_committed {
+        tracing::info!(
+            partitions = sought,
+            "Rewound the consumer to the committed offsets of the settled batch."
+        );
+    } else {
+        tracing::info!(
+            partitions = sought,
+            "Rewound the consumer to where the aborted batch began."
+        );
+    }
     Ok(())
+}
+
+/// The group's committed offsets of the span's partitions that are still assigned.
+fn committed_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    span: &Span,
+    assigned: &TopicPartitionList,
+) -> Result<TopicPartitionList, EngineError> {
+    let mut wanted = TopicPartitionList::with_capacity(span.read.len());
+    for read in &span.read {
+        if assigned
+            .find_partition(&read.topic, read.partition)
+            .is_some()
+        {
+            wanted.add_partition(&read.topic, read.partition);
+        }
+    }
+    consumer
+        .committed_offsets(wanted, SEEK_TIMEOUT)
+        .map_err(|source| EngineError::Kafka {
+            operation: "reading the committed offsets of a settled batch",
+            source,
+        })
 }
 
 #[cfg(test)]

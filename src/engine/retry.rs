@@ -36,6 +36,17 @@ impl Retried {
 pub(crate) fn retrying<T>(
     operation: &str,
     deadline: Instant,
+    call: impl FnMut() -> KafkaResult<T>,
+) -> Result<T, Retried> {
+    retrying_counted(operation, deadline, &mut 0, call)
+}
+
+/// [`retrying`], adding to `retries` each repeated call (the transaction path re-creates its
+/// producer after a transactional call that needed one).
+pub(crate) fn retrying_counted<T>(
+    operation: &str,
+    deadline: Instant,
+    retries: &mut u32,
     mut call: impl FnMut() -> KafkaResult<T>,
 ) -> Result<T, Retried> {
     let started = Instant::now();
@@ -50,6 +61,7 @@ pub(crate) fn retrying<T>(
                 tracing::warn!(%error, operation, backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
                     "A retriable error; making the same call again.");
                 std::thread::sleep(backoff);
+                *retries += 1;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(error) => return Err(Retried::Failed(error)),

@@ -64,6 +64,9 @@ pub struct StageMetrics {
     pub poison_records: Family<KindLabel, Counter>,
     /// Times this instance was fenced by another with its transactional id.
     pub fenced: Counter,
+    /// Times a worker re-created its transactional producer (same transactional id, new
+    /// epoch) after a commit or abort that needed a retry, timed out or hung.
+    pub producer_recreations: Counter,
     seconds_since_last_commit: Gauge<f64, AtomicU64>,
     open_transaction_age: Gauge<f64, AtomicU64>,
     /// Unix ms of the last successful commit (0: none yet).
@@ -109,6 +112,7 @@ impl StageMetrics {
             rebalances: Family::default(),
             poison_records: Family::default(),
             fenced: Counter::default(),
+            producer_recreations: Counter::default(),
             seconds_since_last_commit: Gauge::default(),
             open_transaction_age: Gauge::default(),
             last_commit_ms: AtomicU64::new(0),
@@ -167,6 +171,11 @@ impl StageMetrics {
             m.poison_records.clone(),
         );
         registry.register("fenced", "Times this instance was fenced", m.fenced.clone());
+        registry.register(
+            "producer_recreations",
+            "Times a worker re-created its transactional producer to fence late requests",
+            m.producer_recreations.clone(),
+        );
         registry.register(
             "seconds_since_last_commit",
             "Seconds since the last successful commit (0 before the first)",

@@ -119,6 +119,54 @@ fn zombie_instance_is_fenced_and_its_writes_stay_invisible() {
     );
 }
 
+/// Static membership: a second live instance joins with the first one's `group.instance.id`.
+/// The group fences the first (FENCED_INSTANCE_ID): it must stop with exit 1 and a message that
+/// names the duplicate id and what to do, while the second drains the input exactly once. (The
+/// two differ in instance_id here so that the producers do not fence each other first: with
+/// the same instance_id the newer one's init_transactions fences the older producer, whose
+/// error names the shared instance_id too.)
+fn a_second_live_instance_with_the_same_group_instance_id_stops_the_first_with_exit_1() {
+    let broker = require_broker!();
+    let pipeline = Pipeline::new(&broker, 3);
+    let writer = pipeline.seed(3_000);
+    let ends = writer.end_offsets();
+    let first = pipeline.stage("passthrough").instance("twin");
+    let member = format!("group.instance.id={}-twin", first.app_id);
+    let mut first = first.arg("--max-records-per-txn", "100").spawn();
+    let offsets = pipeline.group_offsets(false);
+    first.wait_until(PATIENCE, "the first instance has committed", || {
+        offsets.progress() > 0
+    });
+    let mut second = pipeline
+        .stage("passthrough")
+        .instance("other")
+        .arg("--consumer-property", &member)
+        .spawn();
+    let status = first.wait_exit(PATIENCE);
+    let stderr = first.stderr();
+    if exit_code(status) != Some(1) || !stderr.contains("same group.instance.id") {
+        first.fail(&format!(
+            "the fenced member should stop with exit 1 naming the duplicate group.instance.id, \
+             got {status}"
+        ));
+    }
+    if !stderr.contains("distinct instance_id") {
+        first.fail("the message should say to give every instance a distinct instance_id");
+    }
+    pipeline.wait_drained(&mut second, &ends);
+    second.sigterm();
+    let status = second.wait_exit(PATIENCE);
+    if exit_code(status) != Some(0) {
+        second.fail(&format!(
+            "SIGTERM after the drain should exit 0, got {status}"
+        ));
+    }
+    pipeline
+        .check_committed(&writer.written)
+        .assert_exactly_once_in_order("read_committed output after one member was fenced");
+}
+
 trials! {
     zombie_instance_is_fenced_and_its_writes_stay_invisible => [Broker],
+    a_second_live_instance_with_the_same_group_instance_id_stops_the_first_with_exit_1 => [Broker],
 }

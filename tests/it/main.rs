@@ -29,7 +29,10 @@ mod poison;
 mod registry_outage;
 mod reliability;
 mod reliability_floor;
+mod reliability_network;
 mod reliability_soak;
+#[cfg(feature = "fault-injection")]
+mod renew;
 mod rolling;
 #[cfg(feature = "fault-injection")]
 mod safety;
@@ -56,7 +59,10 @@ fn main() -> std::process::ExitCode {
     trials.extend(registry_outage::trials());
     trials.extend(reliability::trials());
     trials.extend(reliability_floor::trials());
+    trials.extend(reliability_network::trials());
     trials.extend(reliability_soak::trials());
+    #[cfg(feature = "fault-injection")]
+    trials.extend(renew::trials());
     trials.extend(rolling::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(safety::trials());

@@ -117,14 +117,16 @@ fn fail_over_is_within_seconds_on_restart_and_within_the_transaction_timeout_on_
         let (input, output) = (false, true);
         eprintln!(
             "fail-over (static membership: {static_membership}), input resumed / output readable \
-             after: restart {:?} / {:?} s, takeover {:?} / {:?} s, zombie {:?} / {:?} s; \
-             zombies: {:?}\n{}",
+             after: restart {:?} / {:?} s, takeover {:?} / {:?} s, zombie {:?} / {:?} s, \
+             rolling {:?} / {:?} s; zombies: {:?}\n{}",
             secs(&times.restart, input),
             secs(&times.restart, output),
             secs(&times.takeover, input),
             secs(&times.takeover, output),
             secs(&times.zombie, input),
             secs(&times.zombie, output),
+            secs(&times.rolling, input),
+            secs(&times.rolling, output),
             times.zombie_exits,
             times.report
         );
@@ -139,6 +141,8 @@ fn fail_over_is_within_seconds_on_restart_and_within_the_transaction_timeout_on_
                 "takeover_visible_s": secs(&times.takeover, output),
                 "zombie_s": secs(&times.zombie, input),
                 "zombie_visible_s": secs(&times.zombie, output),
+                "rolling_s": secs(&times.rolling, input),
+                "rolling_visible_s": secs(&times.rolling, output),
                 "zombie_exits": times.zombie_exits,
                 "passed": times.report.passed,
                 "live_unsettled": times.live_unsettled,
@@ -151,7 +155,8 @@ fn fail_over_is_within_seconds_on_restart_and_within_the_transaction_timeout_on_
             .restart
             .iter()
             .chain(&times.takeover)
-            .chain(&times.zombie);
+            .chain(&times.zombie)
+            .chain(&times.rolling);
         for t in all {
             assert!(
                 t.input.max(t.output) <= takeover_bound(),

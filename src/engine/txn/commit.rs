@@ -1,8 +1,9 @@
 //! The commit thread: one long-lived thread per exactly_once worker that runs the blocking
-//! transactional calls (the commit phases, and aborts) while the worker waits for it with a
-//! watchdog, or, with pipelined commits, goes on reading.
+//! transactional calls (`init_transactions`, the commit phases, aborts) while the worker waits
+//! for it with a watchdog, or, with pipelined commits, goes on reading.
 //!
 //! ```text
+//!   worker ── Job::Init ───────────────────────────────► init_transactions
 //!   worker ── Job::Commit{positions, group metadata} ──► commit thread:
 //!                                                          send_offsets_to_transaction
 //!                                                          ──► await deliveries
@@ -13,15 +14,19 @@
 //!
 //! Invariants:
 //! * At most one job is in flight ([`CommitThread::submit`] refuses a second).
-//! * Retriable errors repeat the same call until the transaction timeout; a commit whose
-//!   outcome stays unknown is reported in doubt ([`Ended::Fatal`] with `in_doubt`), never
-//!   turned into an abort: a late EndTxn could end a later transaction.
-//! * The commit's three phases share one deadline, one transaction timeout from their start, and
-//!   an abort retries for at most one transaction timeout too. The wait for either is bounded at
-//!   twice the transaction timeout ([`WATCHDOG_FACTOR`]), which leaves room for one call that
-//!   blocks past its own timeout: librdkafka can do that (librdkafka#5456). A job past the bound
-//!   is given up: a commit's outcome is then unknown (in doubt, never aborted), an abort's too;
-//!   the worker stops, and the thread is left behind (never joined, so the process can exit).
+//! * Every call gets a finite timeout: what is left of its job's deadline, one transaction
+//!   timeout from the job's start. Retriable errors repeat the same call until
+//!   that deadline; the three commit phases share it. A commit whose outcome stays unknown is
+//!   reported in doubt ([`Ended::Fatal`] with `in_doubt`), never turned into an abort: a late
+//!   EndTxn could end a later transaction.
+//! * Every job's wait is bounded by the watchdog at [`WATCHDOG_FACTOR`] transaction timeouts
+//!   from the job's start: the deadline plus room for one call that blocks past its own timeout
+//!   (librdkafka#5456, #5511). A job past the bound is given up and the thread left behind
+//!   (never joined, so the process can exit): a commit's outcome is then unknown (in doubt,
+//!   never aborted), an abort's or an init's too. What the worker does next (re-create the
+//!   producer, or stop) is [`super::renew`]'s rule.
+//! * Each report says whether the job needed a retry ([`Ended::Committed`], [`Ended::Aborted`]):
+//!   a resent EndTxn may still be in flight, so the next transaction needs a new producer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
@@ -36,10 +41,11 @@ use rdkafka::util::Timeout;
 use rdkafka::TopicPartitionList;
 
 use super::producer::TransactionalProducer;
-use crate::engine::retry::{retrying, Retried};
+use crate::engine::retry::{retrying_counted, Retried};
 use crate::error::{classify, EngineError, ErrorClass};
 
-/// The watchdog's bound, in transaction timeouts.
+/// The watchdog's bound, in transaction timeouts: one for the job's own deadline, one for a call
+/// that blocks past its timeout.
 pub(crate) const WATCHDOG_FACTOR: u32 = 2;
 
 /// Work for the commit thread.
@@ -51,31 +57,43 @@ pub(crate) enum Job {
     },
     /// Abort the open transaction.
     Abort,
+    /// `init_transactions` of a new producer: fences the old epoch and settles (completes or
+    /// aborts) the transaction it left open.
+    Init,
+}
+
+/// Which job is in flight, for the watchdog's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Commit,
+    Abort,
+    Init,
 }
 
 /// How a job ended.
 #[derive(Debug)]
 pub(crate) enum Ended {
-    Committed,
-    Aborted,
+    /// `retried`: a phase needed more than one call.
+    Committed { retried: bool },
+    /// `retried`: abort_transaction needed more than one call.
+    Aborted { retried: bool },
+    /// `init_transactions` succeeded.
+    Initialized,
     /// An abortable error (or an injected abort): the transaction must be aborted.
     Abortable {
         operation: &'static str,
         error: Option<KafkaError>,
     },
     /// An error that aborting cannot fix. `in_doubt`: commit_transaction's outcome is unknown.
-    Fatal {
-        error: EngineError,
-        in_doubt: bool,
-    },
+    Fatal { error: EngineError, in_doubt: bool },
 }
 
 /// The commit thread of one worker and the job it runs.
 pub(crate) struct CommitThread {
     jobs: Option<SyncSender<Job>>,
     ended: Receiver<Ended>,
-    /// The job in flight: when it started and whether it is a commit.
-    running: Option<(Instant, bool)>,
+    /// The job in flight: when it started and what it is.
+    running: Option<(Instant, Kind)>,
     /// The watchdog's bound.
     limit: Duration,
     transactional_id: String,
@@ -96,11 +114,21 @@ impl std::fmt::Debug for CommitThread {
 impl CommitThread {
     /// Starts the thread. It ends when this handle is dropped (and its job, if any, has ended).
     pub(crate) fn start(producer: Arc<TransactionalProducer>) -> Result<Self, EngineError> {
+        Self::start_with(producer, None)
+    }
+
+    /// Starts the thread with `reported` as its flag (a re-created producer's thread keeps the
+    /// flag the worker's handle already watches).
+    pub(crate) fn start_with(
+        producer: Arc<TransactionalProducer>,
+        reported: Option<Arc<AtomicBool>>,
+    ) -> Result<Self, EngineError> {
         let (jobs, inbox) = mpsc::sync_channel::<Job>(1);
         let (report, ended) = mpsc::sync_channel(1);
         let limit = producer.transaction_timeout() * WATCHDOG_FACTOR;
         let transactional_id = producer.transactional_id().to_string();
-        let reported = Arc::new(AtomicBool::new(false));
+        let reported = reported.unwrap_or_default();
+        reported.store(false, Ordering::Release);
         let flag = Arc::clone(&reported);
         let thread = std::thread::Builder::new()
             .name("kstage-commit".into())
@@ -108,13 +136,28 @@ impl CommitThread {
                 for job in inbox {
                     let result = match job {
                         Job::Commit { offsets } => commit_phases(&producer, offsets),
-                        Job::Abort => match producer.abort_transaction() {
-                            Ok(()) => Ended::Aborted,
-                            Err(error) => Ended::Fatal {
-                                error,
-                                in_doubt: false,
-                            },
-                        },
+                        Job::Abort => {
+                            crash_point("kstage::before_abort");
+                            match producer.abort_transaction() {
+                                Ok(retries) => Ended::Aborted {
+                                    retried: retries > 0,
+                                },
+                                Err(error) => Ended::Fatal {
+                                    error,
+                                    in_doubt: false,
+                                },
+                            }
+                        }
+                        Job::Init => {
+                            crash_point("kstage::before_init");
+                            match producer.init() {
+                                Ok(()) => Ended::Initialized,
+                                Err(error) => Ended::Fatal {
+                                    error,
+                                    in_doubt: false,
+                                },
+                            }
+                        }
                     };
                     // The receiver is gone only if the worker gave the job up as hung.
                     if report.send(result).is_err() {
@@ -152,12 +195,16 @@ impl CommitThread {
                 "a transactional job was submitted while another was in flight".into(),
             ));
         }
-        let is_commit = matches!(job, Job::Commit { .. });
+        let kind = match job {
+            Job::Commit { .. } => Kind::Commit,
+            Job::Abort => Kind::Abort,
+            Job::Init => Kind::Init,
+        };
         self.reported.store(false, Ordering::Release);
         let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
         match sent {
             Some(Ok(())) => {
-                self.running = Some((Instant::now(), is_commit));
+                self.running = Some((Instant::now(), kind));
                 Ok(())
             }
             _ => Err(EngineError::Internal("the commit thread has ended".into())),
@@ -181,9 +228,9 @@ impl CommitThread {
 
     /// Waits for the job in flight, at most until the watchdog's bound since it started.
     /// `Ok(None)` when no job is in flight. A job past the bound is reported as
-    /// `Ended::Fatal` in doubt (commit) or as an error (abort); the thread is abandoned.
+    /// `Ended::Fatal`, in doubt for a commit; the thread is abandoned.
     pub(crate) fn wait(&mut self) -> Result<Option<Ended>, EngineError> {
-        let Some((started, is_commit)) = self.running else {
+        let Some((started, kind)) = self.running else {
             return Ok(None);
         };
         let left = self.limit.saturating_sub(started.elapsed());
@@ -196,20 +243,24 @@ impl CommitThread {
                 self.abandon();
                 let waited_secs = self.limit.as_secs();
                 let transactional_id = self.transactional_id.clone();
-                if is_commit {
-                    Ok(Some(Ended::Fatal {
-                        error: EngineError::CommitHung {
-                            transactional_id,
-                            waited_secs,
-                        },
-                        in_doubt: true,
-                    }))
-                } else {
-                    Err(EngineError::AbortHung {
+                let error = match kind {
+                    Kind::Commit => EngineError::CommitHung {
                         transactional_id,
                         waited_secs,
-                    })
-                }
+                    },
+                    Kind::Abort => EngineError::AbortHung {
+                        transactional_id,
+                        waited_secs,
+                    },
+                    Kind::Init => EngineError::InitHung {
+                        transactional_id,
+                        waited_secs,
+                    },
+                };
+                Ok(Some(Ended::Fatal {
+                    error,
+                    in_doubt: kind == Kind::Commit,
+                }))
             }
             Err(RecvTimeoutError::Disconnected) => Err(self.panicked()),
         }
@@ -251,10 +302,14 @@ fn commit_phases(
     // One deadline for all three phases: the whole commit retries for at most one transaction
     // timeout, and the watchdog (twice that) leaves room for one call that blocks past it.
     let deadline = begun + producer.transaction_timeout();
+    let mut retries = 0;
     if let Some((positions, metadata)) = &offsets {
-        if let Err(e) = retrying("send_offsets_to_transaction", deadline, || {
-            client.send_offsets_to_transaction(positions, metadata, Timeout::Never)
-        }) {
+        if let Err(e) = retrying_counted(
+            "send_offsets_to_transaction",
+            deadline,
+            &mut retries,
+            || client.send_offsets_to_transaction(positions, metadata, left(deadline)),
+        ) {
             return failed(producer, "send_offsets_to_transaction", e, false);
         }
     }
@@ -290,8 +345,8 @@ fn commit_phases(
         };
     }
     let delivered = Instant::now();
-    match retrying("commit_transaction", deadline, || {
-        client.commit_transaction(Timeout::Never)
+    match retrying_counted("commit_transaction", deadline, &mut retries, || {
+        client.commit_transaction(left(deadline))
     }) {
         Ok(()) => {
             crash_point("kstage::after_commit");
@@ -301,7 +356,9 @@ fn commit_phases(
                 end_txn_us = micros(delivered.elapsed()),
                 "Commit phases."
             );
-            Ended::Committed
+            Ended::Committed {
+                retried: retries > 0,
+            }
         }
         Err(e) => failed(producer, "commit_transaction", e, true),
     }
@@ -327,12 +384,23 @@ fn failed(
     }
 }
 
+/// What is left of `deadline`, as a call's timeout: never zero (librdkafka would not even send
+/// the request) and never infinite (the call must return for the deadline to mean anything).
+pub(crate) fn left(deadline: Instant) -> Timeout {
+    Timeout::After(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100)),
+    )
+}
+
 fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A crash point in the commit path: with the `fault-injection` feature and
-/// `FAILPOINTS=<name>=return`, the process aborts here as if killed.
+/// `FAILPOINTS=<name>=return`, the process aborts here as if killed; `<name>=sleep(MS)` makes
+/// the call that follows block for that long instead, as a hung librdkafka call would.
 fn crash_point(name: &str) {
     let _ = name;
     fail::fail_point!(name, |_| {

@@ -28,6 +28,10 @@ pub(crate) struct ProducerHooks {
     last_delivery_error: Mutex<Option<String>>,
     /// The last `TXNERR` log line: why the current transaction failed.
     txn_error: Mutex<Option<String>>,
+    /// Requests of the transaction protocol that timed out (librdkafka's `REQTMOUT` lines)
+    /// since [`Self::take_coordinator_timeouts`]: librdkafka resends them, and a late copy can
+    /// land on a later transaction of the same epoch (KAFKA-17754).
+    coordinator_timeouts: AtomicU64,
 }
 
 impl ProducerHooks {
@@ -51,6 +55,11 @@ impl ProducerHooks {
         self.rejected.lock().ok().and_then(|mut r| r.take())
     }
 
+    /// Timed-out requests of the transaction protocol since the last call.
+    pub(crate) fn take_coordinator_timeouts(&self) -> u64 {
+        self.coordinator_timeouts.swap(0, Ordering::Relaxed)
+    }
+
     /// Called when a transaction begins: earlier errors are not its own.
     pub(crate) fn forget_txn_error(&self) {
         if let Ok(mut txn_error) = self.txn_error.lock() {
@@ -65,6 +74,9 @@ impl ClientContext for ProducerHooks {
             if let Ok(mut txn_error) = self.txn_error.lock() {
                 *txn_error = Some(log_message.to_string());
             }
+        }
+        if fac == "REQTMOUT" && names_a_transaction_request(log_message) {
+            self.coordinator_timeouts.fetch_add(1, Ordering::Relaxed);
         }
         // Levels as rdkafka's default context maps them.
         match level {
@@ -123,6 +135,21 @@ fn rejected_for_what_it_is(code: Option<RDKafkaErrorCode>) -> bool {
     )
 }
 
+/// Whether a librdkafka `REQTMOUT` line names a request of the transaction protocol, e.g.
+/// `Timed out EndTxnRequest in flight (after 5001ms, timeout #0)` (rdkafka_broker.c logs one
+/// such line per timed-out request, the first five of a scan).
+fn names_a_transaction_request(line: &str) -> bool {
+    [
+        "Timed out EndTxnRequest",
+        "Timed out AddOffsetsToTxnRequest",
+        "Timed out TxnOffsetCommitRequest",
+        "Timed out AddPartitionsToTxnRequest",
+        "Timed out InitProducerIdRequest",
+    ]
+    .iter()
+    .any(|name| line.contains(name))
+}
+
 /// The authorization error a librdkafka transaction error line names, e.g. `... Topic
 /// authorization failed (after 3 ms) (TOPIC_AUTHORIZATION_FAILED)`.
 pub(crate) fn authorization_code_in(reason: &str) -> Option<RDKafkaErrorCode> {
@@ -165,6 +192,29 @@ mod tests {
             authorization_code_in("[thrd:main]: Current transaction failed: (REQUEST_TIMED_OUT)"),
             None
         );
+    }
+
+    #[test]
+    fn a_timed_out_transaction_request_is_counted_once() {
+        let hooks = ProducerHooks::default();
+        hooks.log(
+            RDKafkaLogLevel::Notice,
+            "REQTMOUT",
+            "[thrd:TxnCoordinator]: TxnCoordinator/1: Timed out EndTxnRequest in flight \
+             (after 5001ms, timeout #0)",
+        );
+        hooks.log(
+            RDKafkaLogLevel::Notice,
+            "REQTMOUT",
+            "[thrd:127.0.0.1:9092/1]: Timed out ProduceRequest in flight (after 5001ms)",
+        );
+        hooks.log(
+            RDKafkaLogLevel::Warning,
+            "REQTMOUT",
+            "Timed out 1 in-flight, 0 retry-queued, 0 out-queue, 0 partially-sent requests",
+        );
+        assert_eq!(hooks.take_coordinator_timeouts(), 1);
+        assert_eq!(hooks.take_coordinator_timeouts(), 0);
     }
 
     #[test]

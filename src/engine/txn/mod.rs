@@ -15,9 +15,19 @@
 //! * [`log`]: the producer's librdkafka log bridge and `TXNERR` capture.
 //! * [`worker`]: the worker's side: tallies, held outputs, outcomes into stats and metrics.
 //! * [`held`]: held outputs and the rejected record the worker keeps aside.
+//! * [`renew`]: re-creating the producer (same transactional id, new epoch) after a retried,
+//!   timed-out or hung transactional call, and settling the failed batch with it.
 //!
 //! Invariants (each enforced where named):
-//! * A batch whose commit outcome is unknown is never aborted ([`state::TxnState::InDoubt`]).
+//! * A batch whose commit outcome is unknown is never aborted ([`state::TxnState::InDoubt`]);
+//!   a re-created producer's `init_transactions` settles it, and the committed offsets say
+//!   which way it went ([`renew`]).
+//! * No transaction begins on a producer that needed a retry of a transactional call or saw a
+//!   coordinator request time out since it was created: it is re-created first, so a late
+//!   EndTxn of the old epoch is fenced (KAFKA-17754, librdkafka#5423; [`renew`]).
+//! * Every transactional call is bounded: `init_transactions`, `send_offsets_to_transaction`,
+//!   `commit_transaction` and `abort_transaction` by a deadline and a watchdog ([`commit`]),
+//!   each with its consequence (a re-created producer, or a stop with the batch in doubt).
 //! * Nothing commits after a fatal error ([`state::TxnState::Defunct`]), nor while the thread
 //!   unwinds from a panic ([`TxnCore::revoke`] checks `std::thread::panicking`).
 //! * Offsets sent are the consumer's positions of exactly the partitions the batch read
@@ -33,6 +43,7 @@ mod held;
 mod log;
 mod modes;
 mod producer;
+mod renew;
 mod search;
 pub(crate) mod state;
 mod worker;
@@ -43,6 +54,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 
+pub(crate) use commit::WATCHDOG_FACTOR;
 pub(crate) use producer::TransactionalProducer;
 pub use worker::WorkerStats;
 pub(crate) use worker::WorkerTxn;
@@ -95,6 +107,8 @@ impl TxnHandle {
                 outcomes: Vec::new(),
                 fatal: None,
                 held_pending: false,
+                renew: None,
+                renewals: 0,
             }),
             acted: AtomicBool::new(false),
             commit_reported,
@@ -163,6 +177,10 @@ pub(crate) struct TxnCore {
     /// The held batch's transaction began and the worker has not sent its held outputs yet:
     /// it must not commit before it has.
     held_pending: bool,
+    /// Why the producer must be re-created before the next transaction begins ([`renew`]).
+    renew: Option<&'static str>,
+    /// Re-creations since the last commit ([`renew::MAX_RENEWALS`]).
+    renewals: u32,
 }
 
 fn illegal(error: Illegal) -> EngineError {
@@ -179,6 +197,11 @@ impl TxnCore {
     /// The worker's per-record phase as of now.
     pub(crate) fn phase(&self) -> OnRecord {
         self.state.phase()
+    }
+
+    /// The producer as of now (a re-creation replaces it).
+    pub(crate) fn producer(&self) -> &Arc<TransactionalProducer> {
+        &self.producer
     }
 
     /// Takes what happened since the last call.
@@ -216,6 +239,10 @@ impl TxnCore {
     }
 
     fn begin(&mut self) -> Result<(), EngineError> {
+        if let Err(error) = self.renew_if_needed() {
+            self.state.fail();
+            return Err(error);
+        }
         if let Err(error) = self.producer.begin() {
             self.state.fail();
             return Err(error);
@@ -324,7 +351,12 @@ impl TxnCore {
             return Ok(());
         };
         let (end, error) = match ended {
-            Ended::Committed => (CommitEnd::Committed, None),
+            Ended::Committed { retried } => {
+                if retried {
+                    self.renew_before_next("a commit phase was retried");
+                }
+                (CommitEnd::Committed, None)
+            }
             Ended::Abortable { operation, error } => {
                 match &error {
                     Some(error) => {
@@ -335,10 +367,10 @@ impl TxnCore {
                 (CommitEnd::Abortable, None)
             }
             Ended::Fatal { error, in_doubt } => (CommitEnd::Fatal { in_doubt }, Some(error)),
-            Ended::Aborted => {
-                return Err(EngineError::Internal(
-                    "an abort ended where a commit was awaited".into(),
-                ))
+            Ended::Aborted { .. } | Ended::Initialized => {
+                return Err(EngineError::Internal(format!(
+                    "{ended:?} ended where a commit was awaited"
+                )))
             }
         };
         self.ended(end, error, at_revoke)
@@ -359,6 +391,7 @@ impl TxnCore {
         match settled {
             Settled::Committed { begin_next } => {
                 self.consecutive_aborts = 0;
+                self.renewals = 0;
                 let elapsed = self
                     .commit_started
                     .take()
@@ -374,7 +407,8 @@ impl TxnCore {
                 Ok(())
             }
             Settled::MustAbort => self.abort(),
-            Settled::Failed => Err(error.unwrap_or_else(|| {
+            // In doubt or defunct: a re-created producer settles the batch, if it may.
+            Settled::Failed => self.recover(error.unwrap_or_else(|| {
                 EngineError::Internal("a commit failed without an error".into())
             })),
         }
@@ -401,7 +435,15 @@ impl TxnCore {
                 if let Some(commits) = &mut self.commits {
                     commits.submit(Job::Abort)?;
                     match commits.wait()? {
-                        Some(Ended::Aborted) | None => {}
+                        Some(Ended::Aborted { retried: true }) => {
+                            self.renew_before_next("abort_transaction was retried");
+                        }
+                        Some(Ended::Aborted { retried: false }) | None => {}
+                        // The new producer's init aborts the transaction for sure.
+                        Some(Ended::Fatal { error, .. }) if self.may_recover(&error) => {
+                            tracing::warn!(%error, "Re-creating the producer to abort the transaction.");
+                            self.renew_now("abort_transaction failed")?;
+                        }
                         Some(Ended::Fatal { error, .. }) => {
                             self.state.fail();
                             return Err(error);

@@ -19,11 +19,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::util::Timeout;
 
 use super::log::{authorization_code_in, ProducerHooks};
 use crate::config::DeliveryMode;
-use crate::engine::retry::{retrying, Retried};
+use crate::engine::retry::{retrying, retrying_counted, Retried};
 use crate::error::{classify, EngineError, ErrorClass};
 use crate::observability::StageMetrics;
 use crate::topology::headers::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
@@ -32,6 +31,11 @@ use crate::topology::{Context, OutputRecord};
 /// The producer of one worker; transactional in exactly_once mode.
 pub(crate) struct TransactionalProducer {
     producer: BaseProducer<ProducerHooks>,
+    /// The settings it was created with: a re-created producer ([`Self::recreated`]) gets the
+    /// same ones, the same transactional id included.
+    config: ClientConfig,
+    /// 0 for the worker's first producer, +1 for each re-creation (for messages).
+    generation: u32,
     mode: DeliveryMode,
     /// `<app_id>-<instance_id>[-<worker>]`, for messages.
     transactional_id: String,
@@ -68,11 +72,42 @@ impl TransactionalProducer {
             })?;
         Ok(Self {
             producer,
+            config: config.clone(),
+            generation: 0,
             mode,
             transactional_id,
             transaction_timeout,
             metrics,
         })
+    }
+
+    /// A new producer with the same settings and transactional id. Its [`Self::init`] bumps the
+    /// epoch: every request still in flight from this one (a late EndTxn) is fenced.
+    pub(crate) fn recreated(&self) -> Result<Self, EngineError> {
+        let mut next = Self::new(
+            self.mode,
+            &self.config,
+            self.transactional_id.clone(),
+            self.transaction_timeout,
+            Arc::clone(&self.metrics),
+        )?;
+        next.generation = self.generation + 1;
+        Ok(next)
+    }
+
+    /// Counts a re-creation in the metrics.
+    pub(crate) fn count_recreation(&self) {
+        self.metrics.producer_recreations.inc();
+    }
+
+    /// How many times this worker's producer was re-created before this one.
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Timed-out requests of the transaction protocol since the last call.
+    pub(crate) fn take_coordinator_timeouts(&self) -> u64 {
+        self.producer.context().take_coordinator_timeouts()
     }
 
     pub(crate) fn mode(&self) -> DeliveryMode {
@@ -103,9 +138,10 @@ impl TransactionalProducer {
         if self.mode != DeliveryMode::ExactlyOnce {
             return Ok(());
         }
-        let timeout = self.transaction_timeout;
-        retrying("init_transactions", self.deadline(), || {
-            self.producer.init_transactions(timeout)
+        let deadline = self.deadline();
+        retrying("init_transactions", deadline, || {
+            self.producer
+                .init_transactions(super::commit::left(deadline))
         })
         .map_err(|e| self.fatal("init_transactions", e))
     }
@@ -253,7 +289,8 @@ impl TransactionalProducer {
         self.producer.context().last_delivery_error()
     }
 
-    /// `abort_transaction`, retried until the transaction timeout. Deliveries are awaited first
+    /// `abort_transaction`, retried until the transaction timeout; returns how many times it was
+    /// repeated. Each call's timeout is what is left of that deadline. Deliveries are awaited first
     /// (bounded: a broker that is gone must not hold the abort): aborting while the first
     /// produce of a transaction is still in flight can reach a coordinator that has not
     /// registered the partition yet and turn into a fatal `INVALID_TXN_STATE` (librdkafka#4849).
@@ -263,14 +300,11 @@ impl TransactionalProducer {
     /// first, waiting for every delivery report to be served (seen here: the abort hung until
     /// the watchdog). They belong to the transaction being aborted, so they are purged and their
     /// reports served before the abort.
-    pub(crate) fn abort_transaction(&self) -> Result<(), EngineError> {
+    pub(crate) fn abort_transaction(&self) -> Result<u32, EngineError> {
         let _ = self.await_commit_deliveries(Instant::now() + Duration::from_secs(5));
         let held = self.producer.in_flight_count();
         if held > 0 {
-            tracing::debug!(
-                held,
-                "Purging the aborted transaction's undelivered outputs."
-            );
+            tracing::debug!(held, "Purging the aborted transaction's undelivered outputs.");
             self.producer
                 .purge(PurgeConfig::default().queue().inflight());
             // Their delivery reports must be served too: librdkafka's abort flushes until no
@@ -278,10 +312,13 @@ impl TransactionalProducer {
             // them; the commit thread would wait on itself.
             let _ = self.await_deliveries(Instant::now() + Duration::from_secs(5));
         }
-        retrying("abort_transaction", self.deadline(), || {
-            self.producer.abort_transaction(Timeout::Never)
+        let (deadline, mut retries) = (self.deadline(), 0);
+        retrying_counted("abort_transaction", deadline, &mut retries, || {
+            self.producer
+                .abort_transaction(super::commit::left(deadline))
         })
-        .map_err(|e| self.fatal("abort_transaction", e))
+        .map_err(|e| self.fatal("abort_transaction", e))?;
+        Ok(retries)
     }
 
     /// The error for a refused send. A send into a transaction that has already failed is

@@ -12,8 +12,9 @@
 //!        │ abortable: Open(committing + next) ──► abort ──► Idle         │ (timeout, watchdog)
 //!                                                                       ▼
 //!     ┌─────────┐  fatal error anywhere            ┌─────────┐
-//!     │ Defunct │ ◄──────────────────────────────  │ InDoubt │  terminal: never committed
-//!     └─────────┘  may be aborted, never committed  └─────────┘  again, never aborted
+//!     │ Defunct │ ◄──────────────────────────────  │ InDoubt │  never committed again,
+//!     └─────────┘  may be aborted, never committed  └─────────┘  never aborted
+//!          └──────── recovered (a new producer's init settled it) ──────┴──► Idle + rewind
 //! ```
 //!
 //! A [`Span`] (defined with the other batch bookkeeping in [`crate::engine::offsets`]) is what
@@ -25,7 +26,9 @@
 //! * At most one transaction is open and at most one commit is in flight; records read while a
 //!   commit is in flight belong to `next`, whose transaction has not begun.
 //! * A batch whose commit outcome is unknown is never aborted and never committed
-//!   ([`TxnState::InDoubt`] is terminal; [`TxnState::abort`] refuses it).
+//!   ([`TxnState::abort`] refuses it). It leaves InDoubt (as Defunct does) only through
+//!   [`TxnState::recovered`], once a new producer's `init_transactions` has settled it: then
+//!   it is rewound to the committed offsets, which say whether it committed.
 //! * After a fatal error nothing commits ([`TxnState::Defunct`]); its open transaction may be
 //!   aborted, best effort.
 //! * A revoke while the thread unwinds from a panic, or of lost partitions, aborts; only a
@@ -50,8 +53,9 @@ pub(crate) enum TxnState {
         committing: Span,
         next: Option<Span>,
     },
-    /// A commit ended with its outcome unknown. Terminal: never aborted, never committed; the
-    /// stage stops and the restarted instance's `init_transactions` settles it.
+    /// A commit ended with its outcome unknown: never aborted, never committed. A re-created
+    /// producer's `init_transactions` settles it ([`Self::recovered`]), or the stage stops and
+    /// the restarted instance's does. Holds the held batch's partitions too.
     InDoubt(Span),
     /// A fatal error: nothing commits any more. `Some`: a transaction still open, to abort (best
     /// effort).
@@ -224,12 +228,14 @@ impl TxnState {
                 *self = Self::Open(committing.merged(next));
                 Settled::MustAbort
             }
+            // The held batch's records were read but never sent: a re-created producer rewinds
+            // them with the failed batch ([`Self::recovered`]).
             CommitEnd::Fatal { in_doubt: true } => {
-                *self = Self::InDoubt(committing);
+                *self = Self::InDoubt(committing.merged(next));
                 Settled::Failed
             }
             CommitEnd::Fatal { in_doubt: false } => {
-                *self = Self::Defunct(Some(committing));
+                *self = Self::Defunct(Some(committing.merged(next)));
                 Settled::Failed
             }
         })
@@ -281,9 +287,23 @@ impl TxnState {
             Self::Idle | Self::Defunct(None) => Self::Defunct(None),
             Self::Open(span) | Self::Defunct(Some(span)) => Self::Defunct(Some(span)),
             // The transaction committing may have committed; its held successor never began.
-            Self::Committing { committing, .. } => Self::InDoubt(committing),
+            Self::Committing { committing, next } => Self::InDoubt(committing.merged(next)),
             doubt @ Self::InDoubt(_) => doubt,
         };
+    }
+
+    /// A new producer's `init_transactions` has settled what the failed one left: an open
+    /// transaction is aborted, one in doubt is completed or aborted by its coordinator, and
+    /// every late request of the old epoch is fenced. Back to Idle; returns the span to rewind
+    /// and whether to rewind it to the committed offsets (`true`: it was in doubt, so only the
+    /// committed offsets say whether it committed) rather than to its first offsets.
+    pub(crate) fn recovered(&mut self) -> Option<(Span, bool)> {
+        match std::mem::replace(self, Self::Idle) {
+            Self::InDoubt(span) => Some((span, true)),
+            Self::Defunct(Some(span)) | Self::Open(span) => Some((span, false)),
+            Self::Committing { committing, next } => Some((committing.merged(next), true)),
+            Self::Idle | Self::Defunct(None) => None,
+        }
     }
 
     /// A rebalance takes partitions away. `lost`: the group gave them to someone else already;

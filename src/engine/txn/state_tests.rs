@@ -244,3 +244,38 @@ fn an_illegal_call_names_the_call_and_the_state() {
         "a record is not allowed in state Defunct"
     );
 }
+
+#[test]
+fn a_batch_in_doubt_keeps_its_held_successor_and_a_new_producer_settles_both() {
+    let mut state = open(&[(0, 10)]);
+    state.start_commit().expect("open batch commits");
+    state
+        .record("in", 1, 7)
+        .expect("held: a partition new to the next batch");
+    state
+        .commit_ended(CommitEnd::Fatal { in_doubt: true })
+        .expect("in flight");
+    assert_eq!(state, TxnState::InDoubt(span(&[(0, 10), (1, 7)])));
+    assert_eq!(state.abort(), Ok(Abort::Refused), "never aborted");
+    assert_eq!(
+        state.recovered(),
+        Some((span(&[(0, 10), (1, 7)]), true)),
+        "in doubt: rewound to the committed offsets"
+    );
+    assert_eq!(state, TxnState::Idle);
+    assert_eq!(state.record("in", 0, 12), Ok(OnRecord::Begin));
+}
+
+#[test]
+fn a_defunct_batch_is_rewound_to_its_first_offsets_once_a_new_producer_aborted_it() {
+    let mut state = open(&[(0, 10)]);
+    state.start_commit().expect("open batch commits");
+    state.record("in", 2, 3).expect("held");
+    state
+        .commit_ended(CommitEnd::Fatal { in_doubt: false })
+        .expect("in flight");
+    assert_eq!(state, TxnState::Defunct(Some(span(&[(0, 10), (2, 3)]))));
+    assert_eq!(state.recovered(), Some((span(&[(0, 10), (2, 3)]), false)));
+    assert_eq!(state, TxnState::Idle);
+    assert_eq!(state.recovered(), None, "nothing left to settle");
+}

@@ -204,10 +204,7 @@ impl WorkerTxn {
         let new_partition = batch.note(topic, partition, offset, bytes);
         self.stats.records_in += 1;
         if new_partition || self.phase == OnRecord::Begin {
-            let mut core = self.handle.lock();
-            let result = core.record(topic, partition, offset);
-            self.phase = core.phase();
-            result?;
+            self.locked(|core| core.record(topic, partition, offset))?;
         }
         Ok(())
     }
@@ -360,11 +357,15 @@ impl WorkerTxn {
         self.producer.drain()
     }
 
-    /// Runs `call` with the core locked and re-reads the phase.
+    /// Runs `call` with the core locked and re-reads the phase, and the producer (a
+    /// re-creation replaces it).
     fn locked<T>(&mut self, call: impl FnOnce(&mut super::TxnCore) -> T) -> T {
         let mut core = self.handle.lock();
         let result = call(&mut core);
         self.phase = core.phase();
+        if !Arc::ptr_eq(&self.producer, core.producer()) {
+            self.producer = Arc::clone(core.producer());
+        }
         result
     }
 

@@ -6,6 +6,8 @@
 //! it, and each leaves it whole), or a private one started here on
 //! `KSTAGE_RELIABILITY_PORT` (default 29092, clients on 29092/29094/29096) with its own data
 //! directory, stopped and removed when the [`Cluster`] is dropped, also when a test fails.
+//! Either way the cluster runs in proxied mode (`--proxied`): every node also advertises a
+//! Toxiproxy port for the network-fault scenarios ([`super::proxy`]).
 //! Scenarios on three brokers hold [`exclusive`] so that one's broker faults never hit another.
 
 use std::path::PathBuf;
@@ -82,7 +84,7 @@ impl Cluster {
         };
         let started = std::time::Instant::now();
         cluster.bootstrap = cluster
-            .script_ok(&["start", "--brokers", "3"])
+            .script_ok(&["start", "--brokers", "3", "--proxied"])
             .trim()
             .to_string();
         eprintln!(
@@ -113,6 +115,36 @@ impl Cluster {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Toxiproxy in front of every node (the cluster must run in proxied mode:
+    /// `scripts/kafka.sh start --proxied`, as the private cluster and the scripts' clusters do).
+    pub fn proxies(&self) -> super::proxy::Proxies {
+        super::proxy::Proxies::start(&self.data, self.port)
+    }
+
+    /// Transactions of transactional ids starting with `prefix` that are still open (Ongoing,
+    /// PrepareCommit, PrepareAbort), as Kafka's `kafka-transactions.sh list`
+    /// (`TransactionsCommand`) reports them: "id state" each.
+    pub fn open_transactions(&self, prefix: &str) -> Vec<String> {
+        let listing = self.script_ok(&[
+            "tool",
+            "org.apache.kafka.tools.TransactionsCommand",
+            "--bootstrap-server",
+            &self.bootstrap,
+            "list",
+        ]);
+        listing
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split('\t').map(str::trim).collect();
+                let open = fields.len() >= 4
+                    && fields[0].starts_with(prefix)
+                    && matches!(fields[3], "Ongoing" | "PrepareCommit" | "PrepareAbort");
+                open.then(|| format!("{} {}", fields[0], fields[3]))
+            })
+            .collect()
     }
 
     /// kill -9 of node `n` (returns once it is gone).

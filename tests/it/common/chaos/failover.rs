@@ -20,7 +20,13 @@
 //! * **takeover**: SIGKILL, no restart: after the session timeout the survivor gets the
 //!   partitions; the dead instance's transaction is aborted by its coordinator after
 //!   `transaction.timeout.ms` (the broker checks every 10 s here);
-//! * **zombie**: SIGSTOP instead of SIGKILL, then SIGCONT once the survivor has taken over.
+//! * **zombie**: SIGSTOP instead of SIGKILL, then SIGCONT once the survivor has taken over;
+//! * **rolling**: one step of a rolling restart: SIGTERM (a clean stop: commit, exit 0), then
+//!   the same instance id starts again. A dynamic member leaves the group on the way out (one
+//!   rebalance) and joins again (another); a static member does neither within the session
+//!   timeout. The clean stop commits on its way out, so "first commit after the hit" says
+//!   nothing here: this case reports the longest time any input partition (and any output
+//!   partition's LSO) went without moving, over the [`ROLLING_WINDOW`] from the SIGTERM.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +40,9 @@ use super::verifier::Verification;
 use crate::common::broker::{create_topic, unique_name};
 use crate::common::read::{read_topic, seen_but_not_settled, LiveReader};
 use crate::common::{InputWriter, StageSpec, PATIENCE};
+
+/// How long a rolling-restart step is watched for stalls.
+pub const ROLLING_WINDOW: Duration = Duration::from_secs(25);
 
 /// The bound the issue sets for a takeover: transaction timeout plus 30 s.
 pub fn takeover_bound() -> Duration {
@@ -55,6 +64,7 @@ pub struct FailoverTimes {
     pub restart: Vec<Resumed>,
     pub takeover: Vec<Resumed>,
     pub zombie: Vec<Resumed>,
+    pub rolling: Vec<Resumed>,
     /// What each zombie did after SIGCONT, with its log lines about it.
     pub zombie_exits: Vec<String>,
     pub report: Report,
@@ -158,6 +168,12 @@ pub fn measure(bootstrap: &str, rounds: usize, static_membership: bool) -> Failo
         eprintln!("round {round}: the zombie {exit}");
         times.zombie_exits.push(exit);
         fleet.supervise();
+
+        owns_partitions(&mut fleet, bootstrap, "a1");
+        settled_ownership(&mut fleet, &probe);
+        let t = longest_stall(&mut fleet, &probe, |f| f.term("a1"));
+        eprintln!("round {round}: SIGTERM and restart with the same id (rolling): {t:?}");
+        times.rolling.push(t);
     }
 
     let writer = feeder.stop();
@@ -228,6 +244,48 @@ fn settled_ownership(fleet: &mut Fleet, probe: &Probe) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Does `hit` and watches [`ROLLING_WINDOW`] from just before it: the longest time any input
+/// partition's committed offset (and any output partition's LSO) stood still.
+fn longest_stall(fleet: &mut Fleet, probe: &Probe, hit: impl FnOnce(&mut Fleet)) -> Resumed {
+    let started = Instant::now();
+    let first = loop {
+        if let Some(snapshot) = probe.snapshot() {
+            break snapshot;
+        }
+        assert!(started.elapsed() < PATIENCE, "offsets unreadable");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let begun = Instant::now();
+    let mut last = (first.0.clone(), first.1.clone());
+    let mut moved = (vec![begun; first.0.len()], vec![begun; first.1.len()]);
+    let (mut input, mut output) = (Duration::ZERO, Duration::ZERO);
+    hit(fleet);
+    while begun.elapsed() < ROLLING_WINDOW {
+        if let Some((c, l)) = probe.snapshot() {
+            let now = Instant::now();
+            for (i, (n, b)) in c.iter().zip(&mut last.0).enumerate() {
+                if n > b {
+                    input = input.max(now - moved.0[i]);
+                    (*b, moved.0[i]) = (*n, now);
+                }
+            }
+            for (i, (n, b)) in l.iter().zip(&mut last.1).enumerate() {
+                if n > b {
+                    output = output.max(now - moved.1[i]);
+                    (*b, moved.1[i]) = (*n, now);
+                }
+            }
+        }
+        fleet.supervise();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let now = Instant::now();
+    // A partition that never moved again stalled for the whole rest of the window.
+    input = moved.0.iter().fold(input, |m, t| m.max(now - *t));
+    output = moved.1.iter().fold(output, |m, t| m.max(now - *t));
+    Resumed { input, output }
 }
 
 /// Does `hit`, then times until every input partition committed past, and every output

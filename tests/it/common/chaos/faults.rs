@@ -11,6 +11,7 @@
 //! | `ScaleOut` / `ScaleIn` | one more instance / SIGTERM of the newest | (rebalances) |
 //! | `KillBroker` / `TermBroker` | kill -9 / SIGTERM of a node (a chosen one, or the transaction or group coordinator) | restart after a few seconds |
 //! | `PauseBroker` | SIGSTOP of a node for a while | SIGCONT |
+//! | `Network` | a Toxiproxy toxic on a node's link from the stages (latency, reset, one-way stall, bandwidth), optionally with a kill -9 of another node meanwhile | the toxic removed |
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use rand::RngExt;
 
 use super::cluster::Cluster;
 use super::fleet::Fleet;
+use super::proxy::{Proxies, Toxic};
 
 /// How long a killed broker stays down before its restart.
 pub const BROKER_DOWN: Duration = Duration::from_secs(5);
@@ -57,7 +59,9 @@ pub enum Node {
 pub enum Fault {
     KillStage(Target),
     TermStage(Target),
-    BounceStages { hard: bool },
+    BounceStages {
+        hard: bool,
+    },
     CrashAt(Target, &'static str),
     Zombie(Target),
     KillStageForGood(Target),
@@ -66,12 +70,22 @@ pub enum Fault {
     KillBroker(Node),
     TermBroker(Node),
     PauseBroker(Node, Duration),
+    /// A toxic on `node`'s link for `hold`; with `kill`, that node is killed (kill -9) and
+    /// restarted meanwhile (a fail-over over slow links).
+    Network {
+        node: Node,
+        toxic: Toxic,
+        hold: Duration,
+        kill: Option<Node>,
+    },
 }
 
 /// The running pipeline a fault acts on, and the record of what was done.
 pub struct Chaos<'a> {
     pub fleets: Vec<Fleet>,
     pub cluster: Option<&'a Cluster>,
+    /// Toxiproxy in front of the brokers (network-fault scenarios).
+    pub proxies: Option<&'a Proxies>,
     pub rng: StdRng,
     /// Faults injected, by kind.
     pub counts: BTreeMap<String, u32>,
@@ -268,6 +282,45 @@ impl Chaos<'_> {
                 cluster.pause(n);
                 self.wait(pause);
                 cluster.resume(n);
+            }
+            Fault::Network {
+                node,
+                toxic,
+                hold,
+                kill,
+            } => {
+                let proxies = self
+                    .proxies
+                    .expect("a network fault needs a proxied scenario");
+                // Every link when the toxic goes with a fail-over: the stages' clients follow
+                // the moved leaders and coordinators over slow links too.
+                let nodes: Vec<(u32, String)> = match kill {
+                    Some(_) => {
+                        let all = self.cluster.map_or(3, |c| c.nodes);
+                        (1..=all).map(|n| (n, format!("node {n}"))).collect()
+                    }
+                    None => vec![self.node(node)],
+                };
+                let names: Vec<&str> = nodes.iter().map(|(_, w)| w.as_str()).collect();
+                self.note(
+                    "network fault",
+                    format!("{} on {} for {hold:?}", toxic.describe(), names.join(", ")),
+                );
+                for (n, _) in &nodes {
+                    proxies.add(*n, toxic);
+                }
+                match kill {
+                    Some(victim) => {
+                        let (n, what) = self.node(victim);
+                        self.note("broker kill -9", format!("kill -9 {what} over slow links"));
+                        let cluster = self.cluster.expect("cluster");
+                        cluster.kill(n);
+                        self.wait(hold);
+                        cluster.restart(n);
+                    }
+                    None => self.wait(hold),
+                }
+                proxies.heal();
             }
         }
     }

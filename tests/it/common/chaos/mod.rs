@@ -4,6 +4,7 @@
 //! * [`cluster`]: the three-broker cluster (private, or the one `scripts/reliability.sh` runs).
 //! * [`fleet`]: the instances of one stage, their faults, and supervision.
 //! * [`faults`]: the fault catalogue, injection and healing.
+//! * [`proxy`]: Toxiproxy between the stages and the brokers (network faults).
 //! * [`feed`]: the paced input feeder, the live read_committed tail, progress probes.
 //! * [`scenario`]: a scenario and its run.
 //! * [`failover`]: fail-over time measurements.
@@ -19,6 +20,7 @@ pub mod failover;
 pub mod faults;
 pub mod feed;
 pub mod fleet;
+pub mod proxy;
 pub mod scenario;
 pub mod verifier;
 
@@ -59,6 +61,11 @@ pub struct Outcome {
     pub skipped_faults: usize,
     pub zombies: Vec<String>,
     pub unplanned_exits: Vec<String>,
+    /// Producer re-creations the instances running at the end logged.
+    pub recreations: usize,
+    /// Transactions of the stages still open at the end (`TransactionsCommand list`; network
+    /// scenarios only).
+    pub open_transactions: Vec<String>,
     /// Pieces of an unplanned exit's description that the scenario tolerates.
     pub tolerated_exits: Vec<&'static str>,
     pub unclean_stops: Vec<String>,
@@ -103,6 +110,7 @@ impl Outcome {
                 self.report.passed
                     && self.live_unsettled.is_empty()
                     && self.untolerated_exits().is_empty()
+                    && self.open_transactions.is_empty()
             }
             Expect::Failure(checks) => {
                 let failed = self.report.failed_checks();
@@ -133,8 +141,8 @@ impl Outcome {
     pub fn summary(&self) -> String {
         format!(
             "== {} (seed {}, {} broker(s)): {} records, {} faults {:?}, {} unplanned exits, \
-             {} unclean stops, drained: {}, run {:.0?} (drain {:.0?}, verify {:.0?}); zombies: \
-             {:?}\n{}",
+             {} unclean stops, {} producer re-creations, drained: {}, run {:.0?} (drain {:.0?}, \
+             verify {:.0?}); zombies: {:?}\n{}",
             self.scenario,
             self.seed,
             self.brokers,
@@ -143,6 +151,7 @@ impl Outcome {
             self.faults,
             self.unplanned_exits.len(),
             self.unclean_stops.len(),
+            self.recreations,
             self.drained,
             self.run_time,
             self.drain_time,
@@ -150,8 +159,9 @@ impl Outcome {
             self.zombies,
             self.report
         ) + &format!(
-            "\nunplanned exits: {:?}\nunclean stops: {:?}",
-            self.unplanned_exits, self.unclean_stops
+            "\nunplanned exits: {:?}\nunclean stops: {:?}\nopen transactions (TransactionsCommand): \
+             {:?}",
+            self.unplanned_exits, self.unclean_stops, self.open_transactions
         )
     }
 }
@@ -178,6 +188,8 @@ pub fn record(outcome: &Outcome) {
         "skipped_faults": outcome.skipped_faults,
         "zombies": outcome.zombies,
         "unplanned_exits": outcome.unplanned_exits,
+        "producer_recreations": outcome.recreations,
+        "open_transactions": outcome.open_transactions,
         "unclean_stops": outcome.unclean_stops,
         "drained": outcome.drained,
         "lost": r.lost.count,
