@@ -10,6 +10,9 @@
 //!   committed offsets (the aborted batch's records are lost).
 //! * `read_uncommitted`: read the input `read_uncommitted` (records of aborted upstream
 //!   transactions leak downstream).
+//! * `state_before_commit`: write each record's state changes to the local store as soon as the
+//!   record is processed, before its transaction commits (an abort or a crash then leaves
+//!   counts in the local store that the changelog never committed: over-counting).
 //!
 //! In builds without the feature every check is `false` and compiles away.
 
@@ -19,6 +22,7 @@ pub(crate) enum Broken {
     OffsetsOutsideTxn,
     NoRewind,
     ReadUncommitted,
+    StateBeforeCommit,
 }
 
 impl Broken {
@@ -27,6 +31,7 @@ impl Broken {
             Self::OffsetsOutsideTxn => "offsets_outside_txn",
             Self::NoRewind => "no_rewind",
             Self::ReadUncommitted => "read_uncommitted",
+            Self::StateBeforeCommit => "state_before_commit",
         }
     }
 
@@ -43,4 +48,14 @@ impl Broken {
         let _ = self.name();
         false
     }
+}
+
+/// A crash point: with the `fault-injection` feature and `FAILPOINTS=<name>=return`, the process
+/// aborts here as if killed.
+pub(crate) fn crash_point(name: &str) {
+    let _ = name;
+    fail::fail_point!(name, |_| {
+        eprintln!("fail point {name}: aborting the process");
+        std::process::abort()
+    });
 }

@@ -9,7 +9,11 @@
 //! `max.message.bytes`, a timestamp out of range) is noted apart: the broker fails the whole
 //! produce request with it, so the worker finds the record by re-running the aborted batch one
 //! record per transaction (see [`super::worker`]).
+//!
+//! The offset of the last record delivered to each changelog partition is kept too: after a
+//! commit it is where the stateful stage's local store has reached (see `crate::state`).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -28,6 +32,8 @@ pub(crate) struct ProducerHooks {
     last_delivery_error: Mutex<Option<String>>,
     /// The last `TXNERR` log line: why the current transaction failed.
     txn_error: Mutex<Option<String>>,
+    /// The largest offset delivered per changelog topic and partition.
+    changelog_offsets: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl ProducerHooks {
@@ -49,6 +55,12 @@ impl ProducerHooks {
     /// Why an output was rejected for what it is, if one was since the last call.
     pub(crate) fn take_rejected(&self) -> Option<String> {
         self.rejected.lock().ok().and_then(|mut r| r.take())
+    }
+
+    /// The largest offset this producer delivered to a changelog partition.
+    pub(crate) fn delivered_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        let offsets = self.changelog_offsets.lock().ok()?;
+        offsets.get(&(topic.to_string(), partition)).copied()
     }
 
     /// Called when a transaction begins: earlier errors are not its own.
@@ -91,6 +103,19 @@ impl ProducerContext for ProducerHooks {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        if let Ok(message) = result {
+            if message
+                .topic()
+                .ends_with(crate::state::topics::CHANGELOG_SUFFIX)
+            {
+                if let Ok(mut offsets) = self.changelog_offsets.lock() {
+                    let entry = offsets
+                        .entry((message.topic().to_string(), message.partition()))
+                        .or_insert(-1);
+                    *entry = (*entry).max(message.offset());
+                }
+            }
+        }
         if let Err((error, message)) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut last) = self.last_delivery_error.lock() {

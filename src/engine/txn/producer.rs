@@ -140,6 +140,9 @@ impl TransactionalProducer {
         if let Some(timestamp) = record.timestamp {
             base = base.timestamp(timestamp);
         }
+        if let Some(partition) = record.partition {
+            base = base.partition(partition);
+        }
         let extra = if provenance.is_some() { 3 } else { 0 };
         if !record.headers.is_empty() || extra > 0 {
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + extra);

@@ -1,0 +1,310 @@
+//! The engine's side of state: the partitions a worker owns, restore before a partition's first
+//! record, a record's run with its state and timers, and the transaction outcomes.
+//!
+//! ```text
+//!   runner: record of partition p ──► open(p): restore if p is new to this worker
+//!   record::process ──► run(topology, record): begin, process, fire due timers
+//!                   ──► end_record (outputs ok) │ undo_record (poison, panic)
+//!   runner ──► take_changelog ──► WorkerTxn::send (inside the transaction)
+//!   WorkerTxn outcome Committed ──► committed: every partition applies its staged writes
+//!                     Aborted / Dropped / fatal ──► aborted: staged writes dropped
+//!   revoke (after its commit or abort ended) ──► close(p)
+//! ```
+//!
+//! Invariants:
+//! * A partition's first record is processed only after its restore completed
+//!   ([`StateRuntime::open`] is called before `record::process`, and returns only then).
+//! * The local store of a partition is written only on the `Committed` outcome of the worker's
+//!   transaction (or by a restore). An in-doubt commit never reports `Committed`: the worker
+//!   stops, and the restore after the restart learns the outcome from the changelog.
+//! * Stateful stages run exactly_once without pipelined commits (checked at start-up), so at
+//!   most one batch is unsettled: `Committed` applies, everything else discards.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::partition::{ChangelogWrite, PartitionState};
+use super::restore::Restorer;
+use super::store::LocalStore;
+use super::timers;
+use super::{FiredTimer, State, StateError, StoreDef, StoreSpec};
+use crate::engine::broken::Broken;
+use crate::error::EngineError;
+use crate::topology::{Emitter, Record, Topology, TopologyError};
+
+/// Timers one record may fire at the most (a callback that sets a due timer again would loop).
+const MAX_TIMERS_PER_RECORD: usize = 100_000;
+
+/// The state of one worker.
+#[derive(Debug)]
+pub(crate) struct StateRuntime {
+    stores: Arc<[StoreDef]>,
+    /// `<state_dir>/<app_id>/<transactional id>`.
+    dir: PathBuf,
+    restorer: Restorer,
+    partitions: BTreeMap<(String, i32), PartitionState>,
+    /// The partition of the record being processed.
+    current: Option<(String, i32)>,
+}
+
+/// The restore clients (see [`Restorer`]).
+pub(crate) fn restorer(
+    committed: rdkafka::consumer::BaseConsumer,
+    uncommitted: rdkafka::consumer::BaseConsumer,
+    patience: std::time::Duration,
+) -> Restorer {
+    Restorer {
+        committed,
+        uncommitted,
+        patience,
+    }
+}
+
+fn storage(error: StateError) -> EngineError {
+    EngineError::Startup(error.to_string())
+}
+
+impl StateRuntime {
+    pub(crate) fn new(app_id: &str, specs: &[StoreSpec], dir: PathBuf, restorer: Restorer) -> Self {
+        let stores: Vec<StoreDef> = specs
+            .iter()
+            .map(|spec| StoreDef {
+                name: spec.name.to_string(),
+                changelog: Arc::from(super::topics::changelog_topic(app_id, spec.name)),
+                timers: spec.timers,
+            })
+            .collect();
+        Self {
+            stores: stores.into(),
+            dir,
+            restorer,
+            partitions: BTreeMap::new(),
+            current: None,
+        }
+    }
+
+    /// The local store file of an input partition.
+    fn path(&self, topic: &str, partition: i32) -> PathBuf {
+        self.dir.join(format!("{topic}-{partition}.redb"))
+    }
+
+    /// Makes `partition` ready for its next record: if this worker does not hold it yet, opens
+    /// its local store and restores it from the changelogs. Returns whether it was opened now.
+    pub(crate) fn open(&mut self, topic: &str, partition: i32) -> Result<bool, EngineError> {
+        let key = (topic.to_string(), partition);
+        self.current = Some(key.clone());
+        if self.partitions.contains_key(&key) {
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let path = self.path(topic, partition);
+        let local = LocalStore::open(&path).map_err(storage)?;
+        let mut records = 0;
+        for def in self.stores.iter() {
+            let restored = self
+                .restorer
+                .restore(&local, def, partition, |n| {
+                    tracing::debug!(store = %def.name, partition, records = n, "Restoring.");
+                })
+                .map_err(|e| EngineError::Unavailable {
+                    topic: topic.to_string(),
+                    partition,
+                    offset: -1,
+                    message: e.to_string(),
+                })?;
+            records += restored.records;
+            tracing::info!(
+                store = %def.name,
+                changelog = %def.changelog,
+                partition,
+                records = restored.records,
+                from = restored.from,
+                high_watermark = restored.to,
+                "Restored a store from its changelog."
+            );
+        }
+        let state =
+            PartitionState::new(partition, local, Arc::clone(&self.stores)).map_err(storage)?;
+        tracing::info!(
+            topic,
+            partition,
+            records,
+            seconds = started.elapsed().as_secs_f64(),
+            path = %path.display(),
+            "The partition's state is restored; processing it."
+        );
+        self.partitions.insert(key, state);
+        Ok(true)
+    }
+
+    /// Whether this worker holds `partition`'s state already.
+    pub(crate) fn is_open(&self, topic: &str, partition: i32) -> bool {
+        self.partitions
+            .contains_key(&(topic.to_string(), partition))
+    }
+
+    fn current(&mut self) -> Result<&mut PartitionState, TopologyError> {
+        let key = self.current.as_ref();
+        key.and_then(|k| self.partitions.get_mut(k)).ok_or_else(|| {
+            TopologyError::transform("the record's partition has no open state (engine bug)")
+        })
+    }
+
+    /// Runs a stateful topology on a record with its partition's state, then fires the event
+    /// timers the record's timestamp made due. The caller ends or undoes the record.
+    pub(crate) fn run<'a>(
+        &mut self,
+        topology: &mut dyn Topology,
+        record: &Record<'a>,
+        out: &mut Emitter<'a>,
+    ) -> Result<(), TopologyError> {
+        let part = self.current()?;
+        part.begin_record(record.context.timestamp)
+            .map_err(|e| TopologyError::unavailable(e.to_string()))?;
+        let Some(topology) = topology.as_stateful() else {
+            return topology.process(record, out);
+        };
+        topology.process(record, &mut State { part }, out)?;
+        let (Some(index), Some(now)) = (part.timer_index(), part.stream_time) else {
+            return Ok(());
+        };
+        let mut fired = 0;
+        loop {
+            let due = part
+                .range(
+                    index,
+                    &timers::first_key(),
+                    Some(&timers::due_bound(now)),
+                    256,
+                )
+                .map_err(|e| TopologyError::unavailable(e.to_string()))?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            for (key, _) in due {
+                let Some((at, tag)) = timers::parse_event_key(&key) else {
+                    continue;
+                };
+                let timer = FiredTimer {
+                    at,
+                    tag: tag.to_vec(),
+                };
+                part.put(index, &key, None);
+                let mut emitted = Emitter::new();
+                topology.on_timer(&timer, &mut State { part }, &mut emitted)?;
+                for output in emitted.into_records() {
+                    out.emit(output);
+                }
+                fired += 1;
+                if fired > MAX_TIMERS_PER_RECORD {
+                    return Err(TopologyError::transform(format!(
+                        "more than {MAX_TIMERS_PER_RECORD} timers fired for one record: a timer \
+                         callback keeps setting due timers"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// The current record succeeded: its writes go to the changelog.
+    pub(crate) fn end_record(&mut self) -> Result<(), EngineError> {
+        let Ok(part) = self.current() else {
+            return Ok(());
+        };
+        part.end_record();
+        if Broken::StateBeforeCommit.active() {
+            // Negative control: the local store is written before the transaction commits.
+            part.apply_now().map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// The current record failed: its writes are rolled back.
+    pub(crate) fn undo_record(&mut self) {
+        if let Ok(part) = self.current() {
+            part.undo_record();
+        }
+    }
+
+    /// Changelog writes of the records that succeeded, to send now.
+    pub(crate) fn take_changelog(&mut self) -> Vec<ChangelogWrite> {
+        let mut writes = Vec::new();
+        if let Ok(part) = self.current() {
+            part.take_changelog(&mut writes);
+        }
+        writes
+    }
+
+    /// Whether the open transaction wrote state.
+    pub(crate) fn has_staged(&self) -> bool {
+        self.partitions.values().any(PartitionState::has_staged)
+    }
+
+    /// The worker's transaction committed: apply every partition's staged writes, each with
+    /// the offset after this producer's last delivered changelog record (`reached`).
+    pub(crate) fn committed(
+        &mut self,
+        reached: impl Fn(&str, i32) -> Option<i64>,
+    ) -> Result<(), EngineError> {
+        crate::engine::broken::crash_point("kstage::state_before_apply");
+        for part in self.partitions.values_mut() {
+            let partition = part.partition;
+            part.committed(|topic| {
+                reached(topic, partition).and_then(|o| u64::try_from(o + 1).ok())
+            })
+            .map_err(|e| {
+                EngineError::Internal(format!(
+                    "the transaction committed but its state could not be applied to the local \
+                     store (the next start restores it from the changelog): {e}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The worker's transaction aborted, was dropped, or will never commit.
+    pub(crate) fn aborted(&mut self) {
+        for part in self.partitions.values_mut() {
+            part.aborted();
+        }
+    }
+
+    /// Closes the stores of partitions no longer owned (their transaction has ended).
+    pub(crate) fn close(&mut self, revoked: &[(String, i32)], topology: &mut dyn Topology) {
+        for key in revoked {
+            if let Some(part) = self.partitions.remove(key) {
+                if part.has_staged() {
+                    tracing::warn!(topic = %key.0, partition = key.1,
+                        "Closing a partition's store with staged writes; they are dropped.");
+                }
+                tracing::info!(topic = %key.0, partition = key.1, path = %part.local.path().display(),
+                    "Partition revoked; its store is closed.");
+                if let Some(stateful) = topology.as_stateful() {
+                    stateful.on_revoked(&key.0, key.1);
+                }
+            }
+        }
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|k| !self.partitions.contains_key(k))
+        {
+            self.current = None;
+        }
+    }
+
+    /// Entries per store over the open partitions, for the metrics.
+    pub(crate) fn sizes(&self) -> BTreeMap<String, u64> {
+        let mut sizes = BTreeMap::new();
+        for part in self.partitions.values() {
+            if let Ok(per_store) = part.local.sizes() {
+                for (store, n) in per_store {
+                    *sizes.entry(store).or_insert(0) += n;
+                }
+            }
+        }
+        sizes
+    }
+}
