@@ -6,6 +6,7 @@
 //! with `kstage run --topology my-transform ...`.
 
 pub mod bench_enrich;
+pub mod count;
 pub mod orders;
 pub mod orders_avro;
 pub mod passthrough;
@@ -19,6 +20,7 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
         .register("passthrough", passthrough::DESCRIPTION, passthrough::build)
+        .register("count", count::DESCRIPTION, count::build)
         .register("orders", orders::DESCRIPTION, orders::build)
         .register("orders-avro", orders_avro::DESCRIPTION, orders_avro::build)
         .register(

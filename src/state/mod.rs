@@ -25,6 +25,7 @@
 //! * `restore`: local offset to changelog end, read_committed.
 //! * `runtime`: the engine's side: partitions owned, transaction outcomes, timers firing.
 //! * `timers`: timer keys in the timer store.
+//! * [`TestState`]: runs a stateful topology without a broker, for unit tests.
 //! * [`topics`]: changelog names, the start-up check and `kstage topics create`.
 
 mod api;
@@ -32,6 +33,7 @@ mod partition;
 mod restore;
 pub(crate) mod runtime;
 mod store;
+mod testing;
 mod timers;
 pub mod topics;
 
@@ -39,6 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use api::{FiredTimer, State, Store};
+pub use testing::TestState;
 
 use crate::topology::{Emitter, Record, StageInfo, Topology, TopologyError};
 

@@ -29,7 +29,7 @@ use super::partition::{ChangelogWrite, PartitionState};
 use super::restore::Restorer;
 use super::store::LocalStore;
 use super::timers;
-use super::{FiredTimer, State, StateError, StoreDef, StoreSpec};
+use super::{FiredTimer, State, StateError, StatefulTopology, StoreDef, StoreSpec};
 use crate::engine::broken::Broken;
 use crate::error::EngineError;
 use crate::topology::{Emitter, Record, Topology, TopologyError};
@@ -163,48 +163,9 @@ impl StateRuntime {
         let part = self.current()?;
         part.begin_record(record.context.timestamp)
             .map_err(|e| TopologyError::unavailable(e.to_string()))?;
-        let Some(topology) = topology.as_stateful() else {
-            return topology.process(record, out);
-        };
-        topology.process(record, &mut State { part }, out)?;
-        let (Some(index), Some(now)) = (part.timer_index(), part.stream_time) else {
-            return Ok(());
-        };
-        let mut fired = 0;
-        loop {
-            let due = part
-                .range(
-                    index,
-                    &timers::first_key(),
-                    Some(&timers::due_bound(now)),
-                    256,
-                )
-                .map_err(|e| TopologyError::unavailable(e.to_string()))?;
-            if due.is_empty() {
-                return Ok(());
-            }
-            for (key, _) in due {
-                let Some((at, tag)) = timers::parse_event_key(&key) else {
-                    continue;
-                };
-                let timer = FiredTimer {
-                    at,
-                    tag: tag.to_vec(),
-                };
-                part.put(index, &key, None);
-                let mut emitted = Emitter::new();
-                topology.on_timer(&timer, &mut State { part }, &mut emitted)?;
-                for output in emitted.into_records() {
-                    out.emit(output);
-                }
-                fired += 1;
-                if fired > MAX_TIMERS_PER_RECORD {
-                    return Err(TopologyError::transform(format!(
-                        "more than {MAX_TIMERS_PER_RECORD} timers fired for one record: a timer \
-                         callback keeps setting due timers"
-                    )));
-                }
-            }
+        match topology.as_stateful() {
+            Some(topology) => run_on(part, topology, record, out),
+            None => topology.process(record, out),
         }
     }
 
@@ -306,5 +267,55 @@ impl StateRuntime {
             }
         }
         sizes
+    }
+}
+
+/// Runs a stateful topology on one record (begun on `part`), then fires the event timers that
+/// are due at the partition's stream time, each deleted as it fires, their outputs appended.
+pub(crate) fn run_on<'a>(
+    part: &mut PartitionState,
+    topology: &mut dyn StatefulTopology,
+    record: &Record<'a>,
+    out: &mut Emitter<'a>,
+) -> Result<(), TopologyError> {
+    topology.process(record, &mut State { part }, out)?;
+    let (Some(index), Some(now)) = (part.timer_index(), part.stream_time) else {
+        return Ok(());
+    };
+    let mut fired = 0;
+    loop {
+        let due = part
+            .range(
+                index,
+                &timers::first_key(),
+                Some(&timers::due_bound(now)),
+                256,
+            )
+            .map_err(|e| TopologyError::unavailable(e.to_string()))?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        for (key, _) in due {
+            let Some((at, tag)) = timers::parse_event_key(&key) else {
+                continue;
+            };
+            let timer = FiredTimer {
+                at,
+                tag: tag.to_vec(),
+            };
+            part.put(index, &key, None);
+            let mut emitted = Emitter::new();
+            topology.on_timer(&timer, &mut State { part }, &mut emitted)?;
+            for output in emitted.into_records() {
+                out.emit(output);
+            }
+            fired += 1;
+            if fired > MAX_TIMERS_PER_RECORD {
+                return Err(TopologyError::transform(format!(
+                    "more than {MAX_TIMERS_PER_RECORD} timers fired for one record: a timer \
+                     callback keeps setting due timers"
+                )));
+            }
+        }
     }
 }

@@ -34,6 +34,7 @@ mod safety;
 mod security;
 mod shutdown;
 mod sink;
+mod state;
 mod verify;
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +60,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(security::trials());
     trials.extend(shutdown::trials());
     trials.extend(sink::trials());
+    trials.extend(state::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(sink::fail_points::trials());
     trials.extend(verify::trials());
