@@ -12,6 +12,7 @@ pub mod orders_avro;
 pub mod passthrough;
 #[cfg(feature = "fault-injection")]
 pub mod testing;
+pub mod windowed_count;
 
 use kstage::topology::Registry;
 
@@ -21,6 +22,11 @@ pub fn registry() -> Registry {
     registry
         .register("passthrough", passthrough::DESCRIPTION, passthrough::build)
         .register("count", count::DESCRIPTION, count::build)
+        .register(
+            "windowed-count",
+            windowed_count::DESCRIPTION,
+            windowed_count::build,
+        )
         .register("orders", orders::DESCRIPTION, orders::build)
         .register("orders-avro", orders_avro::DESCRIPTION, orders_avro::build)
         .register(

@@ -195,7 +195,13 @@ fn run_worker(
         tracing::info!("Stopped during start-up; nothing was processed.");
         return Ok(WorkerStats::default());
     }
-    let state = stateful_runtime(config, &transactional_id, topology.as_ref(), &consumer)?;
+    let state = stateful_runtime(
+        config,
+        &transactional_id,
+        topology.as_ref(),
+        &consumer,
+        (Arc::clone(&telemetry.metrics), Arc::clone(&health)),
+    )?;
     producer.init()?;
     health.set_producer_ready();
     let inputs: Vec<&str> = config.inputs.iter().map(String::as_str).collect();
@@ -237,6 +243,10 @@ fn stateful_runtime(
     transactional_id: &str,
     topology: &dyn Topology,
     consumer: &BaseConsumer<rebalance::StageContext>,
+    telemetry: (
+        Arc<crate::observability::StageMetrics>,
+        Arc<crate::observability::WorkerHealth>,
+    ),
 ) -> Result<Option<crate::state::runtime::StateRuntime>, EngineError> {
     let stores = topology.stores();
     if stores.is_empty() {
@@ -275,15 +285,15 @@ fn stateful_runtime(
         .set("enable.partition.eof", "true")
         .set("statistics.interval.ms", "0")
         .set("isolation.level", "read_committed");
-    let committed: BaseConsumer = restore.create().map_err(|source| EngineError::Kafka {
-        operation: "creating the restore consumer",
-        source,
-    })?;
+    use crate::state::runtime::RestoreContext;
+    let committed = restore.clone();
     restore.set("isolation.level", "read_uncommitted");
-    let uncommitted: BaseConsumer = restore.create().map_err(|source| EngineError::Kafka {
-        operation: "creating the restore consumer",
-        source,
-    })?;
+    let uncommitted: BaseConsumer<RestoreContext> = restore
+        .create_with_context(RestoreContext)
+        .map_err(|source| EngineError::Kafka {
+            operation: "creating the restore consumer",
+            source,
+        })?;
     let restorer = crate::state::runtime::restorer(
         committed,
         uncommitted,
@@ -296,5 +306,6 @@ fn stateful_runtime(
         &stores,
         dir,
         restorer,
+        telemetry,
     )))
 }

@@ -24,6 +24,7 @@
 
 use std::time::{Duration, Instant};
 
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -35,11 +36,28 @@ use super::{StateError, StoreDef};
 /// Records applied per local write during a restore.
 const CHUNK: usize = 20_000;
 
-/// The two clients a restore uses: a read_committed consumer to read (its watermarks are the
-/// last stable offset) and a read_uncommitted one for the high watermark.
+/// The restore consumers' context: reaching the end of a changelog partition is how a restore
+/// ends, not an error worth a log line.
+#[derive(Debug, Default)]
+pub(crate) struct RestoreContext;
+
+impl rdkafka::ClientContext for RestoreContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!(%error, reason, "librdkafka reported an error to a restore consumer.");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for RestoreContext {}
+
+/// The clients a restore uses: a read_committed consumer to read (its watermarks are the last
+/// stable offset), made anew for every restore so that no event of an earlier restore (an EOF,
+/// which names only a partition number) can end a later one; and a read_uncommitted one for the
+/// high watermark.
 pub(crate) struct Restorer {
-    pub(crate) committed: BaseConsumer,
-    pub(crate) uncommitted: BaseConsumer,
+    pub(crate) committed: ClientConfig,
+    pub(crate) uncommitted: BaseConsumer<RestoreContext>,
     /// The longest a restore waits for an open transaction on the changelog to end.
     pub(crate) patience: Duration,
 }
@@ -70,14 +88,14 @@ fn kafka(what: &str, def: &StoreDef, partition: i32, error: KafkaError) -> State
 }
 
 impl Restorer {
-    /// Restores one store of one partition into `local`; `progress(records)` is called per
-    /// chunk.
+    /// Restores one store of one partition into `local`; `progress(records applied, records
+    /// left to the high watermark)` is called per chunk.
     pub(crate) fn restore(
         &self,
         local: &LocalStore,
         def: &StoreDef,
         partition: i32,
-        mut progress: impl FnMut(u64),
+        mut progress: impl FnMut(u64, u64),
     ) -> Result<Restored, StateError> {
         let topic = &*def.changelog;
         let timeout = Duration::from_secs(10);
@@ -95,26 +113,42 @@ impl Restorer {
         if from >= high {
             return Ok(restored);
         }
-        self.await_stable(def, partition, high)?;
+        let reader: BaseConsumer<RestoreContext> = self
+            .committed
+            .create_with_context(RestoreContext)
+            .map_err(|e| kafka("creating the restore consumer", def, partition, e))?;
+        self.await_stable(&reader, def, partition, high)?;
         let start = from.max(u64::try_from(low).unwrap_or(0));
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(topic, partition, Offset::Offset(start as i64))
             .map_err(|e| kafka("assigning", def, partition, e))?;
-        self.committed
+        reader
             .assign(&assignment)
             .map_err(|e| kafka("assigning", def, partition, e))?;
-        let result = self.read_to_eof(local, def, partition, from, &mut restored, &mut progress);
-        let _ = self.committed.unassign();
-        result.map(|()| restored)
+        self.read_to_eof(
+            &reader,
+            local,
+            def,
+            partition,
+            from,
+            &mut restored,
+            &mut progress,
+        )?;
+        Ok(restored)
     }
 
     /// Waits until the last stable offset reaches `high`.
-    fn await_stable(&self, def: &StoreDef, partition: i32, high: u64) -> Result<(), StateError> {
+    fn await_stable(
+        &self,
+        reader: &BaseConsumer<RestoreContext>,
+        def: &StoreDef,
+        partition: i32,
+        high: u64,
+    ) -> Result<(), StateError> {
         let deadline = Instant::now() + self.patience;
         loop {
-            let (_, stable) = self
-                .committed
+            let (_, stable) = reader
                 .fetch_watermarks(&def.changelog, partition, Duration::from_secs(10))
                 .map_err(|e| kafka("reading the last stable offset", def, partition, e))?;
             if u64::try_from(stable).unwrap_or(0) >= high {
@@ -132,21 +166,24 @@ impl Restorer {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn read_to_eof(
         &self,
+        reader: &BaseConsumer<RestoreContext>,
         local: &LocalStore,
         def: &StoreDef,
         partition: i32,
         from: u64,
         restored: &mut Restored,
-        progress: &mut impl FnMut(u64),
+        progress: &mut impl FnMut(u64, u64),
     ) -> Result<(), StateError> {
         // Progress resets the deadline: only a restore that stops moving gives up.
         let mut deadline = Instant::now() + self.patience;
         let mut chunk = Writes::new();
         let mut next = from;
         loop {
-            match self.committed.poll(Duration::from_millis(100)) {
+            match reader.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) if message.topic() != &*def.changelog => {}
                 Some(Ok(message)) => {
                     deadline = Instant::now() + self.patience;
                     if let Some(key) = message.key() {
@@ -157,7 +194,7 @@ impl Restorer {
                     if chunk.len() >= CHUNK {
                         local.apply([(def.name.as_str(), &chunk, Some(next))])?;
                         chunk.clear();
-                        progress(restored.records);
+                        progress(restored.records, restored.to.saturating_sub(next));
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break,
@@ -179,7 +216,7 @@ impl Restorer {
             }
         }
         local.apply([(def.name.as_str(), &chunk, Some(next))])?;
-        progress(restored.records);
+        progress(restored.records, 0);
         Ok(())
     }
 }

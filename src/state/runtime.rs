@@ -32,6 +32,7 @@ use super::timers;
 use super::{FiredTimer, State, StateError, StatefulTopology, StoreDef, StoreSpec};
 use crate::engine::broken::Broken;
 use crate::error::EngineError;
+use crate::observability::{StageMetrics, StoreLabel, WorkerHealth};
 use crate::topology::{Emitter, Record, Topology, TopologyError};
 
 /// Timers one record may fire at the most (a callback that sets a due timer again would loop).
@@ -47,12 +48,21 @@ pub(crate) struct StateRuntime {
     partitions: BTreeMap<(String, i32), PartitionState>,
     /// The partition of the record being processed.
     current: Option<(String, i32)>,
+    metrics: Arc<StageMetrics>,
+    health: Arc<WorkerHealth>,
+    /// When the store-size gauges were last updated.
+    sizes_at: Instant,
 }
+
+/// How often the store-size and pending-timer gauges are refreshed (after a commit).
+const SIZES_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+pub(crate) use super::restore::RestoreContext;
 
 /// The restore clients (see [`Restorer`]).
 pub(crate) fn restorer(
-    committed: rdkafka::consumer::BaseConsumer,
-    uncommitted: rdkafka::consumer::BaseConsumer,
+    committed: rdkafka::config::ClientConfig,
+    uncommitted: rdkafka::consumer::BaseConsumer<super::restore::RestoreContext>,
     patience: std::time::Duration,
 ) -> Restorer {
     Restorer {
@@ -67,7 +77,13 @@ fn storage(error: StateError) -> EngineError {
 }
 
 impl StateRuntime {
-    pub(crate) fn new(app_id: &str, specs: &[StoreSpec], dir: PathBuf, restorer: Restorer) -> Self {
+    pub(crate) fn new(
+        app_id: &str,
+        specs: &[StoreSpec],
+        dir: PathBuf,
+        restorer: Restorer,
+        telemetry: (Arc<StageMetrics>, Arc<WorkerHealth>),
+    ) -> Self {
         let stores: Vec<StoreDef> = specs
             .iter()
             .map(|spec| StoreDef {
@@ -82,6 +98,9 @@ impl StateRuntime {
             restorer,
             partitions: BTreeMap::new(),
             current: None,
+            metrics: telemetry.0,
+            health: telemetry.1,
+            sizes_at: Instant::now(),
         }
     }
 
@@ -101,30 +120,15 @@ impl StateRuntime {
         let started = Instant::now();
         let path = self.path(topic, partition);
         let local = LocalStore::open(&path).map_err(storage)?;
-        let mut records = 0;
-        for def in self.stores.iter() {
-            let restored = self
-                .restorer
-                .restore(&local, def, partition, |n| {
-                    tracing::debug!(store = %def.name, partition, records = n, "Restoring.");
-                })
-                .map_err(|e| EngineError::Unavailable {
-                    topic: topic.to_string(),
-                    partition,
-                    offset: -1,
-                    message: e.to_string(),
-                })?;
-            records += restored.records;
-            tracing::info!(
-                store = %def.name,
-                changelog = %def.changelog,
-                partition,
-                records = restored.records,
-                from = restored.from,
-                high_watermark = restored.to,
-                "Restored a store from its changelog."
-            );
-        }
+        self.health.set_restoring(true);
+        self.metrics.state_restoring_partitions.inc();
+        let restored = self.restore(&local, topic, partition);
+        self.metrics.state_restoring_partitions.dec();
+        self.health.set_restoring(false);
+        let records = restored?;
+        self.metrics
+            .state_restore_seconds
+            .observe(started.elapsed().as_secs_f64());
         let state =
             PartitionState::new(partition, local, Arc::clone(&self.stores)).map_err(storage)?;
         tracing::info!(
@@ -137,6 +141,75 @@ impl StateRuntime {
         );
         self.partitions.insert(key, state);
         Ok(true)
+    }
+
+    /// Restores every store of one partition; returns the records applied.
+    fn restore(&self, local: &LocalStore, topic: &str, partition: i32) -> Result<u64, EngineError> {
+        let mut records = 0;
+        for def in self.stores.iter() {
+            let label = StoreLabel {
+                store: def.name.clone(),
+            };
+            let remaining = self
+                .metrics
+                .state_restore_remaining
+                .get_or_create(&label)
+                .clone();
+            let applied = self
+                .metrics
+                .state_restore_records
+                .get_or_create(&label)
+                .clone();
+            let mut reported = 0;
+            let restored = self
+                .restorer
+                .restore(local, def, partition, |done, left| {
+                    remaining.set(i64::try_from(left).unwrap_or(i64::MAX));
+                    applied.inc_by(done - reported);
+                    reported = done;
+                })
+                .map_err(|e| EngineError::Unavailable {
+                    topic: topic.to_string(),
+                    partition,
+                    offset: -1,
+                    message: e.to_string(),
+                })?;
+            remaining.set(0);
+            records += restored.records;
+            tracing::info!(
+                store = %def.name,
+                changelog = %def.changelog,
+                partition,
+                records = restored.records,
+                from = restored.from,
+                high_watermark = restored.to,
+                "Restored a store from its changelog."
+            );
+        }
+        Ok(records)
+    }
+
+    /// Refreshes the store-size and pending-timer gauges, at most every [`SIZES_EVERY`].
+    fn refresh_sizes(&mut self) {
+        if self.sizes_at.elapsed() < SIZES_EVERY {
+            return;
+        }
+        self.sizes_at = Instant::now();
+        let mut timers = 0;
+        for (store, entries) in self.sizes() {
+            let is_timers = self.stores.iter().any(|d| d.name == store && d.timers);
+            if is_timers {
+                // One entry per partition is its stream time, not a timer.
+                timers += entries.saturating_sub(self.partitions.len() as u64);
+            }
+            self.metrics
+                .state_entries
+                .get_or_create(&StoreLabel { store })
+                .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        }
+        self.metrics
+            .state_timers_pending
+            .set(i64::try_from(timers).unwrap_or(i64::MAX));
     }
 
     /// Whether this worker holds `partition`'s state already.
@@ -175,10 +248,22 @@ impl StateRuntime {
             return Ok(());
         };
         part.end_record();
+        Ok(())
+    }
+
+    /// The worker is about to commit a transaction that wrote state (its changelog writes are
+    /// sent): the fail point between the changelog send and the commit.
+    pub(crate) fn before_commit(&mut self) -> Result<(), EngineError> {
         if Broken::StateBeforeCommit.active() {
-            // Negative control: the local store is written before the transaction commits.
-            part.apply_now().map_err(storage)?;
+            // Negative control: the local store is written before the outcome is known.
+            tracing::warn!(
+                "KSTAGE_BROKEN_MODE: writing state before the commit (negative control)"
+            );
+            for part in self.partitions.values_mut() {
+                part.apply_now().map_err(storage)?;
+            }
         }
+        crate::engine::broken::crash_point("kstage::state_before_commit");
         Ok(())
     }
 
@@ -222,6 +307,7 @@ impl StateRuntime {
                 ))
             })?;
         }
+        self.refresh_sizes();
         Ok(())
     }
 

@@ -61,6 +61,9 @@ fn main() -> std::process::ExitCode {
     trials.extend(shutdown::trials());
     trials.extend(sink::trials());
     trials.extend(state::trials());
+    trials.extend(state::rebalance::trials());
+    #[cfg(feature = "fault-injection")]
+    trials.extend(state::fail_points::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(sink::fail_points::trials());
     trials.extend(verify::trials());

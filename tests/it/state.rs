@@ -6,8 +6,11 @@
 //! read_uncommitted view, and shown to fail there.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::common;
+
+pub mod rebalance;
 
 use common::kills::{drain_then_stop, kill_repeatedly};
 use common::raw::RawWriter;
@@ -49,6 +52,239 @@ fn counts_are_exact_and_changelogged_on_a_clean_run() {
     );
 }
 
+/// Records and keys of the SIGKILL test (the issue's floor: 200k records, 10k keys).
+const KILL_RECORDS: usize = 200_000;
+const KILL_KEYS: usize = 10_000;
+/// SIGKILLs per run.
+const KILLS: usize = 6;
+
+/// Runs `count` over 200k records and 10k keys, SIGKILLing the stage `KILLS` times at random
+/// moments (each once committed progress passes the next mark, plus a random delay), then drains
+/// with a last incarnation. With the `fault-injection` feature one transaction in ten is also
+/// aborted just before its commit (`kstage::inject_abort`), so aborts and rewinds are exercised
+/// as well as crashes. Returns the read_committed report and how many kills landed mid-stream.
+fn count_across_sigkills(broken: Option<&str>) -> (common::state::CountReport, usize) {
+    let broker = require_broker!();
+    let pipeline = StatePipeline::new(&broker, 3, &["counts"]);
+    let p = &pipeline.pipeline;
+    let mut writer = RawWriter::bulk(&p.bootstrap, &p.input, p.partitions);
+    let truth = write_keyed(&mut writer, KILL_RECORDS, KILL_KEYS);
+    let ends = writer.end_offsets();
+    let total: i64 = ends.iter().sum();
+    let mut spec = pipeline
+        .stage("count")
+        .env("FAILPOINTS", "kstage::inject_abort=10%return");
+    if let Some(mode) = broken {
+        spec = spec.env("KSTAGE_BROKEN_MODE", mode);
+    }
+    let offsets = p.group_offsets(false);
+    let step = total / (KILLS as i64 + 2);
+    let at_kill = kill_repeatedly(&spec, &offsets, KILLS, |kill, stage| {
+        let mark = step * (kill as i64 + 1);
+        stage.wait_until(
+            PATIENCE,
+            &format!("committed progress passes {mark} of {total}"),
+            || offsets.progress() >= mark,
+        );
+        std::thread::sleep(Duration::from_millis(rand::random_range(0..200)));
+    });
+    drain_then_stop(p, &spec, &ends);
+    let landed = at_kill.iter().filter(|&&before| before < total).count();
+    let report = check_counts(&p.bootstrap, &p.output, Isolation::ReadCommitted, &truth);
+    (report, landed)
+}
+
+fn counts_are_exact_across_sigkill_restarts() {
+    let (report, landed) = count_across_sigkills(None);
+    assert!(
+        landed >= 5,
+        "only {landed} of {KILLS} kills landed mid-stream"
+    );
+    assert!(
+        report.exact(),
+        "count output after {landed} SIGKILLs: {report}"
+    );
+}
+
+/// The negative control: the same run with the local store written before the commit must
+/// over-count, so the check above can fail.
+#[cfg(feature = "fault-injection")]
+fn state_written_before_the_commit_over_counts_across_sigkill_restarts() {
+    let (report, landed) = count_across_sigkills(Some("state_before_commit"));
+    assert!(
+        landed >= 5,
+        "only {landed} of {KILLS} kills landed mid-stream"
+    );
+    assert!(
+        report.over_counted > 0 && !report.exact(),
+        "the broken mode state_before_commit should over-count after {landed} SIGKILLs, but \
+         the check found: {report}"
+    );
+}
+
+/// The restores a stage's log reports: (records applied, local offset it started from).
+fn restores(stderr: &str) -> Vec<(u64, u64)> {
+    let field = |line: &str, name: &str| -> Option<u64> {
+        let start = line.find(&format!("{name}="))? + name.len() + 1;
+        let digits: String = line[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    stderr
+        .lines()
+        .filter(|line| line.contains("Restored a store from its changelog."))
+        .filter_map(|line| Some((field(line, "records")?, field(line, "from")?)))
+        .collect()
+}
+
+/// Deletes an instance's local state while it is stopped: the next start restores everything
+/// from the changelog (from offset 0), and the counts stay exact.
+fn counts_stay_exact_after_the_local_state_is_deleted() {
+    let broker = require_broker!();
+    let pipeline = StatePipeline::new(&broker, 3, &["counts"]);
+    let p = &pipeline.pipeline;
+    let mut writer = RawWriter::bulk(&p.bootstrap, &p.input, p.partitions);
+    let mut truth = write_keyed(&mut writer, 20_000, 2_000);
+    let spec = pipeline.stage("count");
+    drain_then_stop(p, &spec, &writer.end_offsets());
+    let dir = pipeline.instance_dir("i0");
+    assert!(dir.is_dir(), "no local state at {}", dir.display());
+    std::fs::remove_dir_all(&dir).expect("delete the local state");
+    for (key, n) in write_keyed(&mut writer, 10_000, 2_000) {
+        *truth.entry(key).or_insert(0) += n;
+    }
+    let mut stage = spec.spawn();
+    p.wait_drained(&mut stage, &writer.end_offsets());
+    common::orders_stage::stop_cleanly(&mut stage);
+    let restored = restores(&stage.stderr());
+    assert!(
+        restored
+            .iter()
+            .any(|&(records, from)| from == 0 && records > 0),
+        "the start after the deletion should restore from offset 0: {restored:?}"
+    );
+    let report = check_counts(&p.bootstrap, &p.output, Isolation::ReadCommitted, &truth);
+    assert!(
+        report.exact(),
+        "count output after restoring from nothing: {report}"
+    );
+    assert_eq!(
+        changelog_counts(&pipeline),
+        truth,
+        "the changelog's last value per key"
+    );
+}
+
 trials! {
     counts_are_exact_and_changelogged_on_a_clean_run => [Broker],
+    counts_are_exact_across_sigkill_restarts => [Broker],
+    counts_stay_exact_after_the_local_state_is_deleted => [Broker],
+}
+
+#[cfg(feature = "fault-injection")]
+pub mod fail_points {
+    use super::*;
+    use common::stage::{exit_code, exit_signal};
+    use std::process::ExitStatus;
+
+    /// A crash caused by a fail point's `return` (the process aborts).
+    fn is_fail_point_crash(status: ExitStatus) -> bool {
+        exit_signal(status).is_some() || exit_code(status).is_some_and(|code| code > 2)
+    }
+
+    /// Crashes the stage `CRASHES` times at fail point `point` (after a random number of
+    /// passes), then drains it without; returns the read_committed report and the restores the
+    /// restarted incarnations logged.
+    fn count_across_crashes_at(
+        point: &str,
+        broken: Option<&str>,
+    ) -> (common::state::CountReport, Vec<(u64, u64)>) {
+        const CRASHES: usize = 3;
+        let broker = require_broker!();
+        let pipeline = StatePipeline::new(&broker, 3, &["counts"]);
+        let p = &pipeline.pipeline;
+        let mut writer = RawWriter::bulk(&p.bootstrap, &p.input, p.partitions);
+        let truth = write_keyed(&mut writer, 60_000, 5_000);
+        let ends = writer.end_offsets();
+        let offsets = p.group_offsets(false);
+        let mut base = pipeline.stage_with_batch("count", 500);
+        if let Some(mode) = broken {
+            base = base.env("KSTAGE_BROKEN_MODE", mode);
+        }
+        let mut restored = Vec::new();
+        for crash in 0..CRASHES {
+            let skip = rand::random_range(1..=8);
+            let failpoints = format!("kstage::{point}={skip}*off->return");
+            let mut stage = base.clone().env("FAILPOINTS", &failpoints).spawn();
+            let what = format!("the stage crashes at {point}");
+            let Some(status) =
+                stage.wait_until_or_exit(PATIENCE, &what, || offsets.caught_up(&ends))
+            else {
+                stage.fail(&format!(
+                    "the input drained before crash {crash} at {point}"
+                ));
+            };
+            if !is_fail_point_crash(status) {
+                stage.fail(&format!("expected a crash at {point}, got {status}"));
+            }
+            if crash > 0 {
+                restored.extend(restores(&stage.stderr()));
+            }
+        }
+        let mut stage = base.spawn();
+        p.wait_drained(&mut stage, &ends);
+        common::orders_stage::stop_cleanly(&mut stage);
+        restored.extend(restores(&stage.stderr()));
+        let report = check_counts(&p.bootstrap, &p.output, Isolation::ReadCommitted, &truth);
+        (report, restored)
+    }
+
+    /// A crash after the changelog writes were sent and before the commit: the transaction
+    /// aborts, the local store is untouched, the records are counted once after the restart.
+    fn counts_are_exact_across_crashes_between_changelog_send_and_commit() {
+        let (report, restored) = count_across_crashes_at("state_before_commit", None);
+        assert!(report.exact(), "count output: {report}");
+        assert!(
+            restored.iter().all(|&(_, from)| from > 0),
+            "every restart restores from its local offset, not from scratch: {restored:?}"
+        );
+    }
+
+    /// A crash after the commit and before the local apply: the restart restores the
+    /// committed writes from the changelog (from its local offset: no wipe).
+    fn counts_are_exact_across_crashes_between_commit_and_local_apply() {
+        let (report, restored) = count_across_crashes_at("state_before_apply", None);
+        assert!(report.exact(), "count output: {report}");
+        assert!(
+            restored
+                .iter()
+                .any(|&(records, from)| records > 0 && from > 0),
+            "a restart should have caught up the committed, unapplied writes from its local \
+             offset: {restored:?}"
+        );
+        assert!(
+            restored.iter().all(|&(_, from)| from > 0),
+            "no restart restores from scratch: {restored:?}"
+        );
+    }
+
+    /// The negative control of the fail points: with the local store written before the
+    /// commit, crashes between the changelog send and the commit over-count.
+    fn state_written_before_the_commit_over_counts_across_crashes_before_commit() {
+        let (report, _) =
+            count_across_crashes_at("state_before_commit", Some("state_before_commit"));
+        assert!(
+            report.over_counted > 0,
+            "state_before_commit should over-count after crashes before commit: {report}"
+        );
+    }
+
+    trials! {
+        state_written_before_the_commit_over_counts_across_sigkill_restarts => [Broker],
+        counts_are_exact_across_crashes_between_changelog_send_and_commit => [Broker],
+        counts_are_exact_across_crashes_between_commit_and_local_apply => [Broker],
+        state_written_before_the_commit_over_counts_across_crashes_before_commit => [Broker],
+    }
 }

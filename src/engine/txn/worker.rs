@@ -297,8 +297,8 @@ impl WorkerTxn {
         if let Some(batch) = self.open.take() {
             self.committing.push_back(batch);
         }
-        if self.state.as_ref().is_some_and(StateRuntime::has_staged) {
-            crate::engine::broken::crash_point("kstage::state_before_commit");
+        if let Some(state) = self.state.as_mut().filter(|s| s.has_staged()) {
+            state.before_commit()?;
         }
         let result = self.locked(|core| core.commit(consumer, wait));
         rewind = merge(rewind, self.apply_outcomes()?);

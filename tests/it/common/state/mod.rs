@@ -7,6 +7,8 @@
 //! record shows as a gap or a short final count; a record counted twice as a repeat or an
 //! over-count; an update of an aborted transaction leaking as a repeat.
 
+pub mod windows;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -44,11 +46,16 @@ impl StatePipeline {
     /// A spec of `topology` with this pipeline's state directory and small transactions, so
     /// that kills land between many commits.
     pub fn stage(&self, topology: &str) -> StageSpec {
+        self.stage_with_batch(topology, 2000)
+    }
+
+    /// [`Self::stage`] with at most `records` input records per transaction.
+    pub fn stage_with_batch(&self, topology: &str, records: usize) -> StageSpec {
         self.pipeline
             .stage(topology)
             .arg("--state-dir", &self.state_dir.path().display().to_string())
             .arg("--commit-interval", "50ms")
-            .arg("--max-records-per-txn", "2000")
+            .arg("--max-records-per-txn", &records.to_string())
     }
 
     /// The local state directory of one instance (`<state_dir>/<app_id>-<instance>`).
