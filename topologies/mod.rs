@@ -7,6 +7,7 @@
 
 pub mod bench_enrich;
 pub mod count;
+pub mod dedupe;
 pub mod orders;
 pub mod orders_avro;
 pub mod passthrough;
@@ -22,6 +23,7 @@ pub fn registry() -> Registry {
     registry
         .register("passthrough", passthrough::DESCRIPTION, passthrough::build)
         .register("count", count::DESCRIPTION, count::build)
+        .register("dedupe", dedupe::DESCRIPTION, dedupe::build)
         .register(
             "windowed-count",
             windowed_count::DESCRIPTION,

@@ -132,7 +132,7 @@ impl Store<'_> {
         from: &[u8],
         to: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TopologyError> {
+    ) -> Result<Vec<super::Entry>, TopologyError> {
         self.part
             .range(self.index, from, to, limit)
             .map_err(unavailable)

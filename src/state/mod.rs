@@ -45,6 +45,9 @@ pub use testing::TestState;
 
 use crate::topology::{Emitter, Record, StageInfo, Topology, TopologyError};
 
+/// A store entry: key and value bytes.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// A store a topology declares: its name (the changelog is `<app_id>-<name>-changelog`), what
 /// its keys and values are (for `kstage state inspect` and the docs), and for windowed stores
 /// how long entries are kept.

@@ -37,6 +37,9 @@ pub(crate) struct ChangelogWrite {
     pub(crate) value: Option<Vec<u8>>,
 }
 
+/// A record's write to undo: the store, the key, and its staged entry before (`None`: none).
+type Undo = (usize, Vec<u8>, Option<Option<Vec<u8>>>);
+
 /// One owned input partition's state.
 #[derive(Debug)]
 pub(crate) struct PartitionState {
@@ -48,7 +51,7 @@ pub(crate) struct PartitionState {
     /// The stores the open transaction wrote to (their offsets advance at its commit).
     touched: Vec<bool>,
     /// The current record's writes, to roll back if it fails: (store, key, staged entry before).
-    undo: Vec<(usize, Vec<u8>, Option<Option<Vec<u8>>>)>,
+    undo: Vec<Undo>,
     /// Stream time before the current record.
     undo_stream_time: Option<i64>,
     /// Stream time: the largest record timestamp seen, as staged.
@@ -186,7 +189,7 @@ impl PartitionState {
         from: &[u8],
         to: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    ) -> Result<Vec<super::Entry>, StateError> {
         let Some(def) = self.stores.get(index) else {
             return Ok(Vec::new());
         };

@@ -104,7 +104,7 @@ impl LocalStore {
         store: &str,
         range: (Bound<&[u8]>, Bound<&[u8]>),
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    ) -> Result<Vec<super::Entry>, StateError> {
         let read = self.db.begin_read().map_err(|e| storage(&self.path, e))?;
         let name = table_name(store);
         let definition: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
