@@ -63,6 +63,8 @@ fn main() -> std::process::ExitCode {
     trials.extend(state::trials());
     trials.extend(state::rebalance::trials());
     #[cfg(feature = "fault-injection")]
+    trials.extend(state::rebalance::broken::trials());
+    #[cfg(feature = "fault-injection")]
     trials.extend(state::fail_points::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(sink::fail_points::trials());

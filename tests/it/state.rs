@@ -34,6 +34,28 @@ fn changelog_counts(pipeline: &StatePipeline) -> BTreeMap<String, u64> {
     counts
 }
 
+/// `kstage verify --expect count` on a pipeline's input and output: its exit code (0: the
+/// output is what the input says, 1: it is not) and its report.
+fn verify_counts(p: &common::Pipeline) -> (Option<i32>, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kstage"))
+        .args(["verify", "--expect", "count", "--no-progress"])
+        .args([
+            "--bootstrap-servers",
+            &p.bootstrap,
+            "--input",
+            &p.input,
+            "--output",
+            &p.output,
+        ])
+        .output()
+        .expect("run kstage verify");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
 fn counts_are_exact_and_changelogged_on_a_clean_run() {
     let broker = require_broker!();
     let pipeline = StatePipeline::new(&broker, 3, &["counts"]);
@@ -50,6 +72,60 @@ fn counts_are_exact_and_changelogged_on_a_clean_run() {
         truth,
         "the changelog's last value per key"
     );
+    let (code, said) = verify_counts(p);
+    assert_eq!(code, Some(0), "kstage verify --expect count: {said}");
+}
+
+/// The stage refuses to start without its changelog and names the fix; `kstage topics create`
+/// makes it (compacted, the input's partitions), and the stage then runs.
+fn topics_create_makes_the_changelogs_the_start_up_check_asks_for() {
+    let broker = require_broker!();
+    let p = common::Pipeline::new(&broker, 2);
+    let state_dir = tempfile::tempdir().expect("state dir");
+    let config = state_dir.path().join("stage.toml");
+    let toml = format!(
+        "topology = \"count\"\nbootstrap_servers = \"{}\"\ninputs = [\"{}\"]\napp_id = \"{}\"\n\
+         state_dir = \"{}\"\n[outputs]\ndefault = \"{}\"\n",
+        p.bootstrap,
+        p.input,
+        p.app_id,
+        state_dir.path().display(),
+        p.output
+    );
+    std::fs::write(&config, toml).expect("write the config");
+    let config = config.display().to_string();
+    let spec = common::StageSpec::new(&p.bootstrap, "count", &p.input, &p.output, &p.app_id)
+        .arg("--state-dir", &state_dir.path().display().to_string());
+    let mut stage = spec.spawn();
+    let status = stage.wait_exit(PATIENCE);
+    let changelog_name = changelog(&p.app_id, "counts");
+    assert!(!status.success(), "the stage started without its changelog");
+    let said = stage.stderr();
+    assert!(
+        said.contains(&changelog_name) && said.contains("kstage topics create"),
+        "the error should name the changelog and the command: {said}"
+    );
+    let created = std::process::Command::new(env!("CARGO_BIN_EXE_kstage"))
+        .args(["topics", "create", "--config", &config])
+        .output()
+        .expect("run kstage topics create");
+    let out = String::from_utf8_lossy(&created.stdout);
+    assert!(
+        created.status.success(),
+        "topics create: {out} {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert!(
+        out.contains(&format!(
+            "created compacted changelog topic {changelog_name} (2 partitions)"
+        )),
+        "{out}"
+    );
+    let mut writer = RawWriter::bulk(&p.bootstrap, &p.input, p.partitions);
+    let truth = write_keyed(&mut writer, 500, 50);
+    drain_then_stop(&p, &spec, &writer.end_offsets());
+    let report = check_counts(&p.bootstrap, &p.output, Isolation::ReadCommitted, &truth);
+    assert!(report.exact(), "count output: {report}");
 }
 
 /// Records and keys of the SIGKILL test (the issue's floor: 200k records, 10k keys).
@@ -63,7 +139,10 @@ const KILLS: usize = 6;
 /// with a last incarnation. With the `fault-injection` feature one transaction in ten is also
 /// aborted just before its commit (`kstage::inject_abort`), so aborts and rewinds are exercised
 /// as well as crashes. Returns the read_committed report and how many kills landed mid-stream.
-fn count_across_sigkills(broken: Option<&str>) -> (common::state::CountReport, usize) {
+#[allow(clippy::type_complexity)]
+fn count_across_sigkills(
+    broken: Option<&str>,
+) -> (common::state::CountReport, usize, (Option<i32>, String)) {
     let broker = require_broker!();
     let pipeline = StatePipeline::new(&broker, 3, &["counts"]);
     let p = &pipeline.pipeline;
@@ -91,11 +170,12 @@ fn count_across_sigkills(broken: Option<&str>) -> (common::state::CountReport, u
     drain_then_stop(p, &spec, &ends);
     let landed = at_kill.iter().filter(|&&before| before < total).count();
     let report = check_counts(&p.bootstrap, &p.output, Isolation::ReadCommitted, &truth);
-    (report, landed)
+    let verified = verify_counts(p);
+    (report, landed, verified)
 }
 
 fn counts_are_exact_across_sigkill_restarts() {
-    let (report, landed) = count_across_sigkills(None);
+    let (report, landed, (code, said)) = count_across_sigkills(None);
     assert!(
         landed >= 5,
         "only {landed} of {KILLS} kills landed mid-stream"
@@ -104,13 +184,14 @@ fn counts_are_exact_across_sigkill_restarts() {
         report.exact(),
         "count output after {landed} SIGKILLs: {report}"
     );
+    assert_eq!(code, Some(0), "kstage verify --expect count: {said}");
 }
 
 /// The negative control: the same run with the local store written before the commit must
 /// over-count, so the check above can fail.
 #[cfg(feature = "fault-injection")]
 fn state_written_before_the_commit_over_counts_across_sigkill_restarts() {
-    let (report, landed) = count_across_sigkills(Some("state_before_commit"));
+    let (report, landed, (code, said)) = count_across_sigkills(Some("state_before_commit"));
     assert!(
         landed >= 5,
         "only {landed} of {KILLS} kills landed mid-stream"
@@ -119,6 +200,11 @@ fn state_written_before_the_commit_over_counts_across_sigkill_restarts() {
         report.over_counted > 0 && !report.exact(),
         "the broken mode state_before_commit should over-count after {landed} SIGKILLs, but \
          the check found: {report}"
+    );
+    assert_eq!(
+        code,
+        Some(1),
+        "kstage verify --expect count should fail too: {said}"
     );
 }
 
@@ -179,6 +265,7 @@ fn counts_stay_exact_after_the_local_state_is_deleted() {
 
 trials! {
     counts_are_exact_and_changelogged_on_a_clean_run => [Broker],
+    topics_create_makes_the_changelogs_the_start_up_check_asks_for => [Broker],
     counts_are_exact_across_sigkill_restarts => [Broker],
     counts_stay_exact_after_the_local_state_is_deleted => [Broker],
 }

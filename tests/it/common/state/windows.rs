@@ -7,6 +7,12 @@ use std::collections::BTreeMap;
 use crate::common::raw::{RawRecord, RawWriter};
 use crate::common::read::{read_topic, Isolation};
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Tumbling windows of `size` ms with `grace` ms, as the stage is configured.
 #[derive(Debug, Clone, Copy)]
 pub struct Windows {
@@ -36,7 +42,9 @@ impl WindowedInput {
         for _ in 0..records {
             let n = rand::random_range(0..keys);
             let partition = (n as i32) % partitions;
-            let clock = self.clock.entry(partition).or_insert(1_000_000);
+            // Event time starts now: timestamps far in the past would be deleted by the
+            // topics' time-based retention (7 days by default) as soon as a segment rolls.
+            let clock = self.clock.entry(partition).or_insert_with(now_ms);
             *clock += 5;
             let ts = if rand::random_range(0..200) == 0 {
                 *clock - windows.size - windows.grace - 50
