@@ -35,10 +35,14 @@ pub struct CreateArgs {
 /// Creates the topics; exit 0 when every one exists afterwards, 1 on a Kafka error, 2 on a bad
 /// configuration.
 pub(crate) fn create(args: CreateArgs, registry: &Registry) -> ExitCode {
-    let config = match args.stage.into_config() {
+    let mut config = match args.stage.into_config() {
         Ok(config) => config,
         Err(error) => return config_failure(&error.into()),
     };
+    // No stage runs here: an instance id (required to run) is not needed to create topics.
+    if config.instance_id.is_empty() {
+        config.instance_id = "topics-create".into();
+    }
     let topology = match config.validate(registry) {
         Ok(topology) => topology,
         Err(errors) => return config_failure(&errors),
