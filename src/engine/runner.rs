@@ -240,8 +240,7 @@ fn state_ready<C: ConsumerContext>(
     let Some(state) = &mut txn.state else {
         return Ok(true);
     };
-    if state.is_open(context.topic, context.partition) {
-        state.open(context.topic, context.partition)?;
+    if state.select(context.topic, context.partition) {
         return Ok(true);
     }
     if let Some(span) = txn.commit(consumer, true)? {

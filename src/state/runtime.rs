@@ -212,10 +212,22 @@ impl StateRuntime {
             .set(i64::try_from(timers).unwrap_or(i64::MAX));
     }
 
-    /// Whether this worker holds `partition`'s state already.
-    pub(crate) fn is_open(&self, topic: &str, partition: i32) -> bool {
-        self.partitions
-            .contains_key(&(topic.to_string(), partition))
+    /// Selects `partition` for the next record if this worker holds its state already (no
+    /// allocation when it is the current one, the common case); `false` if it must be opened.
+    pub(crate) fn select(&mut self, topic: &str, partition: i32) -> bool {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(t, p)| *p == partition && t == topic)
+        {
+            return true;
+        }
+        let key = (topic.to_string(), partition);
+        if self.partitions.contains_key(&key) {
+            self.current = Some(key);
+            return true;
+        }
+        false
     }
 
     fn current(&mut self) -> Result<&mut PartitionState, TopologyError> {

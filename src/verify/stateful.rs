@@ -216,15 +216,25 @@ fn check_windows(
     for record in output {
         let value: serde_json::Value =
             serde_json::from_slice(record.value.as_deref().unwrap_or_default()).unwrap_or_default();
-        let key = value["key"]
+        let key = value
+            .get("key")
+            .unwrap_or(&serde_json::Value::Null)
             .as_str()
             .unwrap_or_default()
             .as_bytes()
             .to_vec();
-        let start = value["start"].as_i64().unwrap_or(i64::MIN);
-        seen.entry((key, start))
-            .or_default()
-            .push(value["count"].as_u64().unwrap_or(0));
+        let start = value
+            .get("start")
+            .unwrap_or(&serde_json::Value::Null)
+            .as_i64()
+            .unwrap_or(i64::MIN);
+        seen.entry((key, start)).or_default().push(
+            value
+                .get("count")
+                .unwrap_or(&serde_json::Value::Null)
+                .as_u64()
+                .unwrap_or(0),
+        );
     }
     let mut report = StatefulReport {
         expected: expected.len(),
