@@ -10,6 +10,7 @@
 //! * [`config`]: the stage configuration and its validation.
 //! * [`engine`]: the transactional consume-transform-produce loop.
 //! * [`cli`]: the `kstage` command line, reusable by a binary that registers its own topologies.
+//! * [`state`]: stateful topologies: stores, timers, changelogs, restore.
 //! * [`sink`]: stages that end in PostgreSQL (`kstage sink`), transactional or idempotent.
 //! * [`verify`]: checks a pipeline's output against its input (`kstage verify`).
 
@@ -33,6 +34,7 @@ pub mod engine;
 pub mod error;
 pub mod observability;
 pub mod sink;
+pub mod state;
 pub mod topology;
 pub mod verify;
 

@@ -6,11 +6,14 @@
 //! with `kstage run --topology my-transform ...`.
 
 pub mod bench_enrich;
+pub mod count;
+pub mod dedupe;
 pub mod orders;
 pub mod orders_avro;
 pub mod passthrough;
 #[cfg(feature = "fault-injection")]
 pub mod testing;
+pub mod windowed_count;
 
 use kstage::topology::Registry;
 
@@ -19,6 +22,13 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
         .register("passthrough", passthrough::DESCRIPTION, passthrough::build)
+        .register("count", count::DESCRIPTION, count::build)
+        .register("dedupe", dedupe::DESCRIPTION, dedupe::build)
+        .register(
+            "windowed-count",
+            windowed_count::DESCRIPTION,
+            windowed_count::build,
+        )
         .register("orders", orders::DESCRIPTION, orders::build)
         .register("orders-avro", orders_avro::DESCRIPTION, orders_avro::build)
         .register(

@@ -8,6 +8,8 @@ mod demo;
 mod settings;
 mod signals;
 mod sink;
+mod state;
+mod topics;
 mod values;
 mod verify;
 
@@ -84,6 +86,33 @@ pub enum Command {
     /// out-of-order records, aborted records visible, torn and hanging transactions, group
     /// offsets. Exit code 1 when a check fails.
     Verify(verify::VerifyArgs),
+    /// Look into a stateful stage's stores.
+    State {
+        /// What to do.
+        #[command(subcommand)]
+        action: StateCommand,
+    },
+    /// Manage the stage's topics (kstage never creates topics while it runs).
+    Topics {
+        /// What to do.
+        #[command(subcommand)]
+        action: TopicsCommand,
+    },
+}
+
+/// `kstage state` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Print a store's contents, read from its changelog topic (the last value per key).
+    Inspect(state::InspectArgs),
+}
+
+/// `kstage topics` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create the output topics and the stores' changelog topics (compacted, as many
+    /// partitions as the input) of a stage; existing topics are left as they are.
+    Create(topics::CreateArgs),
 }
 
 /// Parses the command line, runs the command, and returns the process exit code.
@@ -112,6 +141,12 @@ pub fn main(registry: Registry) -> ExitCode {
         }
         Command::Demo(args) => demo::run(args, &registry),
         Command::Verify(args) => verify::run(args),
+        Command::State {
+            action: StateCommand::Inspect(args),
+        } => state::inspect(args),
+        Command::Topics {
+            action: TopicsCommand::Create(args),
+        } => topics::create(args, &registry),
     }
 }
 

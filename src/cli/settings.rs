@@ -310,6 +310,10 @@ pub(super) const SETTINGS: &[Setting] = &[
         .env("KSTAGE_SSL_KEY_PASSWORD")
         .secret()
         .doc("Password of the client key (prefer the environment variable)."),
+    Setting::new("state_dir", "state-dir", Text)
+        .env("KSTAGE_STATE_DIR")
+        .value_name("DIR")
+        .doc("Stateful topologies: the directory of the local state stores."),
     Setting::new("params", "param", Entries)
         .env("KSTAGE_PARAM")
         .doc("A topology parameter, KEY=VALUE (repeatable)."),

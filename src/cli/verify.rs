@@ -74,6 +74,45 @@ pub struct VerifyArgs {
     /// No progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// Check a stateful topology's output instead, against what its one input says it must
+    /// be: `count`, `windowed-count:SIZE[:GRACE]` (tumbling), `dedupe[:RETENTION[:ID_FIELD]]`.
+    #[arg(long, value_name = "TOPOLOGY[:PARAMS]", value_parser = verify::stateful::parse_expectation)]
+    pub expect: Option<verify::stateful::Expectation>,
+}
+
+/// `--expect`: reads the one input and the one output read_committed and compares the output
+/// with the expectation computed from the input.
+fn run_stateful(args: &VerifyArgs, expect: &verify::stateful::Expectation) -> ExitCode {
+    let ([input], [output]) = (args.inputs.as_slice(), args.outputs.as_slice()) else {
+        eprintln!("kstage verify: --expect checks one --input against one --output");
+        return ExitCode::from(2);
+    };
+    let client = verify::Client::new(&args.bootstrap_servers, &args.kafka);
+    let read = |topic: &str| verify::stateful::read_timed(&client, topic);
+    let (inputs, outputs) = match (read(input), read(output)) {
+        (Ok(i), Ok(o)) => (i, o),
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("kstage verify: could not verify: {error}");
+            return ExitCode::from(3);
+        }
+    };
+    let report = verify::stateful::check(expect, &inputs, &outputs);
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("kstage verify: cannot render the report as JSON: {error}");
+                return ExitCode::from(3);
+            }
+        }
+    } else {
+        println!("{expect:?}: {report}");
+    }
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn group_spec(raw: &str) -> Result<GroupSpec, String> {
@@ -149,6 +188,9 @@ impl Progress for Bar {
 
 /// Runs `kstage verify`.
 pub(crate) fn run(args: VerifyArgs) -> ExitCode {
+    if let Some(expect) = &args.expect {
+        return run_stateful(&args, expect);
+    }
     let json = args.json;
     let report_file = args.report_file.clone();
     let show_progress = !args.no_progress;

@@ -166,6 +166,11 @@ pub struct StageConfig {
     pub consumer: BTreeMap<String, String>,
     /// Raw librdkafka settings for the producer only; they win over `kafka`.
     pub producer: BTreeMap<String, String>,
+    /// Stateful topologies: the directory of the local state stores, one file per input
+    /// partition under `<state_dir>/<transactional id>/`. The stores are a cache of their
+    /// changelog topics: deleting the directory while the stage is stopped costs a full restore,
+    /// nothing else.
+    pub state_dir: std::path::PathBuf,
     /// A database sink (`kstage sink`): where rows go and how records become rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sink: Option<crate::sink::SinkConfig>,
@@ -213,6 +218,12 @@ fn toml_error(error: &toml::de::Error) -> ConfigError {
     ConfigError::new(key, message)
 }
 
+/// `kstage-state`, relative to the working directory (as Kafka Streams' `state.dir` is a fixed
+/// local directory).
+pub fn default_state_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from("kstage-state")
+}
+
 /// 300 s: librdkafka's (and Kafka's) default `max.poll.interval.ms`.
 pub const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 300_000;
 
@@ -245,6 +256,7 @@ impl Default for StageConfig {
             kafka: BTreeMap::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
+            state_dir: default_state_dir(),
             sink: None,
         }
     }

@@ -115,6 +115,7 @@ impl StageConfig {
         let topology = self.build_topology(registry, &mut errors);
         if let Some(topology) = &topology {
             self.check_outputs(topology.as_ref(), &mut errors);
+            self.check_state(topology.as_ref(), &mut errors);
         }
         match topology {
             Some(topology) if errors.is_empty() => Ok(topology),
@@ -190,6 +191,66 @@ impl StageConfig {
                     ),
                 ));
             }
+        }
+    }
+
+    /// A stateful topology runs exactly_once, without pipelined commits, on one input topic
+    /// (changelog partition p holds the state of input partition p).
+    fn check_state(&self, topology: &dyn Topology, errors: &mut Vec<ConfigError>) {
+        let stores = topology.stores();
+        if stores.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = stores.iter().map(|s| s.name).collect();
+        if self.delivery != DeliveryMode::ExactlyOnce {
+            errors.push(ConfigError::new(
+                "delivery",
+                format!(
+                    "topology {:?} keeps state (stores: {}), which is exactly-once only in \
+                     delivery = \"exactly_once\"; set it so",
+                    self.topology,
+                    names.join(", ")
+                ),
+            ));
+        }
+        if self.pipelined_commits {
+            errors.push(ConfigError::new(
+                "pipelined_commits",
+                format!(
+                    "topology {:?} keeps state; stateful stages commit without pipelining: set \
+                     it to false or remove it",
+                    self.topology
+                ),
+            ));
+        }
+        if self.inputs.len() > 1 {
+            errors.push(ConfigError::new(
+                "inputs",
+                format!(
+                    "topology {:?} keeps state per input partition, so it reads exactly one \
+                     input topic, not {}",
+                    self.topology,
+                    self.inputs.len()
+                ),
+            ));
+        }
+        for name in names {
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            if !valid {
+                errors.push(ConfigError::new(
+                    "topology",
+                    format!("store name {name:?} must be lowercase letters, digits, - and _"),
+                ));
+            }
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            errors.push(ConfigError::new(
+                "state_dir",
+                "must not be empty (default: kstage-state)",
+            ));
         }
     }
 

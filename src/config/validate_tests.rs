@@ -355,3 +355,60 @@ fn expected_partitions_must_name_a_topic_of_the_stage() {
     config.expected_partitions.insert("elsewhere".into(), 3);
     assert_eq!(only_error(&config).key, "expected_partitions.elsewhere");
 }
+
+/// A stateful topology for the state checks.
+struct Counts;
+
+impl crate::state::StatefulTopology for Counts {
+    fn stores(&self) -> Vec<crate::state::StoreSpec> {
+        vec![crate::state::StoreSpec::keyed("counts", "key", "count")]
+    }
+    fn process<'a>(
+        &mut self,
+        _: &Record<'a>,
+        _: &mut crate::state::State<'_>,
+        _: &mut Emitter<'a>,
+    ) -> Result<(), TopologyError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_stateful_topology_needs_exactly_once_without_pipelining_on_one_input() {
+    let mut registry = Registry::new();
+    registry.register("counts", "stateful test topology", |_| {
+        Ok(crate::state::stateful(Counts))
+    });
+    let mut config = StageConfig {
+        topology: "counts".into(),
+        bootstrap_servers: "127.0.0.1:9092".into(),
+        inputs: vec!["in".into()],
+        app_id: "app".into(),
+        instance_id: "0".into(),
+        ..StageConfig::default()
+    };
+    config.outputs.insert("default".into(), "out".into());
+    assert!(config.validate(&registry).is_ok());
+    config.delivery = DeliveryMode::AtLeastOnce;
+    config.pipelined_commits = false;
+    config.inputs.push("other".into());
+    let errors = match config.validate(&registry) {
+        Err(errors) => errors.to_string(),
+        Ok(_) => panic!("three problems"),
+    };
+    for key in ["delivery", "inputs"] {
+        assert!(errors.contains(key), "{key} not named: {errors}");
+    }
+    assert!(errors.contains("exactly one input topic"), "{errors}");
+    config.delivery = DeliveryMode::ExactlyOnce;
+    config.inputs.pop();
+    config.pipelined_commits = true;
+    let errors = match config.validate(&registry) {
+        Err(errors) => errors.to_string(),
+        Ok(_) => panic!("pipelined"),
+    };
+    assert!(
+        errors.contains("pipelined_commits") && errors.contains("keeps state"),
+        "{errors}"
+    );
+}

@@ -14,6 +14,9 @@
 //!   commit or abort that needed a retry or saw a coordinator request time out, the next
 //!   transaction runs on the same epoch, and a late EndTxn can land on it (KAFKA-17754); a
 //!   hung or timed-out commit stops the worker with its batch in doubt, as before re-creation.
+//! * `state_before_commit`: write each record's state changes to the local store as soon as the
+//!   record is processed, before its transaction commits (an abort or a crash then leaves
+//!   counts in the local store that the changelog never committed: over-counting).
 //!
 //! In builds without the feature every check is `false` and compiles away.
 
@@ -24,6 +27,7 @@ pub(crate) enum Broken {
     NoRewind,
     ReadUncommitted,
     NoRecreate,
+    StateBeforeCommit,
 }
 
 impl Broken {
@@ -33,6 +37,7 @@ impl Broken {
             Self::NoRewind => "no_rewind",
             Self::ReadUncommitted => "read_uncommitted",
             Self::NoRecreate => "no_recreate",
+            Self::StateBeforeCommit => "state_before_commit",
         }
     }
 
@@ -49,4 +54,14 @@ impl Broken {
         let _ = self.name();
         false
     }
+}
+
+/// A crash point: with the `fault-injection` feature and `FAILPOINTS=<name>=return`, the process
+/// aborts here as if killed.
+pub(crate) fn crash_point(name: &str) {
+    let _ = name;
+    fail::fail_point!(name, |_| {
+        eprintln!("fail point {name}: aborting the process");
+        std::process::abort()
+    });
 }

@@ -34,7 +34,7 @@
 //! (`group.instance.id` = the transactional id), so a restarted instance resumes without a
 //! rebalance.
 
-mod broken;
+pub(crate) mod broken;
 mod clients;
 mod offsets;
 mod rebalance;
@@ -210,6 +210,13 @@ fn run_worker(
         tracing::info!("Stopped during start-up; nothing was processed.");
         return Ok(WorkerStats::default());
     }
+    let state = stateful_runtime(
+        config,
+        &transactional_id,
+        topology.as_ref(),
+        &consumer,
+        (Arc::clone(&telemetry.metrics), Arc::clone(&health)),
+    )?;
     handle.init(STARTUP_TIMEOUT)?;
     health.set_producer_ready();
     let inputs: Vec<&str> = config.inputs.iter().map(String::as_str).collect();
@@ -227,9 +234,13 @@ fn run_worker(
         outputs = ?config.outputs,
         "Stage worker started."
     );
+    let mut worker_txn =
+        txn::WorkerTxn::new(handle, producer, Arc::clone(&telemetry.metrics), health);
+    worker_txn.state = state;
     runner::Worker {
         consumer,
-        txn: txn::WorkerTxn::new(handle, producer, Arc::clone(&telemetry.metrics), health),
+        txn: worker_txn,
+        rebalances_seen: 0,
         topology,
         handling: record::RecordHandling::new(config, max_message_bytes),
         commit_interval: config.commit_interval,
@@ -238,4 +249,78 @@ fn run_worker(
         shutdown,
     }
     .run()
+}
+
+/// A stateful topology's runtime: checks its changelogs (exist, compacted, as many partitions
+/// as the input) and creates the restore clients. `None` for a stateless topology.
+fn stateful_runtime(
+    config: &StageConfig,
+    transactional_id: &str,
+    topology: &dyn Topology,
+    consumer: &BaseConsumer<rebalance::StageContext>,
+    telemetry: (
+        Arc<crate::observability::StageMetrics>,
+        Arc<crate::observability::WorkerHealth>,
+    ),
+) -> Result<Option<crate::state::runtime::StateRuntime>, EngineError> {
+    let stores = topology.stores();
+    if stores.is_empty() {
+        return Ok(None);
+    }
+    let input = config
+        .inputs
+        .first()
+        .ok_or_else(|| EngineError::Startup("a stateful stage needs an input topic".into()))?;
+    let metadata = consumer
+        .fetch_metadata(Some(input), Duration::from_secs(10))
+        .map_err(|source| EngineError::Kafka {
+            operation: "reading topic metadata",
+            source,
+        })?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len());
+    let client = clients::consumer_config(config, &format!("{transactional_id}-admin"));
+    let plain: BaseConsumer = client.create().map_err(|source| EngineError::Kafka {
+        operation: "creating the restore consumer",
+        source,
+    })?;
+    crate::state::topics::check_changelogs(
+        &client,
+        &plain,
+        &config.app_id,
+        input,
+        partitions,
+        &stores,
+    )
+    .map_err(|e| EngineError::Startup(format!("{e} (on {})", config.bootstrap_servers)))?;
+    let mut restore = clients::consumer_config(config, &format!("{transactional_id}-restore"));
+    restore
+        .set("enable.partition.eof", "true")
+        .set("statistics.interval.ms", "0")
+        .set("isolation.level", "read_committed");
+    use crate::state::runtime::RestoreContext;
+    let committed = restore.clone();
+    restore.set("isolation.level", "read_uncommitted");
+    let uncommitted: BaseConsumer<RestoreContext> = restore
+        .create_with_context(RestoreContext)
+        .map_err(|source| EngineError::Kafka {
+            operation: "creating the restore consumer",
+            source,
+        })?;
+    let restorer = crate::state::runtime::restorer(
+        committed,
+        uncommitted,
+        config.transaction_timeout + Duration::from_secs(30),
+    );
+    let dir = config.state_dir.join(transactional_id);
+    tracing::info!(stores = stores.len(), dir = %dir.display(), "Stateful topology: changelogs checked.");
+    Ok(Some(crate::state::runtime::StateRuntime::new(
+        &config.app_id,
+        &stores,
+        dir,
+        restorer,
+        telemetry,
+    )))
 }

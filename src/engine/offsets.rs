@@ -313,6 +313,21 @@ fn committed_offsets<C: ConsumerContext>(
         })
 }
 
+/// Seeks one partition back to `offset` (a record polled but not processed: it is read again).
+pub(crate) fn seek_to<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(), EngineError> {
+    consumer
+        .seek(topic, partition, Offset::Offset(offset), SEEK_TIMEOUT)
+        .map_err(|source| EngineError::Kafka {
+            operation: "seeking back to an unprocessed record",
+            source,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::txn::TxnHandle;
 use crate::observability::{KindLabel, PartitionLabel, Telemetry, WorkerHealth};
@@ -47,6 +47,9 @@ pub(crate) struct StageContext {
     telemetry: Telemetry,
     /// This worker's readiness.
     health: Arc<WorkerHealth>,
+    /// Partitions revoked (or lost) since the worker last took them: a stateful worker closes
+    /// their stores.
+    revoked: Mutex<Vec<(String, i32)>>,
 }
 
 impl StageContext {
@@ -61,7 +64,13 @@ impl StageContext {
             authentication: Mutex::new(None),
             rebalances: AtomicU64::new(0),
             telemetry,
+            revoked: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The partitions revoked since the last call.
+    pub(crate) fn take_revoked(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Rebalances seen so far.
@@ -86,7 +95,17 @@ impl StageContext {
             .inc();
     }
 
-    fn on_revoke(&self, consumer: &BaseConsumer<Self>, partitions: usize) {
+    fn on_revoke(&self, consumer: &BaseConsumer<Self>, revoked: &TopicPartitionList) {
+        let partitions = revoked.count();
+        self.revoked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(
+                revoked
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition())),
+            );
         let lost = consumer.assignment_lost();
         self.count_rebalance(if lost { "lost" } else { "revoke" });
         if lost {
@@ -132,7 +151,7 @@ impl ClientContext for StageContext {
 impl ConsumerContext for StageContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Revoke(tpl) => self.on_revoke(consumer, tpl.count()),
+            Rebalance::Revoke(tpl) => self.on_revoke(consumer, tpl),
             Rebalance::Assign(tpl) => {
                 self.count_rebalance("assign");
                 self.health.set_in_group(true);

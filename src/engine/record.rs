@@ -23,6 +23,7 @@ use rdkafka::message::{BorrowedHeaders, Message, OwnedHeaders};
 
 use crate::config::{PoisonPolicy, StageConfig};
 use crate::error::EngineError;
+use crate::state::runtime::StateRuntime;
 use crate::topology::headers;
 use crate::topology::{Context, Emitter, Headers, OutputRecord, Record, Topology, TopologyError};
 
@@ -137,17 +138,32 @@ pub(crate) fn record_size(record: &Record<'_>) -> usize {
 /// Runs the topology on one record and returns what to send, or the poison policy's decision.
 /// Returns [`EngineError::Poison`] under policy `fail`, [`EngineError::Unavailable`] when a
 /// service the record needs does not answer.
+///
+/// With `state` (a stateful topology), the record runs with its partition's state; its state
+/// writes are kept only when its outputs are (`end_record`), and rolled back otherwise.
 pub(crate) fn process<'a, 'h>(
     topology: &mut dyn Topology,
     handling: &'h RecordHandling,
     record: &Record<'a>,
+    mut state: Option<&mut StateRuntime>,
 ) -> Result<Processed<'a, 'h>, EngineError> {
-    match transform(topology, handling, record).and_then(|outputs| {
+    let transformed = transform(topology, handling, record, state.as_deref_mut());
+    match transformed.and_then(|outputs| {
         fits(handling, record, &outputs)?;
         Ok(outputs)
     }) {
-        Ok(outputs) => Ok(Processed::Outputs(outputs)),
-        Err(error) => poison(handling, record, error),
+        Ok(outputs) => {
+            if let Some(state) = state {
+                state.end_record()?;
+            }
+            Ok(Processed::Outputs(outputs))
+        }
+        Err(error) => {
+            if let Some(state) = state {
+                state.undo_record();
+            }
+            poison(handling, record, error)
+        }
     }
 }
 
@@ -215,6 +231,7 @@ fn transform<'a, 'h>(
     topology: &mut dyn Topology,
     handling: &'h RecordHandling,
     record: &Record<'a>,
+    state: Option<&mut StateRuntime>,
 ) -> Result<Vec<(&'h str, OutputRecord<'a>)>, TopologyError> {
     if let Some(value) = record.value {
         if value.len() > handling.max_value_bytes {
@@ -229,8 +246,10 @@ fn transform<'a, 'h>(
     // A panic in user code is caught here: it must never unwind through the worker (whose
     // consumer would close and revoke) and never commit anything of its batch. The topology
     // instance goes on being used; its outputs for this record are discarded.
-    let processed =
-        panic::catch_unwind(AssertUnwindSafe(|| topology.process(record, &mut emitter)));
+    let processed = panic::catch_unwind(AssertUnwindSafe(|| match state {
+        Some(state) => state.run(topology, record, &mut emitter),
+        None => topology.process(record, &mut emitter),
+    }));
     match processed {
         Ok(result) => result?,
         Err(payload) => return Err(TopologyError::panic(panic_message(payload.as_ref()))),

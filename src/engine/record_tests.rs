@@ -48,7 +48,7 @@ fn record(value: &[u8]) -> Record<'_> {
 #[test]
 fn a_record_that_fits_is_sent_to_its_routed_topic() {
     let handling = handling(PoisonPolicy::Fail, 1_000);
-    let processed = process(&mut Copy, &handling, &record(b"hello")).expect("fits");
+    let processed = process(&mut Copy, &handling, &record(b"hello"), None).expect("fits");
     let Processed::Outputs(outputs) = processed else {
         panic!("expected outputs, got {processed:?}");
     };
@@ -59,7 +59,7 @@ fn a_record_that_fits_is_sent_to_its_routed_topic() {
 #[test]
 fn a_panic_in_the_topology_is_a_poison_record_of_class_panic() {
     let handling = handling(PoisonPolicy::Fail, 1_000_000);
-    let error = process(&mut Copy, &handling, &record(b"panic now")).expect_err("poison");
+    let error = process(&mut Copy, &handling, &record(b"panic now"), None).expect_err("poison");
     let EngineError::Poison {
         partition,
         offset,
@@ -81,7 +81,8 @@ fn a_panic_in_the_topology_is_a_poison_record_of_class_panic() {
 #[test]
 fn a_panicking_record_is_dead_lettered_without_its_partial_output() {
     let handling = handling(PoisonPolicy::DeadLetter, 1_000_000);
-    let processed = process(&mut Copy, &handling, &record(b"panic now")).expect("dead letter");
+    let processed =
+        process(&mut Copy, &handling, &record(b"panic now"), None).expect("dead letter");
     let Processed::DeadLetter { topic, letter, .. } = processed else {
         panic!("expected a dead letter, got {processed:?}");
     };
@@ -100,7 +101,7 @@ fn an_output_above_message_max_bytes_is_poison_naming_its_topic() {
     // The value alone fits; with the key, the record overhead and the provenance headers the
     // output does not.
     let value = vec![b'x'; 950];
-    let error = process(&mut Copy, &handling, &record(&value)).expect_err("poison");
+    let error = process(&mut Copy, &handling, &record(&value), None).expect_err("poison");
     let EngineError::Poison { error, .. } = error else {
         panic!("expected a poison error, got {error}");
     };
@@ -112,7 +113,7 @@ fn an_output_above_message_max_bytes_is_poison_naming_its_topic() {
 fn a_dead_letter_too_large_to_send_is_truncated_and_says_so() {
     let handling = handling(PoisonPolicy::DeadLetter, 1_000);
     let value = vec![b'x'; 990];
-    let processed = process(&mut Copy, &handling, &record(&value)).expect("dead letter");
+    let processed = process(&mut Copy, &handling, &record(&value), None).expect("dead letter");
     let Processed::DeadLetter { letter, error, .. } = processed else {
         panic!("expected a dead letter, got {processed:?}");
     };

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 
 use super::offsets;
 use super::rebalance::StageContext;
@@ -50,6 +50,8 @@ pub(crate) struct Worker {
     /// Commit in the background (exactly_once; see [`super::txn`]).
     pub(crate) pipelined_commits: bool,
     pub(crate) shutdown: Arc<AtomicBool>,
+    /// Rebalances seen when the revoked partitions were last taken (stateful topologies).
+    pub(crate) rebalances_seen: u64,
 }
 
 impl Worker {
@@ -84,6 +86,9 @@ impl Worker {
         tracing::info!("Shutting down: committing the open batch.");
         self.commit(false)?;
         self.txn.drain()?;
+        if let Some(stateful) = self.topology.as_stateful() {
+            stateful.on_close();
+        }
         let stats = self.txn.stats;
         self.log_summary(summary.1);
         // Dropping the consumer closes it: it leaves the group (revoking with nothing open).
@@ -115,23 +120,43 @@ impl Worker {
             self.rewind(&span)?;
             return Ok(true);
         }
+        close_revoked_stores(
+            &self.consumer,
+            &mut self.txn,
+            &mut *self.topology,
+            &mut self.rebalances_seen,
+        );
         match polled {
             None => self.summarise_if_due(summary),
             Some(Ok(message)) => {
                 let record = record::record_of(&message);
+                if !state_ready(
+                    &self.consumer,
+                    &mut self.txn,
+                    &mut *self.topology,
+                    &record.context,
+                )? {
+                    return Ok(true);
+                }
                 let processed = match self.txn.rejected(&record.context) {
                     Some(reason) => record::poison(
                         &self.handling,
                         &record,
                         TopologyError::output_rejected(reason),
                     )?,
-                    None => record::process(&mut *self.topology, &self.handling, &record)?,
+                    None => record::process(
+                        &mut *self.topology,
+                        &self.handling,
+                        &record,
+                        self.txn.state.as_mut(),
+                    )?,
                 };
                 let context = record.context;
                 let size = record::record_size(&record);
                 self.txn
                     .record(context.topic, context.partition, context.offset, size)?;
                 send(&mut self.txn, &self.handling, processed, &context)?;
+                self.txn.send_changelog()?;
             }
             Some(Err(error)) => match classify_consumer(&error) {
                 ErrorClass::Fatal => return Err(EngineError::kafka("consuming", error, "")),
@@ -203,6 +228,54 @@ impl Worker {
             "Stage progress."
         );
         now
+    }
+}
+
+/// Stateful: makes the record's partition ready, restoring its state first if this worker does
+/// not hold it yet. The restore runs between transactions: the open batch is committed first.
+/// `false` when that commit aborted: the batch is rewound and the record is read again.
+fn state_ready<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    txn: &mut WorkerTxn,
+    topology: &mut dyn Topology,
+    context: &Context<'_>,
+) -> Result<bool, EngineError> {
+    let Some(state) = &mut txn.state else {
+        return Ok(true);
+    };
+    if state.select(context.topic, context.partition) {
+        return Ok(true);
+    }
+    if let Some(span) = txn.commit(consumer, true)? {
+        offsets::rewind(consumer, &span)?;
+        offsets::seek_to(consumer, context.topic, context.partition, context.offset)?;
+        return Ok(false);
+    }
+    if let Some(state) = &mut txn.state {
+        state.open(context.topic, context.partition)?;
+    }
+    if let Some(stateful) = topology.as_stateful() {
+        stateful.on_assigned(context.topic, context.partition);
+    }
+    Ok(true)
+}
+
+/// Stateful: after a rebalance, closes the stores of the partitions it took away (their last
+/// transaction has ended: the revoke callback committed or aborted it).
+fn close_revoked_stores(
+    consumer: &BaseConsumer<StageContext>,
+    txn: &mut WorkerTxn,
+    topology: &mut dyn Topology,
+    seen: &mut u64,
+) {
+    let now = consumer.context().rebalances();
+    if now == *seen {
+        return;
+    }
+    *seen = now;
+    let revoked = consumer.context().take_revoked();
+    if let Some(state) = &mut txn.state {
+        state.close(&revoked, topology);
     }
 }
 

@@ -31,6 +31,8 @@ pub struct WorkerHealth {
     in_group: AtomicBool,
     /// Unix ms when the worker's open transaction began (0: none open).
     open_since_ms: AtomicU64,
+    /// Partitions whose state this worker is restoring (stateful topologies).
+    restoring: AtomicU64,
 }
 
 impl Default for Health {
@@ -60,6 +62,7 @@ impl Health {
             producer_ready: AtomicBool::new(false),
             in_group: AtomicBool::new(false),
             open_since_ms: AtomicU64::new(0),
+            restoring: AtomicU64::new(0),
         });
         self.workers
             .lock()
@@ -94,6 +97,18 @@ impl WorkerHealth {
         self.in_group.store(joined, Ordering::Relaxed);
     }
 
+    /// A partition's restore began (`true`) or ended (`false`): the worker is not ready while
+    /// one runs.
+    pub fn set_restoring(&self, restoring: bool) {
+        if restoring {
+            self.restoring.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .restoring
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
     /// A transaction (batch) of this worker opened now.
     pub fn transaction_opened(&self) {
         self.open_since_ms.store(now_ms(), Ordering::Relaxed);
@@ -110,6 +125,12 @@ impl WorkerHealth {
         }
         if !self.in_group.load(Ordering::Relaxed) {
             return Err("the consumer has not joined its group".into());
+        }
+        let restoring = self.restoring.load(Ordering::Relaxed);
+        if restoring > 0 {
+            return Err(format!(
+                "restoring the state of {restoring} partition(s) from the changelog"
+            ));
         }
         let since = self.open_since_ms.load(Ordering::Relaxed);
         let age = Duration::from_millis(now_ms().saturating_sub(since));
@@ -167,6 +188,15 @@ mod tests {
         let why = health.readiness(&metrics).expect_err("not ready");
         assert!(why.contains("open for") && why.contains("app-0-1"), "{why}");
         second.transaction_closed();
+        assert_eq!(health.readiness(&metrics), Ok(()));
+        // A restoring partition makes its worker unready until the restore ends.
+        first.set_restoring(true);
+        let why = health.readiness(&metrics).expect_err("not ready");
+        assert!(
+            why.contains("restoring") && why.contains("app-0-0"),
+            "{why}"
+        );
+        first.set_restoring(false);
         assert_eq!(health.readiness(&metrics), Ok(()));
     }
 }

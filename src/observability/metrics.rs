@@ -32,6 +32,13 @@ pub struct PartitionLabel {
     pub partition: i32,
 }
 
+/// A state store label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabel {
+    /// The store's name.
+    pub store: String,
+}
+
 /// A kind label (outcome, rebalance kind, poison action).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -67,6 +74,19 @@ pub struct StageMetrics {
     /// Times a worker re-created its transactional producer (same transactional id, new
     /// epoch) after a commit or abort that needed a retry, timed out or hung.
     pub producer_recreations: Counter,
+    /// Stateful topologies: entries per store over the partitions this instance holds.
+    pub state_entries: Family<StoreLabel, Gauge>,
+    /// Stateful topologies: event-time timers not fired yet.
+    pub state_timers_pending: Gauge,
+    /// Stateful topologies: changelog records applied by restores, per store.
+    pub state_restore_records: Family<StoreLabel, Counter>,
+    /// Stateful topologies: changelog records a running restore still has to read, per store
+    /// (the changelog lag of the local store).
+    pub state_restore_remaining: Family<StoreLabel, Gauge>,
+    /// Stateful topologies: partitions being restored now.
+    pub state_restoring_partitions: Gauge,
+    /// Stateful topologies: time to restore one partition (all its stores).
+    pub state_restore_seconds: Histogram,
     seconds_since_last_commit: Gauge<f64, AtomicU64>,
     open_transaction_age: Gauge<f64, AtomicU64>,
     /// Unix ms of the last successful commit (0: none yet).
@@ -113,6 +133,13 @@ impl StageMetrics {
             poison_records: Family::default(),
             fenced: Counter::default(),
             producer_recreations: Counter::default(),
+            state_entries: Family::default(),
+            state_timers_pending: Gauge::default(),
+            state_restore_records: Family::default(),
+            state_restore_remaining: Family::default(),
+            state_restoring_partitions: Gauge::default(),
+            // 1 ms .. ~9 h
+            state_restore_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 25)),
             seconds_since_last_commit: Gauge::default(),
             open_transaction_age: Gauge::default(),
             last_commit_ms: AtomicU64::new(0),
@@ -175,6 +202,36 @@ impl StageMetrics {
             "producer_recreations",
             "Times a worker re-created its transactional producer to fence late requests",
             m.producer_recreations.clone(),
+        );
+        registry.register(
+            "state_entries",
+            "Entries per state store over the partitions held",
+            m.state_entries.clone(),
+        );
+        registry.register(
+            "state_timers_pending",
+            "Event-time timers not fired yet",
+            m.state_timers_pending.clone(),
+        );
+        registry.register(
+            "state_restore_records",
+            "Changelog records applied by restores",
+            m.state_restore_records.clone(),
+        );
+        registry.register(
+            "state_restore_remaining",
+            "Changelog records a running restore still has to read",
+            m.state_restore_remaining.clone(),
+        );
+        registry.register(
+            "state_restoring_partitions",
+            "Partitions being restored now",
+            m.state_restoring_partitions.clone(),
+        );
+        registry.register(
+            "state_restore_seconds",
+            "Time to restore one partition's state",
+            m.state_restore_seconds.clone(),
         );
         registry.register(
             "seconds_since_last_commit",

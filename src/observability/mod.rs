@@ -10,7 +10,7 @@ mod metrics;
 
 pub use health::{default_max_open_transaction, Health, Telemetry, WorkerHealth};
 pub use http::serve;
-pub use metrics::{now_ms, KindLabel, PartitionLabel, StageMetrics, TopicLabel};
+pub use metrics::{now_ms, KindLabel, PartitionLabel, StageMetrics, StoreLabel, TopicLabel};
 
 use tracing_subscriber::EnvFilter;
 

@@ -88,6 +88,19 @@ pub trait Topology: Send {
     fn uses_default_output(&self) -> bool {
         true
     }
+
+    /// The stores this topology uses (stateful topologies, see [`crate::state`]); the stage
+    /// checks their changelogs at start-up. A stateless topology has none.
+    fn stores(&self) -> Vec<crate::state::StoreSpec> {
+        Vec::new()
+    }
+
+    /// The stateful topology behind this one, if it is one: [`crate::state::stateful`] wraps a
+    /// [`crate::state::StatefulTopology`] so; the engine then runs it with its state.
+    #[doc(hidden)]
+    fn as_stateful(&mut self) -> Option<&mut dyn crate::state::StatefulTopology> {
+        None
+    }
 }
 
 /// What a stage hands its topology at start-up.

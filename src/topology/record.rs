@@ -138,6 +138,9 @@ pub struct OutputRecord<'a> {
     pub headers: Vec<OutputHeader<'a>>,
     /// The timestamp in milliseconds; `None` lets the producer stamp the record.
     pub timestamp: Option<i64>,
+    /// The partition to write to; `None` (the default) lets the partitioner choose by key. The
+    /// engine sets it for changelog records (changelog partition = input partition).
+    pub partition: Option<i32>,
 }
 
 impl<'a> OutputRecord<'a> {
@@ -149,6 +152,7 @@ impl<'a> OutputRecord<'a> {
             value: None,
             headers: Vec::new(),
             timestamp: None,
+            partition: None,
         }
     }
 
@@ -165,6 +169,7 @@ impl<'a> OutputRecord<'a> {
                 .map(|(name, value)| (Cow::Borrowed(name), value.map(Cow::Borrowed)))
                 .collect(),
             timestamp: record.context.timestamp,
+            partition: None,
         }
     }
 

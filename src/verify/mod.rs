@@ -42,6 +42,7 @@ mod offsets;
 pub mod read;
 pub mod records;
 mod report;
+pub mod stateful;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

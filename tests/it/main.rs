@@ -39,6 +39,7 @@ mod safety;
 mod security;
 mod shutdown;
 mod sink;
+mod state;
 mod verify;
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +70,12 @@ fn main() -> std::process::ExitCode {
     trials.extend(security::trials());
     trials.extend(shutdown::trials());
     trials.extend(sink::trials());
+    trials.extend(state::trials());
+    trials.extend(state::rebalance::trials());
+    #[cfg(feature = "fault-injection")]
+    trials.extend(state::rebalance::broken::trials());
+    #[cfg(feature = "fault-injection")]
+    trials.extend(state::fail_points::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(sink::fail_points::trials());
     trials.extend(verify::trials());

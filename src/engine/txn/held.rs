@@ -37,5 +37,6 @@ pub(crate) fn owned(record: &OutputRecord<'_>) -> OutputRecord<'static> {
             .map(|(name, value)| (Cow::Owned(name.to_string()), value.as_ref().map(bytes)))
             .collect(),
         timestamp: record.timestamp,
+        partition: record.partition,
     }
 }

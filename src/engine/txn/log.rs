@@ -9,7 +9,11 @@
 //! `max.message.bytes`, a timestamp out of range) is noted apart: the broker fails the whole
 //! produce request with it, so the worker finds the record by re-running the aborted batch one
 //! record per transaction (see [`super::worker`]).
+//!
+//! The offset of the last record delivered to each changelog partition is kept too: after a
+//! commit it is where the stateful stage's local store has reached (see `crate::state`).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -32,6 +36,8 @@ pub(crate) struct ProducerHooks {
     /// since [`Self::take_coordinator_timeouts`]: librdkafka resends them, and a late copy can
     /// land on a later transaction of the same epoch (KAFKA-17754).
     coordinator_timeouts: AtomicU64,
+    /// The largest offset delivered per changelog topic and partition.
+    changelog_offsets: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl ProducerHooks {
@@ -58,6 +64,12 @@ impl ProducerHooks {
     /// Timed-out requests of the transaction protocol since the last call.
     pub(crate) fn take_coordinator_timeouts(&self) -> u64 {
         self.coordinator_timeouts.swap(0, Ordering::Relaxed)
+    }
+
+    /// The largest offset this producer delivered to a changelog partition.
+    pub(crate) fn delivered_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        let offsets = self.changelog_offsets.lock().ok()?;
+        offsets.get(&(topic.to_string(), partition)).copied()
     }
 
     /// Called when a transaction begins: earlier errors are not its own.
@@ -103,6 +115,19 @@ impl ProducerContext for ProducerHooks {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        if let Ok(message) = result {
+            if message
+                .topic()
+                .ends_with(crate::state::topics::CHANGELOG_SUFFIX)
+            {
+                if let Ok(mut offsets) = self.changelog_offsets.lock() {
+                    let entry = offsets
+                        .entry((message.topic().to_string(), message.partition()))
+                        .or_insert(-1);
+                    *entry = (*entry).max(message.offset());
+                }
+            }
+        }
         if let Err((error, message)) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut last) = self.last_delivery_error.lock() {

@@ -176,6 +176,9 @@ impl TransactionalProducer {
         if let Some(timestamp) = record.timestamp {
             base = base.timestamp(timestamp);
         }
+        if let Some(partition) = record.partition {
+            base = base.partition(partition);
+        }
         let extra = if provenance.is_some() { 3 } else { 0 };
         if !record.headers.is_empty() || extra > 0 {
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + extra);
@@ -304,7 +307,10 @@ impl TransactionalProducer {
         let _ = self.await_commit_deliveries(Instant::now() + Duration::from_secs(5));
         let held = self.producer.in_flight_count();
         if held > 0 {
-            tracing::debug!(held, "Purging the aborted transaction's undelivered outputs.");
+            tracing::debug!(
+                held,
+                "Purging the aborted transaction's undelivered outputs."
+            );
             self.producer
                 .purge(PurgeConfig::default().queue().inflight());
             // Their delivery reports must be served too: librdkafka's abort flushes until no

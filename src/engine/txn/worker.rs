@@ -35,6 +35,7 @@ use crate::config::DeliveryMode;
 use crate::engine::offsets::Batch;
 use crate::error::EngineError;
 use crate::observability::{KindLabel, StageMetrics, TopicLabel, WorkerHealth};
+use crate::state::runtime::StateRuntime;
 use crate::topology::{Context, OutputRecord};
 
 /// Input records of the held batch after which the worker stops reading and waits for the
@@ -99,6 +100,9 @@ pub(crate) struct WorkerTxn {
     health: Arc<WorkerHealth>,
     /// Counters.
     pub(crate) stats: WorkerStats,
+    /// The state of a stateful topology: its staged writes follow the outcomes (see
+    /// [`crate::state`]: applied on `Committed`, dropped on anything else).
+    pub(crate) state: Option<StateRuntime>,
 }
 
 impl WorkerTxn {
@@ -121,6 +125,7 @@ impl WorkerTxn {
             unserved: 0,
             metrics,
             stats: WorkerStats::default(),
+            state: None,
         }
     }
 
@@ -294,6 +299,9 @@ impl WorkerTxn {
         if let Some(batch) = self.open.take() {
             self.committing.push_back(batch);
         }
+        if let Some(state) = self.state.as_mut().filter(|s| s.has_staged()) {
+            state.before_commit()?;
+        }
         let result = self.locked(|core| core.commit(consumer, wait));
         rewind = merge(rewind, self.apply_outcomes()?);
         result.map(|()| rewind)
@@ -336,6 +344,7 @@ impl WorkerTxn {
         self.committing.clear();
         self.open = None;
         self.held.clear();
+        self.state_aborted();
     }
 
     /// After every poll: what a rebalance callback did, if one acted (one atomic load
@@ -378,6 +387,7 @@ impl WorkerTxn {
         for outcome in outcomes {
             match outcome {
                 Outcome::Committed { elapsed } => {
+                    self.state_committed()?;
                     committed = true;
                     self.stats.commits += 1;
                     let batch = self.committing.pop_front().or_else(|| self.open.take());
@@ -394,6 +404,7 @@ impl WorkerTxn {
                         // bump): not an abort loop.
                         self.locked(|core| core.abort_made_progress());
                     }
+                    self.state_settled(&span);
                     self.stats.aborts += 1;
                     self.metrics.transaction_closed(false);
                     self.committing.clear();
@@ -402,6 +413,7 @@ impl WorkerTxn {
                     rewind = merge(rewind, Some(span));
                 }
                 Outcome::Dropped { rewind: span } => {
+                    self.state_aborted();
                     self.open = None;
                     self.held.clear();
                     rewind = merge(rewind, Some(span));
@@ -470,6 +482,9 @@ impl WorkerTxn {
         );
     }
 }
+
+#[path = "worker_state.rs"]
+mod state_hooks;
 
 fn merge(earlier: Option<Span>, later: Option<Span>) -> Option<Span> {
     match earlier {

@@ -24,6 +24,7 @@ pub mod registry;
 pub mod secure;
 pub mod sink;
 pub mod stage;
+pub mod state;
 pub mod values;
 
 use std::time::{Duration, Instant};

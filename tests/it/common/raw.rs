@@ -18,6 +18,8 @@ pub struct RawRecord {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The record's timestamp (ms); `None` lets the producer stamp it.
+    pub timestamp: Option<i64>,
 }
 
 impl RawRecord {
@@ -26,7 +28,14 @@ impl RawRecord {
             key: key.map(|k| k.as_bytes().to_vec()),
             value,
             headers: Vec::new(),
+            timestamp: None,
         }
+    }
+
+    /// Sets the record's timestamp (ms).
+    pub fn at(mut self, timestamp: i64) -> Self {
+        self.timestamp = Some(timestamp);
+        self
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -115,6 +124,9 @@ impl RawWriter {
         }
         if let Some(value) = &record.value {
             base = base.payload(value.as_slice());
+        }
+        if let Some(timestamp) = record.timestamp {
+            base = base.timestamp(timestamp);
         }
         loop {
             match self.producer.send(base) {
