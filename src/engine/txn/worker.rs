@@ -94,6 +94,8 @@ pub(crate) struct WorkerTxn {
     isolating: u64,
     /// Records processed since delivery reports were last served.
     unserved: u32,
+    /// How long each commit settled since the loop last asked took (for the commit policy).
+    commit_times: Vec<Duration>,
     metrics: Arc<StageMetrics>,
     /// This worker's readiness (its open transaction's age).
     health: Arc<WorkerHealth>,
@@ -119,6 +121,7 @@ impl WorkerTxn {
             rejected: None,
             isolating: 0,
             unserved: 0,
+            commit_times: Vec::new(),
             metrics,
             stats: WorkerStats::default(),
         }
@@ -180,6 +183,16 @@ impl WorkerTxn {
     /// The open batch's tally.
     pub(crate) fn batch(&self) -> Option<&Batch> {
         self.open.as_ref()
+    }
+
+    /// Whether a commit is running (pipelined): the open batch is held until it ends.
+    pub(crate) fn commit_in_flight(&self) -> bool {
+        !self.committing.is_empty()
+    }
+
+    /// The durations of the commits settled since the last call, oldest first.
+    pub(crate) fn take_commit_times(&mut self) -> impl Iterator<Item = Duration> + '_ {
+        self.commit_times.drain(..)
     }
 
     /// Notes a consumed record; locks only for the first record of a batch or of a partition.
@@ -374,6 +387,7 @@ impl WorkerTxn {
                 Outcome::Committed { elapsed } => {
                     committed = true;
                     self.stats.commits += 1;
+                    self.commit_times.push(elapsed);
                     let batch = self.committing.pop_front().or_else(|| self.open.take());
                     if let Some(batch) = batch {
                         self.isolating = self.isolating.saturating_sub(batch.records as u64);
