@@ -199,21 +199,143 @@ impl ser::Serializer for Text {
     }
 }
 
-/// A sequence that must be of bytes (integers from 0 to 255). Rare (`Vec<u8>` without
-/// `serde_bytes`), so each element goes through `serde_json`'s value serializer, which keeps
-/// exactly the earlier rule.
+/// A sequence that must be of bytes: integers from 0 to 255 (a `Vec<u8>` without
+/// `serde_bytes`), each taken by [`Byte`] without a detour.
 #[derive(Debug)]
 struct ByteSeq(Vec<u8>);
 
 impl ByteSeq {
     fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TextError> {
-        let byte = serde_json::to_value(value)
-            .ok()
-            .and_then(|v| v.as_u64())
-            .and_then(|b| u8::try_from(b).ok())
-            .ok_or_else(|| TextError("not a byte array".into()))?;
-        self.0.push(byte);
+        self.0.push(value.serialize(Byte)?);
         Ok(())
+    }
+}
+
+fn not_a_byte() -> TextError {
+    TextError("not a byte array".into())
+}
+
+/// One element of a byte sequence: an integer from 0 to 255 (also inside `Some` or a newtype,
+/// as serde_json's tree saw it); anything else is not a byte.
+#[derive(Debug, Clone, Copy)]
+struct Byte;
+
+macro_rules! integer {
+    ($($method:ident: $ty:ty),*) => {
+        $(fn $method(self, v: $ty) -> Result<u8, TextError> {
+            u8::try_from(v).map_err(|_| not_a_byte())
+        })*
+    };
+}
+
+macro_rules! not_a_byte {
+    ($($method:ident($($arg:ty),*)),*) => {
+        $(fn $method(self, $(_: $arg),*) -> Result<u8, TextError> {
+            Err(not_a_byte())
+        })*
+    };
+}
+
+impl ser::Serializer for Byte {
+    type Ok = u8;
+    type Error = TextError;
+    type SerializeSeq = Impossible<u8, TextError>;
+    type SerializeTuple = Impossible<u8, TextError>;
+    type SerializeTupleStruct = Impossible<u8, TextError>;
+    type SerializeTupleVariant = Impossible<u8, TextError>;
+    type SerializeMap = Impossible<u8, TextError>;
+    type SerializeStruct = Impossible<u8, TextError>;
+    type SerializeStructVariant = Impossible<u8, TextError>;
+
+    integer!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+        serialize_i128: i128, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64,
+        serialize_u128: u128);
+
+    fn serialize_u8(self, v: u8) -> Result<u8, TextError> {
+        Ok(v)
+    }
+
+    not_a_byte!(
+        serialize_bool(bool),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_char(char),
+        serialize_str(&str),
+        serialize_bytes(&[u8]),
+        serialize_none(),
+        serialize_unit(),
+        serialize_unit_struct(&'static str),
+        serialize_unit_variant(&'static str, u32, &'static str)
+    );
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<u8, TextError> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<u8, TextError> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<u8, TextError> {
+        Err(not_a_byte())
+    }
+
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, TextError> {
+        Err(not_a_byte())
+    }
+
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, TextError> {
+        Err(not_a_byte())
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, TextError> {
+        Err(not_a_byte())
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, TextError> {
+        Err(not_a_byte())
+    }
+
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, TextError> {
+        Err(not_a_byte())
+    }
+
+    fn serialize_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStruct, TextError> {
+        Err(not_a_byte())
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, TextError> {
+        Err(not_a_byte())
     }
 }
 
