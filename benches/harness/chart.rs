@@ -48,6 +48,12 @@ fn draw(
     let panels = bottom.split_evenly((1, 3));
     let curves = curves(latencies);
     let max_rate = curves.values().flatten().map(|p| p.0).fold(1.0, f64::max);
+    let min_ms = curves
+        .values()
+        .flatten()
+        .map(|p| p.1)
+        .fold(f64::MAX, f64::min)
+        .clamp(0.5, 1000.0);
     let max_ms = curves.values().flatten().map(|p| p.3).fold(1.0, f64::max);
     let colours: BTreeMap<Kind, usize> = summaries
         .iter()
@@ -62,7 +68,10 @@ fn draw(
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(48)
-            .build_cartesian_2d(0.0..max_rate * 1.05, (0.5..max_ms * 1.5).log_scale())?;
+            .build_cartesian_2d(
+                0.0..max_rate * 1.05,
+                (min_ms / 2.0..max_ms * 1.5).log_scale(),
+            )?;
         chart
             .configure_mesh()
             .x_desc("offered load, records/s")
