@@ -2,7 +2,9 @@
 //! `kstage::codec::Codecs`, as a typed topology's records go through them, next to the untyped
 //! `serde_json` tree the `bench-enrich` topology uses.
 //!
-//! `cargo bench --bench codec`. Avro needs a schema registry and is measured end to end instead.
+//! `cargo bench --bench codec`. The `string/encode-key` and `bytes/encode-value` cases measure the
+//! `string` and `bytes` codecs (`kstage::codec`'s text encoder).
+//! Avro needs a schema registry and is measured end to end instead.
 
 // criterion_group! defines an undocumented public function.
 #![allow(missing_docs)]
@@ -11,7 +13,7 @@ use std::hint::black_box;
 
 use apache_avro::AvroSchema;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kstage::codec::{Codecs, Part};
+use kstage::codec::{Codecs, Format, Part, TopicFormat};
 use serde::{Deserialize, Serialize};
 
 #[path = "common/record.rs"]
@@ -60,6 +62,24 @@ fn codecs(c: &mut Criterion) {
             key
         })
     });
+    let key: String = String::from_utf8(record::KEY.to_vec()).expect("UTF-8");
+    group.bench_function("string/encode-key", |b| {
+        b.iter(|| {
+            codecs
+                .encode("out", Part::Key, black_box(&key))
+                .expect("encodes")
+        })
+    });
+    let raw = raw_codecs();
+    // A `Vec<u8>` value, as a typed topology declares a `bytes` value (it serializes as a
+    // sequence of numbers).
+    let bytes: Vec<u8> = record::RECORD.to_vec();
+    group.bench_function("bytes/encode-value", |b| {
+        b.iter(|| {
+            raw.encode("raw", Part::Value, black_box(&bytes))
+                .expect("encodes")
+        })
+    });
     group.bench_function("json/decode-untyped-map", |b| {
         b.iter(|| {
             serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(black_box(
@@ -74,6 +94,21 @@ fn codecs(c: &mut Criterion) {
         b.iter(|| serde_json::to_vec(black_box(&map)).expect("encodes"))
     });
     group.finish();
+}
+
+/// Codecs with `string` keys and `bytes` values on topic `raw`.
+fn raw_codecs() -> Codecs {
+    let format = TopicFormat {
+        key: Format::String,
+        value: Format::Bytes,
+        value_schema: None,
+    };
+    Codecs::new(
+        TopicFormat::default(),
+        [("raw".to_string(), format)].into(),
+        None,
+    )
+    .expect("no registry needed")
 }
 
 criterion_group!(benches, codecs);

@@ -1,152 +1,177 @@
-//! The report's chart, as a hand-written SVG: median drain throughput per contender (top) and
-//! end-to-end latency percentiles at the latency load (bottom).
+//! The report's chart, drawn with plotters' SVG backend (no system fonts: the SVG names a
+//! `sans-serif` family and the viewer renders it): median drain throughput per contender (top),
+//! and end-to-end latency against offered load, one curve per contender, for p50, p99 and
+//! p99.9 (bottom). A point is the median over the rounds at that load; with a single latency
+//! load per contender each curve is one point.
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
+use std::error::Error;
 
-use crate::report::Summary;
+use plotters::prelude::*;
 
-const WIDTH: f64 = 900.0;
-const LABEL_W: f64 = 170.0;
-const BAR_H: f64 = 22.0;
-const GAP: f64 = 10.0;
-const PLOT_W: f64 = WIDTH - LABEL_W - 150.0;
-const COLORS: [&str; 3] = ["#4c78a8", "#f58518", "#e45756"];
+use crate::contender::Kind;
+use crate::latency::LatencyRun;
+use crate::report::{median, Summary};
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+const WIDTH: u32 = 1200;
+const HEIGHT: u32 = 900;
+const FONT: &str = "sans-serif";
+
+/// One contender's latency curve: (offered records/s, p50, p99, p99.9) ms, by load.
+type Curve = Vec<(f64, f64, f64, f64)>;
+
+/// The chart for `summaries` and the latency runs, titled `title`.
+pub fn svg(
+    title: &str,
+    latency_caption: &str,
+    summaries: &[Summary],
+    latencies: &[LatencyRun],
+) -> Result<String, Box<dyn Error>> {
+    let mut out = String::new();
+    draw(&mut out, title, latency_caption, summaries, latencies)?;
+    Ok(out)
 }
 
-/// The chart for `summaries`, titled `title`.
-pub fn svg(title: &str, latency_caption: &str, summaries: &[Summary]) -> String {
-    let n = summaries.len() as f64;
-    let top_h = 40.0 + n * (BAR_H + GAP);
-    let lat_row = 3.0 * 14.0 + GAP;
-    let bottom_h = 50.0 + n * lat_row;
-    let height = 50.0 + top_h + bottom_h + 30.0;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"##
-    );
-    let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="white"/>"##);
-    let _ = writeln!(
-        s,
-        r##"<text x="10" y="24" font-size="15" font-weight="bold">{}</text>"##,
-        escape(title)
-    );
-
-    // Throughput.
-    let mut y = 50.0;
-    let _ = writeln!(
-        s,
-        r##"<text x="10" y="{}" font-weight="bold">Drain throughput, records/s (median; ratio to kstage-eos)</text>"##,
-        y + 12.0
-    );
-    y += 28.0;
-    let max_rps = summaries
+fn draw(
+    out: &mut String,
+    title: &str,
+    latency_caption: &str,
+    summaries: &[Summary],
+    latencies: &[LatencyRun],
+) -> Result<(), Box<dyn Error>> {
+    let root = SVGBackend::with_string(out, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, (FONT, 20))?;
+    let (top, bottom) = root.split_vertically(330);
+    throughput(&top, summaries)?;
+    let bottom = bottom.titled(latency_caption, (FONT, 14))?;
+    let panels = bottom.split_evenly((1, 3));
+    let curves = curves(latencies);
+    let max_rate = curves.values().flatten().map(|p| p.0).fold(1.0, f64::max);
+    let min_ms = curves
+        .values()
+        .flatten()
+        .map(|p| p.1)
+        .fold(f64::MAX, f64::min)
+        .clamp(0.5, 1000.0);
+    let max_ms = curves.values().flatten().map(|p| p.3).fold(1.0, f64::max);
+    let colours: BTreeMap<Kind, usize> = summaries
         .iter()
-        .filter_map(|x| x.records_per_s)
-        .fold(1.0, f64::max);
-    for x in summaries {
-        let _ = writeln!(
-            s,
-            r##"<text x="{}" y="{}" text-anchor="end">{}</text>"##,
-            LABEL_W - 8.0,
-            y + BAR_H * 0.7,
-            x.contender.name()
-        );
-        if let Some(rps) = x.records_per_s {
-            let w = (rps / max_rps * PLOT_W).max(1.0);
-            let _ = writeln!(
-                s,
-                r##"<rect x="{LABEL_W}" y="{y}" width="{w:.1}" height="{BAR_H}" fill="{}"/>"##,
-                if x.contender == crate::contender::Kind::KstageEos {
-                    "#54a24b"
-                } else {
-                    COLORS[0]
-                }
-            );
-            let ratio = x
-                .ratio_to_kstage_eos
-                .map(|r| format!(" ({r:.2}×)"))
-                .unwrap_or_default();
-            let _ = writeln!(
-                s,
-                r##"<text x="{:.1}" y="{}">{:.0}{}</text>"##,
-                LABEL_W + w + 6.0,
-                y + BAR_H * 0.7,
-                rps,
-                ratio
-            );
-        } else {
-            let _ = writeln!(
-                s,
-                r##"<text x="{}" y="{}" fill="#888">no completed run</text>"##,
-                LABEL_W + 6.0,
-                y + BAR_H * 0.7
-            );
-        }
-        y += BAR_H + GAP;
-    }
-
-    // Latency.
-    y += 20.0;
-    let _ = writeln!(
-        s,
-        r##"<text x="10" y="{}" font-weight="bold">{}</text>"##,
-        y + 12.0,
-        escape(latency_caption)
-    );
-    y += 22.0;
-    for (i, name) in ["p50", "p99", "p99.9"].iter().enumerate() {
-        let lx = LABEL_W + i as f64 * 80.0;
-        let _ = writeln!(
-            s,
-            r##"<rect x="{lx}" y="{y}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{name}</text>"##,
-            COLORS[i],
-            lx + 16.0,
-            y + 10.0
-        );
-    }
-    y += 22.0;
-    let max_ms = summaries
-        .iter()
-        .filter_map(|x| x.p999_ms)
-        .fold(1.0, f64::max);
-    for x in summaries {
-        let _ = writeln!(
-            s,
-            r##"<text x="{}" y="{}" text-anchor="end">{}</text>"##,
-            LABEL_W - 8.0,
-            y + 3.0 * 14.0 / 2.0 + 4.0,
-            x.contender.name()
-        );
-        let values = [x.p50_ms, x.p99_ms, x.p999_ms];
-        if values.iter().all(Option::is_none) {
-            let _ = writeln!(
-                s,
-                r##"<text x="{}" y="{}" fill="#888">not measured</text>"##,
-                LABEL_W + 6.0,
-                y + 25.0
-            );
-        }
-        for (i, value) in values.iter().enumerate() {
-            if let Some(ms) = value {
-                let w = (ms / max_ms * PLOT_W).max(1.0);
-                let by = y + i as f64 * 14.0;
-                let _ = writeln!(
-                    s,
-                    r##"<rect x="{LABEL_W}" y="{by}" width="{w:.1}" height="12" fill="{}"/><text x="{:.1}" y="{}" font-size="11">{ms:.1}</text>"##,
-                    COLORS[i],
-                    LABEL_W + w + 4.0,
-                    by + 10.0
-                );
+        .enumerate()
+        .map(|(i, s)| (s.contender, i))
+        .collect();
+    type Pick = fn(&(f64, f64, f64, f64)) -> f64;
+    let percentiles: [(&str, Pick); 3] = [("p50", |p| p.1), ("p99", |p| p.2), ("p99.9", |p| p.3)];
+    for (index, (panel, (name, pick))) in panels.iter().zip(percentiles).enumerate() {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("{name}, ms (log scale)"), (FONT, 14))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(
+                0.0..max_rate * 1.05,
+                (min_ms / 2.0..max_ms * 1.5).log_scale(),
+            )?;
+        chart
+            .configure_mesh()
+            .x_desc("offered load, records/s")
+            .x_labels(5)
+            .x_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
+            .y_label_formatter(&|v| format!("{v}"))
+            .draw()?;
+        for (kind, curve) in &curves {
+            let colour = Palette99::pick(colours.get(kind).copied().unwrap_or(0)).to_rgba();
+            let points: Vec<(f64, f64)> = curve.iter().map(|p| (p.0, pick(p).max(0.5))).collect();
+            let series =
+                chart.draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?;
+            if index == 0 {
+                series
+                    .label(kind.name())
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour));
             }
+            chart.draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, colour.filled())),
+            )?;
         }
-        y += lat_row;
+        if index == 0 {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font((FONT, 11))
+                .draw()?;
+        }
     }
-    let _ = writeln!(s, "</svg>");
-    s
+    root.present()?;
+    Ok(())
+}
+
+/// Horizontal bars of the median drain throughput, the value written after each bar.
+fn throughput<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    summaries: &[Summary],
+) -> Result<(), Box<dyn Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let bars: Vec<(&str, f64)> = summaries
+        .iter()
+        .filter_map(|s| s.records_per_s.map(|r| (s.contender.name(), r)))
+        .collect();
+    let max = bars.iter().map(|b| b.1).fold(1.0, f64::max) * 1.35;
+    let rows = bars.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(area)
+        .caption("Median drain throughput, records/s", (FONT, 14))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(10)
+        .build_cartesian_2d(0.0..max, 0.0..rows)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .disable_y_axis()
+        .x_labels(6)
+        .x_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
+        .draw()?;
+    for (i, (name, rate)) in bars.iter().enumerate() {
+        let y = rows - i as f64;
+        let colour = Palette99::pick(i).to_rgba();
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(0.0, y - 0.8), (*rate, y - 0.2)],
+            colour.mix(0.7).filled(),
+        )))?;
+        chart.draw_series(std::iter::once(Text::new(
+            format!("{name}: {rate:.0}"),
+            (*rate + max * 0.01, y - 0.35),
+            (FONT, 12),
+        )))?;
+    }
+    Ok(())
+}
+
+/// Median p50 / p99 / p99.9 per contender and offered load, over the rounds that succeeded.
+fn curves(latencies: &[LatencyRun]) -> BTreeMap<Kind, Curve> {
+    let mut by_point: BTreeMap<(Kind, u64), Vec<&LatencyRun>> = BTreeMap::new();
+    for run in latencies.iter().filter(|r| r.error.is_none()) {
+        by_point
+            .entry((run.contender, run.rate.round() as u64))
+            .or_default()
+            .push(run);
+    }
+    let mut curves: BTreeMap<Kind, Curve> = BTreeMap::new();
+    for ((kind, rate), runs) in by_point {
+        let med = |pick: fn(&LatencyRun) -> f64| {
+            median(runs.iter().map(|r| pick(r)).collect()).unwrap_or(0.0)
+        };
+        curves.entry(kind).or_default().push((
+            rate as f64,
+            med(|r| r.p50_ms),
+            med(|r| r.p99_ms),
+            med(|r| r.p999_ms),
+        ));
+    }
+    curves
 }

@@ -25,10 +25,24 @@ pub enum Kind {
     #[value(name = "kstage-eos-2w")]
     #[serde(rename = "kstage-eos-2w")]
     KstageEos2w,
+    /// kstage exactly_once with `--commit-policy back_to_back`.
+    #[value(name = "kstage-eos-b2b")]
+    #[serde(rename = "kstage-eos-b2b")]
+    KstageEosB2b,
+    /// kstage exactly_once with `--pipelined-commits true` (the interval policy).
+    KstageEosPipelined,
+    /// kstage exactly_once with `--commit-policy back_to_back --pipelined-commits true`.
+    #[value(name = "kstage-eos-b2b-pipelined")]
+    #[serde(rename = "kstage-eos-b2b-pipelined")]
+    KstageEosB2bPipelined,
     /// The limit: a plain rdkafka consume -> produce copy, no transactions, no transform.
     RawCopy,
     /// The peer: the Kafka Streams app in benches/kafka-streams with exactly_once_v2.
     KafkaStreamsEos,
+    /// The same with `commit.interval.ms=10`, the obvious tuning for latency.
+    #[value(name = "kafka-streams-eos-10ms")]
+    #[serde(rename = "kafka-streams-eos-10ms")]
+    KafkaStreamsEos10ms,
     /// The same Kafka Streams app with at_least_once (Kafka Streams' own price of exactly-once).
     KafkaStreamsAlo,
     /// Kafka's TransactionalMessageCopier (kafka-tools), group mode, KIP-447 offsets.
@@ -51,8 +65,12 @@ impl Kind {
             Kind::KstageEos => "kstage-eos",
             Kind::KstageAlo => "kstage-alo",
             Kind::KstageEos2w => "kstage-eos-2w",
+            Kind::KstageEosB2b => "kstage-eos-b2b",
+            Kind::KstageEosPipelined => "kstage-eos-pipelined",
+            Kind::KstageEosB2bPipelined => "kstage-eos-b2b-pipelined",
             Kind::RawCopy => "raw-copy",
             Kind::KafkaStreamsEos => "kafka-streams-eos",
+            Kind::KafkaStreamsEos10ms => "kafka-streams-eos-10ms",
             Kind::KafkaStreamsAlo => "kafka-streams-alo",
             Kind::Tmc => "tmc",
         }
@@ -64,8 +82,14 @@ impl Kind {
             Kind::KstageEos => "kstage exactly_once (defaults), bench-enrich",
             Kind::KstageAlo => "kstage at_least_once, bench-enrich",
             Kind::KstageEos2w => "kstage exactly_once with --workers 2, bench-enrich",
+            Kind::KstageEosB2b => "kstage exactly_once, --commit-policy back_to_back",
+            Kind::KstageEosPipelined => "kstage exactly_once, --pipelined-commits true",
+            Kind::KstageEosB2bPipelined => {
+                "kstage exactly_once, --commit-policy back_to_back --pipelined-commits true"
+            }
             Kind::RawCopy => "raw rdkafka copy, no transactions, no transform (the limit)",
             Kind::KafkaStreamsEos => "Kafka Streams exactly_once_v2, same transform (Jackson)",
+            Kind::KafkaStreamsEos10ms => "Kafka Streams exactly_once_v2, commit.interval.ms=10",
             Kind::KafkaStreamsAlo => "Kafka Streams at_least_once, same transform (Jackson)",
             Kind::Tmc => {
                 "Kafka's TransactionalMessageCopier (copy, no transform; drains only, so no latency run)"
@@ -84,7 +108,14 @@ impl Kind {
     pub fn exactly_once(self) -> bool {
         matches!(
             self,
-            Kind::KstageEos | Kind::KstageEos2w | Kind::KafkaStreamsEos | Kind::Tmc
+            Kind::KstageEos
+                | Kind::KstageEos2w
+                | Kind::KstageEosB2b
+                | Kind::KstageEosPipelined
+                | Kind::KstageEosB2bPipelined
+                | Kind::KafkaStreamsEos
+                | Kind::KafkaStreamsEos10ms
+                | Kind::Tmc
         )
     }
 }
@@ -179,7 +210,12 @@ impl Running {
 /// The command line of a contender for a job.
 pub fn command(kind: Kind, programs: &Programs, job: &Job) -> Command {
     match kind {
-        Kind::KstageEos | Kind::KstageAlo | Kind::KstageEos2w => {
+        Kind::KstageEos
+        | Kind::KstageAlo
+        | Kind::KstageEos2w
+        | Kind::KstageEosB2b
+        | Kind::KstageEosPipelined
+        | Kind::KstageEosB2bPipelined => {
             let mut command = Command::new(&programs.kstage);
             command.args([
                 "run",
@@ -202,6 +238,12 @@ pub fn command(kind: Kind, programs: &Programs, job: &Job) -> Command {
             if kind == Kind::KstageEos2w {
                 command.args(["--workers", "2"]);
             }
+            if matches!(kind, Kind::KstageEosB2b | Kind::KstageEosB2bPipelined) {
+                command.args(["--commit-policy", "back_to_back"]);
+            }
+            if matches!(kind, Kind::KstageEosPipelined | Kind::KstageEosB2bPipelined) {
+                command.args(["--pipelined-commits", "true"]);
+            }
             command.args(&programs.kstage_args);
             command
         }
@@ -220,13 +262,16 @@ pub fn command(kind: Kind, programs: &Programs, job: &Job) -> Command {
             command.args(&programs.raw_copy_args);
             command
         }
-        Kind::KafkaStreamsEos | Kind::KafkaStreamsAlo => {
+        Kind::KafkaStreamsEos | Kind::KafkaStreamsEos10ms | Kind::KafkaStreamsAlo => {
             let mut command = Command::new(&programs.java);
             command
                 .args(&programs.jvm_opts)
                 .arg("-jar")
                 .arg(&programs.streams_jar);
-            let guarantee = if kind == Kind::KafkaStreamsEos {
+            if kind == Kind::KafkaStreamsEos10ms {
+                command.args(["--config", "commit.interval.ms=10"]);
+            }
+            let guarantee = if kind != Kind::KafkaStreamsAlo {
                 "exactly_once_v2"
             } else {
                 "at_least_once"
@@ -288,9 +333,16 @@ pub fn start(kind: Kind, programs: &Programs, job: &Job) -> Result<Running> {
 /// Checks that a contender's program is there before a long run starts.
 pub fn check_program(kind: Kind, programs: &Programs) -> Result<()> {
     let needed: &Path = match kind {
-        Kind::KstageEos | Kind::KstageAlo | Kind::KstageEos2w => &programs.kstage,
+        Kind::KstageEos
+        | Kind::KstageAlo
+        | Kind::KstageEos2w
+        | Kind::KstageEosB2b
+        | Kind::KstageEosPipelined
+        | Kind::KstageEosB2bPipelined => &programs.kstage,
         Kind::RawCopy => &programs.raw_copy,
-        Kind::KafkaStreamsEos | Kind::KafkaStreamsAlo => &programs.streams_jar,
+        Kind::KafkaStreamsEos | Kind::KafkaStreamsEos10ms | Kind::KafkaStreamsAlo => {
+            &programs.streams_jar
+        }
         Kind::Tmc => return Ok(()),
     };
     anyhow::ensure!(

@@ -6,8 +6,10 @@
 //! preload the input topic: N JSON records of about S bytes, unique ids, P partitions
 //! throughput: R rounds; each round runs every contender once (order rotated per round) until its
 //!             group has committed the whole input; CPU s and peak RSS from /proc; output checked
-//! latency:    rounds again, each contender at half its median throughput on fresh topics;
-//!             created -> visible read_committed, HdrHistogram percentiles
+//! latency:    rounds again, each contender at one load (or at fractions of its own median
+//!             throughput, --latency-loads: the curves) on fresh topics; created -> visible
+//!             read_committed, HdrHistogram percentiles, CPU per record, markers written
+//! distant:    --rtt-ms puts a delaying proxy in front of the broker (proxy.rs)
 //! report:     results.json, report.md (medians, ratios per run pair), chart.svg
 //! ```
 //!
@@ -21,6 +23,7 @@ mod drain;
 mod latency;
 mod procfs;
 mod profile;
+mod proxy;
 mod report;
 
 use std::path::PathBuf;
@@ -68,6 +71,10 @@ struct Args {
     /// Run each contender at half of its own median throughput instead.
     #[arg(long, conflicts_with = "latency_rate")]
     latency_own_half: bool,
+    /// Latency curves: run each contender at each of these fractions of its own median drain
+    /// throughput (e.g. 0.1,0.25,0.5,0.75), instead of at one load.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["latency_rate", "latency_own_half"])]
+    latency_loads: Vec<f64>,
     /// Contenders, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Kind::DEFAULT)]
     contenders: Vec<Kind>,
@@ -80,6 +87,10 @@ struct Args {
     /// Data directory of the broker the harness starts (wiped).
     #[arg(long, default_value = "/tmp/kstage-bench-kafka")]
     data_dir: PathBuf,
+    /// A distant broker: the round trip, in ms, that a delaying proxy in front of the broker the
+    /// harness starts adds to every connection (see proxy.rs). 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    rtt_ms: f64,
     /// Extra server.properties entries for the broker (KEY=VALUE, repeatable).
     #[arg(long)]
     broker_prop: Vec<String>,
@@ -186,12 +197,36 @@ fn main() -> Result<()> {
         contender::check_program(kind, &programs)?;
     }
 
+    // A distant broker: the proxy first, so the broker's start-up check reaches it.
+    let mut broker_props = args.broker_prop.clone();
+    let proxy_port = args.port + 10;
+    let proxy = if args.rtt_ms > 0.0 && args.bootstrap.is_none() {
+        broker_props.push(format!(
+            "advertised.listeners=PLAINTEXT://127.0.0.1:{proxy_port},CONTROLLER://127.0.0.1:{}",
+            args.port + 1
+        ));
+        eprintln!(
+            "harness: a proxy on 127.0.0.1:{proxy_port} adds {} ms of round trip",
+            args.rtt_ms
+        );
+        Some(proxy::start(
+            proxy_port,
+            std::net::SocketAddr::from(([127, 0, 0, 1], args.port)),
+            Duration::from_secs_f64(args.rtt_ms / 2000.0),
+        )?)
+    } else {
+        None
+    };
     let mut broker = match &args.bootstrap {
         Some(bootstrap) => broker::Broker::external(bootstrap.clone()),
-        None => broker::Broker::start(&repo, args.port, &args.data_dir, &args.broker_prop)?,
+        None => broker::Broker::start(&repo, args.port, &args.data_dir, &broker_props)?,
     };
+    if proxy.is_some() {
+        broker.bootstrap = format!("127.0.0.1:{proxy_port}");
+    }
     let result = run(&args, &programs, &broker, &out, stamp);
     broker.stop();
+    drop(proxy);
     result
 }
 
@@ -311,6 +346,12 @@ fn run(
         record_size: args.record_size,
         partitions: args.partitions,
     };
+    let loads = latency::Loads {
+        fractions: args.latency_loads.clone(),
+        rate: args.latency_rate,
+        own_half: args.latency_own_half,
+        contenders: args.contenders.clone(),
+    };
     let mut latencies = Vec::new();
     for round in 0..args.latency_runs.unwrap_or(args.runs) {
         for i in 0..args.contenders.len() {
@@ -318,62 +359,63 @@ fn run(
             if !kind.keeps_running() {
                 continue;
             }
-            let half = |kind: Kind| {
-                summaries
-                    .iter()
-                    .find(|s| s.contender == kind)
-                    .and_then(|s| s.records_per_s)
-                    .map(|rps| (rps / 2.0).round())
-            };
-            let slowest = args
-                .contenders
-                .iter()
-                .filter(|k| k.keeps_running())
-                .filter_map(|k| half(*k))
-                .reduce(f64::min);
-            let rate = match args.latency_rate {
-                Some(rate) => Some(rate),
-                None if args.latency_own_half => half(kind),
-                None => slowest,
-            };
-            let Some(rate) = rate else {
+            for (fraction, rate) in latency::points(&loads, &summaries, kind) {
+                let Some(rate) = rate else {
+                    eprintln!(
+                        "harness: no latency run for {}: it never completed a drain",
+                        kind.name()
+                    );
+                    continue;
+                };
+                let load = fraction.map_or(String::new(), |f| format!("-{:.0}pct", f * 100.0));
+                let name = format!("bench-{stamp}-lat-{}{load}-r{}", kind.name(), round + 1);
+                let job = Job {
+                    input: format!("{name}-in"),
+                    output: format!("{name}-out"),
+                    group: name.clone(),
+                    bootstrap: bootstrap.clone(),
+                    dir: out.join(&name),
+                };
+                admin.create_topic(&job.input, args.partitions)?;
+                admin.create_topic(&job.output, args.partitions)?;
                 eprintln!(
-                    "harness: no latency run for {}: it never completed a drain",
+                    "harness: latency round {}: {} at {rate:.0} rec/s",
+                    round + 1,
                     kind.name()
                 );
-                continue;
-            };
-            let name = format!("bench-{stamp}-lat-{}-r{}", kind.name(), round + 1);
-            let job = Job {
-                input: format!("{name}-in"),
-                output: format!("{name}-out"),
-                group: name.clone(),
-                bootstrap: bootstrap.clone(),
-                dir: out.join(&name),
-            };
-            admin.create_topic(&job.input, args.partitions)?;
-            admin.create_topic(&job.output, args.partitions)?;
-            eprintln!(
-                "harness: latency round {}: {} at {rate:.0} rec/s",
-                round + 1,
-                kind.name()
-            );
-            let run = latency::run(kind, round, programs, &job, rate, &lat_settings)
-                .unwrap_or_else(|error| failed_latency(kind, round, rate, &error));
-            eprintln!(
-                "harness:   p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms{}",
-                run.p50_ms,
-                run.p99_ms,
-                run.p999_ms,
-                run.error
-                    .as_deref()
-                    .map(|e| format!(" (failed: {e})"))
-                    .unwrap_or_default()
-            );
-            latencies.push(run);
-            admin.delete_topics(&[&job.input, &job.output]);
-            write(&drains, &latencies)?;
-            std::thread::sleep(Duration::from_secs(args.pause));
+                let mut run = latency::run(
+                    kind,
+                    round,
+                    programs,
+                    &job,
+                    rate,
+                    &lat_settings,
+                    broker.pid(),
+                )
+                .unwrap_or_else(|error| latency::LatencyRun::failed(kind, round, rate, &error));
+                run.load_fraction = fraction;
+                let input_end = admin.end_offsets(&job.input, args.partitions);
+                let output_end = admin.end_offsets(&job.output, args.partitions);
+                if let (Ok(input_end), Ok(output_end)) = (input_end, output_end) {
+                    let input: i64 = input_end.iter().sum();
+                    run.input_records = Some(input);
+                    run.output_markers = Some(output_end.iter().sum::<i64>() - input);
+                }
+                eprintln!(
+                    "harness:   p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms{}",
+                    run.p50_ms,
+                    run.p99_ms,
+                    run.p999_ms,
+                    run.error
+                        .as_deref()
+                        .map(|e| format!(" (failed: {e})"))
+                        .unwrap_or_default()
+                );
+                latencies.push(run);
+                admin.delete_topics(&[&job.input, &job.output]);
+                write(&drains, &latencies)?;
+                std::thread::sleep(Duration::from_secs(args.pause));
+            }
         }
     }
 
@@ -410,6 +452,11 @@ fn run(
             args.records, args.record_size, args.partitions
         ),
         &match args.latency_rate {
+            _ if !args.latency_loads.is_empty() => "End-to-end latency against offered load (each \
+                                                   contender at fractions of its own median \
+                                                   throughput), ms (created -> visible \
+                                                   read_committed)"
+                .to_string(),
             Some(rate) => format!(
                 "End-to-end latency at {rate:.0} records/s, ms (created -> visible read_committed)"
             ),
@@ -422,7 +469,9 @@ fn run(
                 .to_string(),
         },
         &summaries,
-    );
+        &latencies,
+    )
+    .map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
     std::fs::write(out.join("chart.svg"), &svg)?;
     if let Some(path) = &args.publish_chart {
         std::fs::write(path, &svg).with_context(|| format!("writing {}", path.display()))?;
@@ -451,29 +500,5 @@ fn failed_drain(kind: Kind, round: usize, error: &anyhow::Error) -> drain::Drain
     drain::DrainRun {
         error: Some(format!("{error:#}")),
         ..drain::DrainRun::empty(kind, round)
-    }
-}
-
-fn failed_latency(
-    kind: Kind,
-    round: usize,
-    rate: f64,
-    error: &anyhow::Error,
-) -> latency::LatencyRun {
-    latency::LatencyRun {
-        contender: kind,
-        round,
-        rate,
-        achieved_rate: 0.0,
-        measured: 0,
-        missing: 0,
-        p50_ms: 0.0,
-        p99_ms: 0.0,
-        p999_ms: 0.0,
-        max_ms: 0.0,
-        mean_ms: 0.0,
-        cpu_per_s: 0.0,
-        exit: String::new(),
-        error: Some(format!("{error:#}")),
     }
 }

@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use crate::contender::{self, Job, Kind, Programs};
 use crate::data;
+use crate::report::Summary;
 
 /// Key prefix of the latency records.
 const LOAD_PREFIX: &str = "lat-";
@@ -74,10 +75,93 @@ pub struct LatencyRun {
     pub mean_ms: f64,
     /// CPU seconds of the contender per second of load.
     pub cpu_per_s: f64,
+    /// The offered load as a fraction of the contender's own median drain throughput, when the
+    /// run is a point of a latency curve (`--latency-loads`).
+    pub load_fraction: Option<f64>,
+    /// CPU seconds of the broker per second of load (the harness's own broker only).
+    pub broker_cpu_per_s: Option<f64>,
+    /// Records the load wrote into the input (probes included).
+    pub input_records: Option<i64>,
+    /// Offsets of the output that hold no record: transaction markers (commit or abort), one
+    /// per output partition a transaction wrote to. Its end offsets minus the input's (the
+    /// transforms are one record in, one record out).
+    pub output_markers: Option<i64>,
     /// How the contender exited when stopped.
     pub exit: String,
     /// Why the run failed, if it did.
     pub error: Option<String>,
+}
+
+impl LatencyRun {
+    /// A run that failed before it measured anything.
+    pub fn failed(kind: Kind, round: usize, rate: f64, error: &anyhow::Error) -> Self {
+        Self {
+            contender: kind,
+            round,
+            rate,
+            achieved_rate: 0.0,
+            measured: 0,
+            missing: 0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            p999_ms: 0.0,
+            max_ms: 0.0,
+            mean_ms: 0.0,
+            cpu_per_s: 0.0,
+            load_fraction: None,
+            broker_cpu_per_s: None,
+            input_records: None,
+            output_markers: None,
+            exit: String::new(),
+            error: Some(format!("{error:#}")),
+        }
+    }
+}
+
+/// Which loads the latency runs use (the harness's `--latency-*` options).
+#[derive(Debug, Clone)]
+pub struct Loads {
+    /// Fractions of each contender's own median drain throughput (a curve); empty: one load.
+    pub fractions: Vec<f64>,
+    /// One rate for everyone.
+    pub rate: Option<f64>,
+    /// Half of each contender's own median throughput.
+    pub own_half: bool,
+    /// Every contender of the run (the default load is half of the slowest one's).
+    pub contenders: Vec<Kind>,
+}
+
+/// The loads a contender's latency runs use: (fraction of its own median throughput, if a curve,
+/// records/s); `None` records/s when it never completed a drain.
+pub fn points(loads: &Loads, summaries: &[Summary], kind: Kind) -> Vec<(Option<f64>, Option<f64>)> {
+    let own = |kind: Kind, fraction: f64| {
+        summaries
+            .iter()
+            .find(|s| s.contender == kind)
+            .and_then(|s| s.records_per_s)
+            .map(|rps| (rps * fraction).round())
+    };
+    if !loads.fractions.is_empty() {
+        return loads
+            .fractions
+            .iter()
+            .map(|&fraction| (Some(fraction), own(kind, fraction)))
+            .collect();
+    }
+    let slowest = || {
+        loads
+            .contenders
+            .iter()
+            .filter(|k| k.keeps_running())
+            .filter_map(|k| own(*k, 0.5))
+            .reduce(f64::min)
+    };
+    let rate = match loads.rate {
+        Some(rate) => Some(rate),
+        None if loads.own_half => own(kind, 0.5),
+        None => slowest(),
+    };
+    vec![(None, rate)]
 }
 
 /// Runs one contender at `rate` records per second on the fresh topics of `job`.
@@ -88,6 +172,7 @@ pub fn run(
     job: &Job,
     rate: f64,
     settings: &LatencySettings,
+    broker_pid: Option<u32>,
 ) -> Result<LatencyRun> {
     let total_s = (settings.warmup + settings.measured).as_secs_f64();
     let to_send = (rate * total_s).round() as u64;
@@ -117,7 +202,7 @@ pub fn run(
 
     // Everything that can fail runs in here, so the contender and the reader are stopped
     // whatever happens.
-    let load = (|| -> Result<(u64, f64, f64)> {
+    let load = (|| -> Result<(u64, f64, f64, Option<f64>)> {
         let producer = data::producer(&job.bootstrap, 1)?;
         let mut buffer = Vec::with_capacity(settings.record_size + 64);
         // Probe until the contender is up.
@@ -144,6 +229,7 @@ pub fn run(
             std::thread::sleep(Duration::from_millis(200));
         }
         let cpu_before = crate::procfs::sample(running.pid()).unwrap_or_default();
+        let broker_before = broker_pid.and_then(crate::procfs::sample);
         // The load: at each tick, send what is due by now.
         let started = Instant::now();
         load_start_us.store(data::now_us(), Ordering::Relaxed);
@@ -162,12 +248,21 @@ pub fn run(
         let load_s = started.elapsed().as_secs_f64();
         producer.flush(Duration::from_secs(30))?;
         let cpu_after = crate::procfs::sample(running.pid()).unwrap_or_default();
+        let broker_after = broker_pid.and_then(crate::procfs::sample);
+        let broker_cpu_s = broker_before
+            .zip(broker_after)
+            .map(|(before, after)| after.cpu_s - before.cpu_s);
         // Wait for the rest to come out.
         let deadline = Instant::now() + Duration::from_secs(60);
         while received.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok((sent, load_s, cpu_after.cpu_s - cpu_before.cpu_s))
+        Ok((
+            sent,
+            load_s,
+            cpu_after.cpu_s - cpu_before.cpu_s,
+            broker_cpu_s,
+        ))
     })();
     stop.store(true, Ordering::Relaxed);
     let histogram = reader
@@ -176,9 +271,9 @@ pub fn run(
     let exit = running.stop(Duration::from_secs(30));
     let (histogram, by_second) = histogram?;
     write_by_second(&job.dir.join("latency-by-second.csv"), &by_second);
-    let (sent, load_s, cpu_s, error) = match load {
-        Ok((sent, load_s, cpu_s)) => (sent, load_s, cpu_s, None),
-        Err(error) => (0, 1.0, 0.0, Some(format!("{error:#}"))),
+    let (sent, load_s, cpu_s, broker_cpu_s, error) = match load {
+        Ok((sent, load_s, cpu_s, broker_cpu_s)) => (sent, load_s, cpu_s, broker_cpu_s, None),
+        Err(error) => (0, 1.0, 0.0, None, Some(format!("{error:#}"))),
     };
     let got = received.load(Ordering::Relaxed);
     let ms = |us: u64| us as f64 / 1000.0;
@@ -195,6 +290,10 @@ pub fn run(
         max_ms: ms(histogram.max()),
         mean_ms: histogram.mean() / 1000.0,
         cpu_per_s: cpu_s / load_s,
+        load_fraction: None,
+        broker_cpu_per_s: broker_cpu_s.map(|s| s / load_s),
+        input_records: None,
+        output_markers: None,
         exit,
         error,
     };

@@ -225,15 +225,31 @@ pub fn markdown(
         let _ = writeln!(md, "\n### Every latency run\n");
         let _ = writeln!(
             md,
-            "| round | contender | offered rec/s | achieved rec/s | measured | p50 ms | p99 ms | p99.9 ms | max ms | CPU s per s | error |"
+            "CPU µs per record: the contender's (and the broker's) CPU time over the load divided \
+             by the records offered. Markers: output offsets that hold no record (one commit or \
+             abort marker per output partition a transaction wrote to), per 1,000 input records.\n"
         );
-        let _ = writeln!(md, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(
+            md,
+            "| round | contender | load × own max | offered rec/s | achieved rec/s | measured | p50 ms | p99 ms | p99.9 ms | max ms | CPU µs / rec | broker CPU µs / rec | markers / 1k rec | error |"
+        );
+        let _ = writeln!(
+            md,
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        );
         for r in latencies {
+            let per_record = |cpu_per_s: f64| cpu_per_s / r.rate.max(1.0) * 1e6;
+            let markers = r
+                .output_markers
+                .zip(r.input_records)
+                .filter(|(_, input)| *input > 0)
+                .map(|(markers, input)| markers as f64 * 1000.0 / input as f64);
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
                 r.round + 1,
                 r.contender.name(),
+                num(r.load_fraction, 2),
                 thousands(Some(r.rate)),
                 thousands(Some(r.achieved_rate)),
                 r.measured,
@@ -241,7 +257,9 @@ pub fn markdown(
                 r.p99_ms,
                 r.p999_ms,
                 r.max_ms,
-                r.cpu_per_s,
+                per_record(r.cpu_per_s),
+                num(r.broker_cpu_per_s.map(per_record), 1),
+                num(markers, 1),
                 r.error.as_deref().unwrap_or(""),
             );
         }

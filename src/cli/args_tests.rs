@@ -85,6 +85,10 @@ fn flags_build_a_whole_config() {
         "at_least_once",
         "--commit-interval",
         "250ms",
+        "--commit-policy",
+        "target_latency",
+        "--target-latency",
+        "20ms",
         "--kafka",
         "session.timeout.ms=6000",
     ])
@@ -94,6 +98,11 @@ fn flags_build_a_whole_config() {
     assert_eq!(config.outputs["invalid"], "bad");
     assert_eq!(config.delivery, DeliveryMode::AtLeastOnce);
     assert_eq!(config.commit_interval, Duration::from_millis(250));
+    assert_eq!(
+        config.commit_policy,
+        crate::config::CommitPolicy::TargetLatency
+    );
+    assert_eq!(config.target_latency, Some(Duration::from_millis(20)));
     assert_eq!(config.kafka["session.timeout.ms"], "6000");
     assert_eq!(config.transactional_id(), "app-3");
 }

@@ -20,7 +20,7 @@ use clap::builder::PossibleValue;
 use clap::ValueEnum;
 
 use crate::codec::SubjectNameStrategy;
-use crate::config::{DeliveryMode, PoisonPolicy, SaslMechanism, SecurityProtocol};
+use crate::config::{CommitPolicy, DeliveryMode, PoisonPolicy, SaslMechanism, SecurityProtocol};
 
 /// What a setting's value is, and so how it is parsed and how repeats combine.
 #[derive(Debug, Clone, Copy)]
@@ -199,6 +199,16 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting::new("max_records_per_txn", "max-records-per-txn", Count)
         .env("KSTAGE_MAX_RECORDS_PER_TXN")
         .doc("Commit early once a transaction holds this many input records."),
+    Setting::new(
+        "commit_policy",
+        "commit-policy",
+        Choice(choices::<CommitPolicy>),
+    )
+    .env("KSTAGE_COMMIT_POLICY")
+    .doc("When a transaction closes within commit_interval (see the README)."),
+    Setting::new("target_latency", "target-latency", Duration)
+        .env("KSTAGE_TARGET_LATENCY")
+        .doc("commit_policy target_latency: how long a record may wait for its commit."),
     Setting::new("pipelined_commits", "pipelined-commits", Bool)
         .env("KSTAGE_PIPELINED_COMMITS")
         .doc(concat!(

@@ -10,6 +10,9 @@
 //! | `json`   | JSON text                                           | any serde type           |
 //! | `avro`   | Confluent wire format: 0, 4-byte schema id, Avro    | any serde type with `AvroSchema` |
 //!
+//! `string` and `bytes` encode without an intermediate tree ([`text`]): text as its UTF-8, numbers
+//! and bools as serde_json writes them, a `Vec<u8>` or a byte string as its bytes.
+//!
 //! Avro decoding resolves the writer schema by the id in the record (cached) and then resolves the
 //! value into the reader type's schema, so schema evolution works both ways (a field the writer
 //! added is dropped; a field the reader added takes its default). Avro encoding registers (or looks
@@ -24,6 +27,7 @@
 
 mod avro;
 mod registry;
+mod text;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -255,18 +259,9 @@ impl Codecs {
             format.value
         } {
             Format::Json => serde_json::to_vec(value).map_err(|e| poison(&e)),
-            Format::String | Format::Bytes => match serde_json::to_value(value) {
-                Ok(serde_json::Value::String(text)) => Ok(text.into_bytes()),
-                Ok(serde_json::Value::Number(n)) => Ok(n.to_string().into_bytes()),
-                Ok(serde_json::Value::Bool(b)) => Ok(b.to_string().into_bytes()),
-                Ok(serde_json::Value::Array(items)) if format_is_bytes(format, part) => items
-                    .iter()
-                    .map(|v| v.as_u64().and_then(|b| u8::try_from(b).ok()))
-                    .collect::<Option<Vec<u8>>>()
-                    .ok_or_else(|| poison(&"not a byte array")),
-                Ok(other) => Err(poison(&format!("a {} is not text", json_kind(&other)))),
-                Err(e) => Err(poison(&e)),
-            },
+            text_format @ (Format::String | Format::Bytes) => {
+                text::encode(value, text_format == Format::Bytes).map_err(|e| poison(&e))
+            }
             Format::Avro => {
                 let schema_file = if part == Part::Value {
                     format.value_schema.as_deref()
@@ -308,23 +303,6 @@ impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for Present<D> {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
         bytes byte_buf unit unit_struct newtype_struct seq tuple
         tuple_struct map struct enum identifier ignored_any
-    }
-}
-
-fn format_is_bytes(format: &TopicFormat, part: Part) -> bool {
-    (if part == Part::Key {
-        format.key
-    } else {
-        format.value
-    }) == Format::Bytes
-}
-
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Object(_) => "structure",
-        serde_json::Value::Array(_) => "list",
-        _ => "value",
     }
 }
 

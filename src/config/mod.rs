@@ -52,6 +52,33 @@ impl DeliveryMode {
     }
 }
 
+/// When a transaction is closed, within `commit_interval` and `max_records_per_txn`
+/// (see `engine/policy.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[clap(rename_all = "snake_case")]
+pub enum CommitPolicy {
+    /// Commit when the batch is `commit_interval` old or holds `max_records_per_txn` records.
+    #[default]
+    Interval,
+    /// Commit as soon as records are waiting and no commit is running (back-to-back commits):
+    /// small transactions at low load, growing ones at full load.
+    BackToBack,
+    /// Commit when the batch's age plus the expected commit time reaches `target_latency`.
+    TargetLatency,
+}
+
+impl CommitPolicy {
+    /// The policy as written in config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Interval => "interval",
+            Self::BackToBack => "back_to_back",
+            Self::TargetLatency => "target_latency",
+        }
+    }
+}
+
 /// What a stage does with a record it cannot process (it fails to decode, or the topology returns
 /// an error for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
@@ -109,6 +136,15 @@ pub struct StageConfig {
     pub commit_interval: Duration,
     /// Commit early once a transaction holds this many input records.
     pub max_records_per_txn: usize,
+    /// When a transaction closes within `commit_interval` (the maximum) and
+    /// `max_records_per_txn`: `interval` waits for them, `back_to_back` commits as soon as
+    /// records are waiting and no commit is running, `target_latency` when a record would
+    /// otherwise wait longer than `target_latency`. Not used by `kstage sink`.
+    pub commit_policy: CommitPolicy,
+    /// `commit_policy = "target_latency"` only: how long a record may wait for its commit, from
+    /// its consumption to the commit's end (e.g. 20ms). At most `commit_interval`.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub target_latency: Option<Duration>,
     /// exactly_once only: commit each transaction on a commit thread while the worker goes on
     /// reading and processing, holding the next transaction's outputs in memory until it begins.
     /// Off by default: on the 2-core benchmark machine it cost throughput (docs/BENCHMARKS.md,
@@ -239,6 +275,8 @@ impl Default for StageConfig {
             delivery: DeliveryMode::default(),
             commit_interval: default_commit_interval(),
             max_records_per_txn: default_max_records_per_txn(),
+            commit_policy: CommitPolicy::default(),
+            target_latency: None,
             pipelined_commits: false,
             static_membership: true,
             transaction_timeout: default_transaction_timeout(),

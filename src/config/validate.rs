@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{DeliveryMode, PoisonPolicy, StageConfig};
+use super::{CommitPolicy, DeliveryMode, PoisonPolicy, StageConfig};
 use crate::codec::Format;
 use crate::engine::WATCHDOG_FACTOR;
 use crate::topology::{Registry, Topology, TopologyParams, DEFAULT_OUTPUT};
@@ -319,6 +319,7 @@ impl StageConfig {
                 "applies to delivery = \"exactly_once\" only; set it to false or remove it",
             ));
         }
+        self.check_commit_policy(&mut errors);
         if self.commit_interval.is_zero() {
             errors.push(ConfigError::new(
                 "commit_interval",
@@ -331,6 +332,45 @@ impl StageConfig {
         self.security.check(&mut errors);
         self.check_codecs(&mut errors);
         errors
+    }
+
+    /// `target_latency` goes with `commit_policy = "target_latency"`, and no further than
+    /// `commit_interval`, which bounds every transaction anyway.
+    fn check_commit_policy(&self, errors: &mut Vec<ConfigError>) {
+        let policy = self.commit_policy;
+        match (policy, self.target_latency) {
+            (CommitPolicy::TargetLatency, None) => errors.push(ConfigError::new(
+                "target_latency",
+                "is required by commit_policy = \"target_latency\" (e.g. 20ms)",
+            )),
+            (CommitPolicy::TargetLatency, Some(target)) => {
+                if target.is_zero() {
+                    errors.push(ConfigError::new(
+                        "target_latency",
+                        "must be greater than 0 (e.g. 20ms)",
+                    ));
+                } else if target > self.commit_interval {
+                    errors.push(ConfigError::new(
+                        "target_latency",
+                        format!(
+                            "{} is above commit_interval ({}), the longest any transaction \
+                             stays open; lower it or raise commit_interval",
+                            humantime::format_duration(target),
+                            humantime::format_duration(self.commit_interval)
+                        ),
+                    ));
+                }
+            }
+            (_, Some(_)) => errors.push(ConfigError::new(
+                "target_latency",
+                format!(
+                    "applies to commit_policy = \"target_latency\" only (commit_policy is \
+                     \"{}\"); set commit_policy = \"target_latency\" or remove it",
+                    policy.as_str()
+                ),
+            )),
+            (_, None) => {}
+        }
     }
 
     fn check_poison_policy(&self, errors: &mut Vec<ConfigError>) {

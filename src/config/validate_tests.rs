@@ -1,7 +1,7 @@
 //! Every invalid case gives its own message naming the key.
 
 use super::*;
-use crate::config::{DeliveryMode, StageConfig};
+use crate::config::{CommitPolicy, DeliveryMode, StageConfig};
 use crate::topology::{Emitter, Record, Registry, TopologyError, TopologyParams};
 
 struct TwoOutputs;
@@ -196,6 +196,41 @@ fn commit_interval_must_be_positive_and_below_the_transaction_timeout() {
     let error = only_error(&config);
     assert_eq!(error.key, "commit_interval");
     assert!(error.message.contains("transaction_timeout"), "{error}");
+}
+
+#[test]
+fn target_latency_goes_with_its_policy_and_stays_within_commit_interval() {
+    let ms = Duration::from_millis;
+    let with = |policy, target: Option<u64>| StageConfig {
+        commit_policy: policy,
+        target_latency: target.map(ms),
+        ..valid()
+    };
+    let error = only_error(&with(CommitPolicy::TargetLatency, None));
+    assert_eq!(error.key, "target_latency");
+    assert!(error.message.contains("required"), "{error}");
+    let error = only_error(&with(CommitPolicy::TargetLatency, Some(0)));
+    assert!(error.message.contains("greater than 0"), "{error}");
+    let error = only_error(&with(CommitPolicy::TargetLatency, Some(500)));
+    assert_eq!(error.key, "target_latency");
+    assert!(error.message.contains("commit_interval (100ms)"), "{error}");
+    let error = only_error(&with(CommitPolicy::BackToBack, Some(20)));
+    assert_eq!(error.key, "target_latency");
+    assert!(error.message.contains("\"back_to_back\""), "{error}");
+    for config in [
+        with(CommitPolicy::TargetLatency, Some(20)),
+        with(CommitPolicy::BackToBack, None),
+        with(CommitPolicy::Interval, None),
+    ] {
+        assert!(config.validate(&registry()).is_ok(), "{config:?}");
+    }
+    let parsed =
+        StageConfig::from_toml("commit_policy = \"target_latency\"\ntarget_latency = \"20ms\"")
+            .expect("parses");
+    assert_eq!(parsed.commit_policy, CommitPolicy::TargetLatency);
+    assert_eq!(parsed.target_latency, Some(ms(20)));
+    let error = StageConfig::from_toml("commit_policy = \"asap\"").expect_err("refused");
+    assert!(error.message.contains("back_to_back"), "{error}");
 }
 
 #[test]

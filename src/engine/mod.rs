@@ -7,8 +7,9 @@
 //!     send_offsets_to_transaction(positions, group_metadata) ──► commit_transaction
 //! ```
 //!
-//! * [`runner`]: the loop (batching by `commit_interval` and `max_records_per_txn`, poison
-//!   policy, rewind after aborts, shutdown).
+//! * [`runner`]: the loop (batching, poison policy, rewind after aborts, shutdown).
+//! * [`policy`]: when to close a batch (`commit_policy` within `commit_interval` and
+//!   `max_records_per_txn`), pure and unit-tested.
 //! * [`record`]: one record through the topology and the poison policy (no Kafka calls).
 //! * [`txn`]: the transaction as a state machine, the producer, the commit thread, the
 //!   delivery modes.
@@ -37,6 +38,7 @@
 pub(crate) mod broken;
 mod clients;
 mod offsets;
+pub(crate) mod policy;
 mod rebalance;
 mod record;
 mod retry;
@@ -243,8 +245,14 @@ fn run_worker(
         rebalances_seen: 0,
         topology,
         handling: record::RecordHandling::new(config, max_message_bytes),
-        commit_interval: config.commit_interval,
-        max_records_per_txn: config.max_records_per_txn,
+        timing: policy::CommitTiming::new(
+            config.commit_policy,
+            config.commit_interval,
+            config.max_records_per_txn,
+            config.pipelined_commits,
+            config.target_latency,
+        ),
+        input_idle: false,
         pipelined_commits: config.pipelined_commits,
         shutdown,
     }

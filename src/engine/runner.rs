@@ -4,8 +4,8 @@
 //!  ┌──► pipelined: settle the commit in flight if it ended; at_most_once: produce what a
 //!  │    revoke committed
 //!  │    shutdown requested? ──► commit the open batch, drain deliveries, return
-//!  │    batch due (commit_interval elapsed or max_records_per_txn reached)? ──► commit
-//!  │    poll (at most until the batch is due, at most 100 ms)
+//!  │    commit policy says "commit now"? ──► commit        (see [`super::policy`])
+//!  │    poll (at most as long as the policy says, at most 100 ms)
 //!  │      a rebalance callback acted? ──► its fatal error stops; its abort rewinds
 //!  │      record ──► record::process ──► WorkerTxn: note, send outputs (inside the transaction)
 //!  └──────┘
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 
 use super::offsets;
+use super::policy::{BatchView, CommitTiming, Decision, MAX_POLL_WAIT};
 use super::rebalance::StageContext;
 use super::record::{self, Processed, RecordHandling};
 use super::txn::state::Span;
@@ -33,8 +34,6 @@ use super::txn::{WorkerStats, WorkerTxn};
 use crate::error::{classify_consumer, EngineError, ErrorClass};
 use crate::topology::{Context, Topology, TopologyError};
 
-/// The longest a poll blocks, so shutdown is noticed promptly.
-const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
 /// How often a progress line is logged.
 const SUMMARY_EVERY: Duration = Duration::from_secs(30);
 
@@ -45,8 +44,10 @@ pub(crate) struct Worker {
     pub(crate) txn: WorkerTxn,
     pub(crate) topology: Box<dyn Topology>,
     pub(crate) handling: RecordHandling,
-    pub(crate) commit_interval: Duration,
-    pub(crate) max_records_per_txn: usize,
+    /// When to close the open batch.
+    pub(crate) timing: CommitTiming,
+    /// The last poll returned nothing (the consumer had no record ready).
+    pub(crate) input_idle: bool,
     /// Commit in the background (exactly_once; see [`super::txn`]).
     pub(crate) pipelined_commits: bool,
     pub(crate) shutdown: Arc<AtomicBool>,
@@ -101,6 +102,9 @@ impl Worker {
         // With `fault-injection`, `FAILPOINTS=kstage::worker_step=<n>*off->1*panic` makes a worker
         // thread panic outside user code (the test of a panicking worker stopping the stage).
         fail::fail_point!("kstage::worker_step");
+        for took in self.txn.take_commit_times() {
+            self.timing.commit_took(took);
+        }
         if self.shutdown.load(Ordering::Relaxed) {
             return Ok(false);
         }
@@ -113,6 +117,7 @@ impl Worker {
             }
         };
         let polled = self.consumer.poll(wait);
+        self.input_idle = polled.is_none();
         if let Some(span) = self.txn.after_poll()? {
             // A callback aborted the batch: the record polled after it is read again after the
             // rewind.
@@ -178,18 +183,28 @@ impl Worker {
         Ok(())
     }
 
-    /// How long the next poll may wait: `None` when the open batch is due (its
-    /// `commit_interval` has elapsed or it holds `max_records_per_txn` records). One clock read
-    /// per record while a batch is open, none otherwise.
+    /// How long the next poll may wait: `None` when the open batch is to be committed now (the
+    /// commit policy says so, or it holds the most records a search for a rejected output
+    /// allows). One clock
+    /// read per turn while a batch is open, none otherwise.
     fn until_due(&self) -> Option<Duration> {
-        let Some(batch) = self.txn.batch() else {
-            return Some(MAX_POLL_WAIT);
-        };
-        if batch.records >= self.txn.batch_limit(self.max_records_per_txn) {
+        let view = self.txn.batch().map(|batch| BatchView {
+            records: batch.records,
+            age: batch.started.elapsed(),
+            commit_in_flight: self.txn.commit_in_flight(),
+            input_idle: self.input_idle,
+        });
+        // While a rejected output is searched for, batches are capped below the policy's sizes.
+        if view
+            .as_ref()
+            .is_some_and(|view| view.records >= self.txn.batch_limit(usize::MAX))
+        {
             return None;
         }
-        let left = (batch.started + self.commit_interval).checked_duration_since(Instant::now())?;
-        (!left.is_zero()).then(|| left.min(MAX_POLL_WAIT))
+        match self.timing.decide(view) {
+            Decision::Commit => None,
+            Decision::Poll(wait) => Some(wait),
+        }
     }
 
     /// Commits the open batch; after an abort, rewinds. `in_background`: in exactly_once mode,

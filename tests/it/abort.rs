@@ -92,16 +92,31 @@ fn poison_record_aborts_the_open_transaction_and_exits_1() {
 }
 
 fn random_aborts_leave_every_record_exactly_once() {
-    random_aborts_leave_every_record_exactly_once_with("false");
+    random_aborts_leave_every_record_exactly_once_with(&[]);
 }
 
 /// The same with pipelined commits: an abort then also throws away the batch held while the
 /// aborted transaction was committing.
 fn random_aborts_leave_every_record_exactly_once_with_pipelined_commits() {
-    random_aborts_leave_every_record_exactly_once_with("true");
+    random_aborts_leave_every_record_exactly_once_with(&[("--pipelined-commits", "true")]);
 }
 
-fn random_aborts_leave_every_record_exactly_once_with(pipelined: &str) {
+/// The same with back-to-back commits (many small transactions; blocking commits here, the
+/// pipelined ones in `crash::` and in the full reliability run).
+fn random_aborts_leave_every_record_exactly_once_with_back_to_back_commits() {
+    random_aborts_leave_every_record_exactly_once_with(&[("--commit-policy", "back_to_back")]);
+}
+
+/// The same with commits closed by a latency target.
+fn random_aborts_leave_every_record_exactly_once_with_a_target_latency() {
+    random_aborts_leave_every_record_exactly_once_with(&[
+        ("--commit-policy", "target_latency"),
+        ("--target-latency", "10ms"),
+    ]);
+}
+
+/// `extra`: further stage flags.
+fn random_aborts_leave_every_record_exactly_once_with(extra: &[(&str, &str)]) {
     let broker = require_broker!();
     let pipeline = Pipeline::new(&broker, 3);
     let writer = pipeline.seed(20_000);
@@ -113,14 +128,16 @@ fn random_aborts_leave_every_record_exactly_once_with(pipelined: &str) {
         Isolation::ReadCommitted,
     );
     // Small transactions, 30 % of them aborted: many aborts, and still progress.
-    let mut stage = pipeline
+    let mut spec = pipeline
         .stage("passthrough")
         .instance("aborty")
         .arg("--max-records-per-txn", "200")
         .arg("--commit-interval", "50ms")
-        .arg("--pipelined-commits", pipelined)
-        .env("FAILPOINTS", "kstage::inject_abort=30%return")
-        .spawn();
+        .env("FAILPOINTS", "kstage::inject_abort=30%return");
+    for (flag, value) in extra {
+        spec = spec.arg(flag, value);
+    }
+    let mut stage = spec.spawn();
     pipeline.wait_drained(&mut stage, &ends);
     stage.sigterm();
     let status = stage.wait_exit(PATIENCE);
@@ -159,4 +176,6 @@ trials! {
     poison_record_aborts_the_open_transaction_and_exits_1 => [Broker],
     random_aborts_leave_every_record_exactly_once => [Broker],
     random_aborts_leave_every_record_exactly_once_with_pipelined_commits => [Broker],
+    random_aborts_leave_every_record_exactly_once_with_back_to_back_commits => [Broker],
+    random_aborts_leave_every_record_exactly_once_with_a_target_latency => [Broker],
 }

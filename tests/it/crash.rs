@@ -76,22 +76,31 @@ fn kill_until_duplicates(
 }
 
 fn every_record_exactly_once_across_sigkill_restarts() {
-    every_record_exactly_once_across_sigkill_restarts_with("false");
+    every_record_exactly_once_across_sigkill_restarts_with(&[]);
 }
 
 /// The same with pipelined commits: kills land while a commit is in flight and outputs are held.
 fn every_record_exactly_once_across_sigkill_restarts_with_pipelined_commits() {
-    every_record_exactly_once_across_sigkill_restarts_with("true");
+    every_record_exactly_once_across_sigkill_restarts_with(&[("--pipelined-commits", "true")]);
 }
 
-fn every_record_exactly_once_across_sigkill_restarts_with(pipelined: &str) {
+/// The same with back-to-back pipelined commits: a commit is nearly always in flight.
+fn every_record_exactly_once_across_sigkill_restarts_with_back_to_back_commits() {
+    every_record_exactly_once_across_sigkill_restarts_with(&[
+        ("--commit-policy", "back_to_back"),
+        ("--pipelined-commits", "true"),
+    ]);
+}
+
+/// `extra`: further stage flags.
+fn every_record_exactly_once_across_sigkill_restarts_with(extra: &[(&str, &str)]) {
     let broker = require_broker!();
     let pipeline = Pipeline::new(&broker, 3);
     let mut writer = pipeline.seed(RECORDS);
-    let spec = pipeline
-        .stage("passthrough")
-        .instance("crashy")
-        .arg("--pipelined-commits", pipelined);
+    let mut spec = pipeline.stage("passthrough").instance("crashy");
+    for (flag, value) in extra {
+        spec = spec.arg(flag, value);
+    }
     // A downstream read_committed consumer following the output across all the crashes.
     let live = LiveReader::start(
         &pipeline.bootstrap,
@@ -286,5 +295,6 @@ pub mod fail_points {
 trials! {
     every_record_exactly_once_across_sigkill_restarts => [Broker],
     every_record_exactly_once_across_sigkill_restarts_with_pipelined_commits => [Broker],
+    every_record_exactly_once_across_sigkill_restarts_with_back_to_back_commits => [Broker],
     at_least_once_loses_nothing_but_duplicates_across_sigkill_restarts => [Broker],
 }

@@ -48,6 +48,26 @@ fn exactly_once_through_crashes_at_every_commit_point_aborts_and_rebalances() {
     single_broker(&s);
 }
 
+/// The same crash menu with back-to-back pipelined commits: a commit is nearly always in
+/// flight, so the crashes and aborts land on it and on the held batch.
+fn exactly_once_through_crashes_aborts_and_rebalances_with_back_to_back_commits() {
+    let mut s = crashes(Scenario::new(
+        "1 broker: back_to_back pipelined commits, crashes, aborts, rebalances",
+        40_000,
+        1_000,
+    ));
+    s.aborts = true;
+    s.stage_args = back_to_back();
+    single_broker(&s);
+}
+
+fn back_to_back() -> Vec<(&'static str, String)> {
+    vec![
+        ("--commit-policy", "back_to_back".into()),
+        ("--pipelined-commits", "true".into()),
+    ]
+}
+
 fn a_zombie_frozen_past_the_transaction_timeout_is_fenced_and_writes_nothing_visible() {
     let s = Scenario::new("1 broker: zombie instances", 60_000, 1_000)
         .at(0.2, Fault::Zombie(Target::A))
@@ -59,6 +79,21 @@ fn negative_control_no_rewind_after_abort_is_caught_losing_records() {
     let mut s = Scenario::new("negative control: no rewind after abort", 10_000, 2_000);
     s.aborts = true;
     s.broken = Some(("no_rewind", Target::A));
+    s.expect = Expect::Failure(&["lost"]);
+    s.drain_stall = NEGATIVE_DRAIN_STALL;
+    single_broker(&s);
+}
+
+/// The same negative control under back-to-back commits: the verifier still catches the loss.
+fn negative_control_no_rewind_with_back_to_back_commits_is_caught_losing_records() {
+    let mut s = Scenario::new(
+        "negative control: no rewind after abort, back_to_back commits",
+        10_000,
+        2_000,
+    );
+    s.aborts = true;
+    s.broken = Some(("no_rewind", Target::A));
+    s.stage_args = back_to_back();
     s.expect = Expect::Failure(&["lost"]);
     s.drain_stall = NEGATIVE_DRAIN_STALL;
     single_broker(&s);
@@ -171,6 +206,8 @@ trials! {
     exactly_once_through_crashes_at_every_commit_point_aborts_and_rebalances => [Broker],
     a_zombie_frozen_past_the_transaction_timeout_is_fenced_and_writes_nothing_visible => [Broker, FullRun],
     negative_control_no_rewind_after_abort_is_caught_losing_records => [Broker],
+    exactly_once_through_crashes_aborts_and_rebalances_with_back_to_back_commits => [Broker, FullRun],
+    negative_control_no_rewind_with_back_to_back_commits_is_caught_losing_records => [Broker],
     negative_control_offsets_committed_outside_the_transaction_is_caught_losing_records => [Broker, FullRun],
     negative_control_read_uncommitted_downstream_is_caught_reading_aborted_records => [Broker, FullRun],
     negative_control_at_least_once_is_caught_duplicating_records => [Broker, FullRun],

@@ -95,6 +95,8 @@ pub(crate) struct WorkerTxn {
     search: Option<Search>,
     /// Records processed since delivery reports were last served.
     unserved: u32,
+    /// How long each commit settled since the loop last asked took (for the commit policy).
+    commit_times: Vec<Duration>,
     metrics: Arc<StageMetrics>,
     /// This worker's readiness (its open transaction's age).
     health: Arc<WorkerHealth>,
@@ -123,6 +125,7 @@ impl WorkerTxn {
             rejected: None,
             search: None,
             unserved: 0,
+            commit_times: Vec::new(),
             metrics,
             stats: WorkerStats::default(),
             state: None,
@@ -190,6 +193,16 @@ impl WorkerTxn {
     /// The open batch's tally.
     pub(crate) fn batch(&self) -> Option<&Batch> {
         self.open.as_ref()
+    }
+
+    /// Whether a commit is running (pipelined): the open batch is held until it ends.
+    pub(crate) fn commit_in_flight(&self) -> bool {
+        !self.committing.is_empty()
+    }
+
+    /// The durations of the commits settled since the last call, oldest first.
+    pub(crate) fn take_commit_times(&mut self) -> impl Iterator<Item = Duration> + '_ {
+        self.commit_times.drain(..)
     }
 
     /// Notes a consumed record; locks only for the first record of a batch or of a partition.
@@ -390,6 +403,7 @@ impl WorkerTxn {
                     self.state_committed()?;
                     committed = true;
                     self.stats.commits += 1;
+                    self.commit_times.push(elapsed);
                     let batch = self.committing.pop_front().or_else(|| self.open.take());
                     if let Some(batch) = batch {
                         self.search = self.search.and_then(|s| s.committed(batch.records));
