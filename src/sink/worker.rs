@@ -264,7 +264,11 @@ impl SinkWorker {
                 CommitMode::Async
             };
             if let Err(error) = self.consumer.commit(&offsets, mode) {
-                tracing::warn!(%error, "Committing the Kafka offsets after the database commit failed.");
+                // A synchronous commit refused (e.g. IllegalGeneration during a rebalance) gets
+                // no commit callback: mark the offsets behind here, so they are copied again
+                // even if the partition never gets another record.
+                tracing::warn!(%error, "Committing the Kafka offsets after the database commit failed; copying them again later.");
+                self.consumer.context().kafka_behind();
             }
         }
         self.stats.commits += 1;

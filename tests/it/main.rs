@@ -61,6 +61,8 @@ fn main() -> std::process::ExitCode {
     trials.extend(sink::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(sink::fail_points::trials());
+    #[cfg(feature = "fault-injection")]
+    trials.extend(sink::kills::trials());
     trials.extend(verify::trials());
     harness::run(arguments, &filters, trials)
 }

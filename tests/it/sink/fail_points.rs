@@ -1,15 +1,12 @@
 //! The sink tests that need fail points or broken modes (cargo feature `fault-injection`):
-//! crashes between the rows and COMMIT and after COMMIT, each with its negative control, and a
-//! zombie paused inside an open transaction.
-
-use std::collections::BTreeMap;
+//! crashes between the rows and COMMIT and after COMMIT, with the negative control, and a
+//! zombie paused inside an open transaction. (The idempotent mode's crash tests are in
+//! [`super::kills`], under the same kills as the transactional ones.)
 
 use super::common;
-use common::read::{GroupOffsets, Isolation};
 use common::sink::exact::Exact;
-use common::sink::keyed::write_keyed;
-use common::sink::{pg_url, Pg, SinkSpec};
-use common::{create_topic, unique_name, PATIENCE};
+use common::sink::{pg_url, SinkSpec};
+use common::PATIENCE;
 
 /// Batches of at most 500 records: an incarnation commits at most 4 batches before its fail
 /// point fires in the 5th, so 3 crashes consume at most 7,500 of the 20,000 records and the
@@ -82,103 +79,6 @@ fn negative_control_kafka_offsets_before_the_database_commit_loses_rows() {
     assert!(
         lost > 0,
         "the negative control lost no rows: the check cannot fail"
-    );
-}
-
-/// An idempotent test's table: one row per key, its latest `n`, and how often it was written
-/// (a trigger counts updates, so redelivery shows).
-fn keyed_table(pg: &mut Pg, unique: bool) -> String {
-    let table = unique_name("k").replace('-', "_");
-    let key = if unique { "PRIMARY KEY" } else { "" };
-    pg.execute(&format!(
-        "CREATE TABLE {table} (k text NOT NULL {key}, n bigint NOT NULL, writes int NOT NULL DEFAULT 1);
-         CREATE FUNCTION {table}_count() RETURNS trigger AS $$ BEGIN NEW.writes := OLD.writes + 1; RETURN NEW; END $$ LANGUAGE plpgsql;
-         CREATE TRIGGER {table}_writes BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {table}_count();"
-    ));
-    table
-}
-
-fn crash_keyed(spec: &SinkSpec, offsets: &GroupOffsets, ends: &[i64], crashes: usize) {
-    for crash in 0..crashes {
-        let skip = rand::random_range(1..=4);
-        let mut sink = spec
-            .clone()
-            .env(
-                "FAILPOINTS",
-                &format!("kstage::sink_after_db_commit={skip}*off->return"),
-            )
-            .spawn("i0");
-        let status = sink.wait_exit(PATIENCE);
-        assert!(
-            status.code().is_none_or(|c| c > 2),
-            "crash {crash}: got {status}"
-        );
-    }
-    let mut sink = spec.spawn("i0");
-    sink.wait_until(PATIENCE, "the whole input committed", || {
-        offsets.caught_up(ends)
-    });
-    assert_eq!(sink.stop(), Some(0));
-}
-
-fn idempotent_upserts_leave_one_row_per_key_with_the_latest_value_across_crashes() {
-    let (broker, url) = require_all!();
-    let mut pg = Pg::connect(&url);
-    let (input, app_id) = (unique_name("sink-in"), unique_name("sink-app"));
-    create_topic(&broker.bootstrap, &input, 3);
-    let table = keyed_table(&mut pg, true);
-    let latest = write_keyed(&broker.bootstrap, &input, 3, 500, 20_000);
-    let spec = SinkSpec::new(
-        &broker.bootstrap,
-        &input,
-        &app_id,
-        &url,
-        "idempotent",
-        &table,
-        "k = \"value.k\"\nn = \"value.n\"",
-    )
-    .sink_lines("key_columns = [\"k\"]")
-    .top("max_records_per_txn = 300");
-    let offsets = GroupOffsets::new(&broker.bootstrap, &app_id, &input, false);
-    let ends = common::read::end_offsets(&broker.bootstrap, &input, Isolation::ReadUncommitted);
-    crash_keyed(&spec, &offsets, &ends, 3);
-    let rows = pg.query(&format!("SELECT k, n, writes FROM {table}"));
-    let found: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(found, latest, "one row per key holding the latest value");
-    let writes: i64 = rows.iter().map(|r| i64::from(r.get::<_, i32>(2))).sum();
-    let upserts = pg.count(&format!("SELECT count(*) FROM {table}"));
-    assert!(
-        writes > upserts,
-        "redelivery should show as extra writes ({writes} writes, {upserts} rows)"
-    );
-}
-
-fn negative_control_plain_insert_duplicates_redelivered_records() {
-    let (broker, url) = require_all!();
-    let mut pg = Pg::connect(&url);
-    let (input, app_id) = (unique_name("sink-in"), unique_name("sink-app"));
-    create_topic(&broker.bootstrap, &input, 3);
-    let table = keyed_table(&mut pg, false);
-    write_keyed(&broker.bootstrap, &input, 3, 500, 20_000);
-    let spec = SinkSpec::new(
-        &broker.bootstrap,
-        &input,
-        &app_id,
-        &url,
-        "idempotent",
-        &table,
-        "k = \"value.k\"\nn = \"value.n\"",
-    )
-    .sink_lines("key_columns = [\"k\"]")
-    .top("max_records_per_txn = 300")
-    .env("KSTAGE_BROKEN_MODE", "sink_plain_insert");
-    let offsets = GroupOffsets::new(&broker.bootstrap, &app_id, &input, false);
-    let ends = common::read::end_offsets(&broker.bootstrap, &input, Isolation::ReadUncommitted);
-    crash_keyed(&spec, &offsets, &ends, 3);
-    let rows = pg.count(&format!("SELECT count(*) FROM {table}"));
-    assert!(
-        rows > 20_000,
-        "a plain INSERT after redelivery should hold duplicates, found {rows} rows"
     );
 }
 
@@ -275,7 +175,5 @@ fn a_zombie_paused_past_the_session_timeout_commits_nothing() {
 trials! {
     transactional_is_exact_across_crashes_between_rows_and_commit_and_after_commit => [Broker, Postgres],
     negative_control_kafka_offsets_before_the_database_commit_loses_rows => [Broker, Postgres],
-    idempotent_upserts_leave_one_row_per_key_with_the_latest_value_across_crashes => [Broker, Postgres],
-    negative_control_plain_insert_duplicates_redelivered_records => [Broker, Postgres],
     a_zombie_paused_past_the_session_timeout_commits_nothing => [Broker, Postgres],
 }
