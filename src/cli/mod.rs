@@ -10,6 +10,7 @@ mod signals;
 mod sink;
 mod values;
 mod verify;
+mod verify_table;
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;

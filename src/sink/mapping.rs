@@ -97,6 +97,19 @@ impl Mapping {
     }
 }
 
+/// The SQL of a column's parameter, `{}` standing for the placeholder: the text value cast to
+/// the column's type (`{}::bigint`), a timestamp column from `timestamp` converted from ms since
+/// the epoch. The sink and `kstage verify --sink` both use it, so both see the same values.
+pub fn parameter_sql(source: &ColumnSource, base_type: &str) -> String {
+    if *source == ColumnSource::Timestamp && base_type.starts_with("timestamp") {
+        format!("to_timestamp({{}}::float8 / 1000)::{base_type}")
+    } else if base_type == "text" {
+        "{}".to_string()
+    } else {
+        format!("{{}}::{base_type}")
+    }
+}
+
 fn text_of(value: &Value) -> Option<String> {
     match value {
         Value::Null => None,

@@ -99,16 +99,7 @@ impl Writer {
         let casts = sources
             .iter()
             .zip(types)
-            .map(|((_, source), ty)| {
-                let base = &ty.base_type;
-                if *source == ColumnSource::Timestamp && base.starts_with("timestamp") {
-                    format!("to_timestamp({{}}::float8 / 1000)::{base}")
-                } else if base == "text" {
-                    "{}".to_string()
-                } else {
-                    format!("{{}}::{base}")
-                }
-            })
+            .map(|((_, source), ty)| super::mapping::parameter_sql(source, &ty.base_type))
             .collect();
         let keys = sink
             .key_columns

@@ -59,6 +59,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(security::trials());
     trials.extend(shutdown::trials());
     trials.extend(sink::trials());
+    trials.extend(sink::verify_table::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(sink::fail_points::trials());
     #[cfg(feature = "fault-injection")]

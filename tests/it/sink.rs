@@ -25,6 +25,9 @@ macro_rules! require_all {
 #[cfg(feature = "fault-injection")]
 pub mod fail_points;
 
+/// `kstage verify --sink`: a sink's table against its input.
+pub mod verify_table;
+
 /// Three instances SIGKILLed at random, each mode with its negative control.
 #[cfg(feature = "fault-injection")]
 pub mod kills;
