@@ -97,7 +97,7 @@ impl ColumnSource {
                 _ => {
                     return Err(format!(
                         "{other:?} is not a column source; use key, timestamp, topic, \
-                         partition, offset, value or value.FIELD[.FIELD...]"
+                         partition, offset, value or value.FIELD[.FIELD or .INDEX...]"
                     ))
                 }
             },

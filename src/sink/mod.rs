@@ -109,7 +109,16 @@ pub fn run(
         db.create_offsets_table(&sink.offsets_table)?;
     }
     let writer = Writer::new(sink, &sources, &types, &config.app_id);
-    let mapping = Mapping::new(sources);
+    let codecs = crate::codec::Codecs::new(
+        config.default_format.clone(),
+        config.formats.clone(),
+        config.schema_registry.as_ref(),
+    )
+    .map_err(|message| ConfigErrors::from(ConfigError::new("formats", message)))?;
+    codecs
+        .check_registry()
+        .map_err(|e| EngineError::Startup(format!("the schema registry is not usable: {e}")))?;
+    let mapping = Mapping::new(sources, Arc::new(codecs));
     let claims = (sink.mode == SinkMode::Transactional)
         .then(|| (sink.offsets_table.clone(), config.app_id.clone()));
     let health = telemetry.health.worker(&client_id);

@@ -31,7 +31,7 @@ use super::config::SinkMode;
 use super::context::SinkContext;
 use super::dead_letter::DeadLetters;
 use super::error::SinkError;
-use super::mapping::{Mapping, RecordView};
+use super::mapping::{MapError, Mapping, RecordView};
 use super::poison;
 use super::write::{self, PartitionEnd, Rejected, Writer};
 use crate::config::PoisonPolicy;
@@ -166,9 +166,18 @@ impl SinkWorker {
                 batch.rows.push(row);
                 batch.messages.push(message);
             }
-            Err(error) => {
+            Err(MapError::Poison(error)) => {
                 batch.note(topic, partition, offset, epoch);
                 self.poison(&message, "decode", &error)?;
+            }
+            Err(MapError::Unavailable(error)) => {
+                return Err(EngineError::Unavailable {
+                    topic: topic.into(),
+                    partition,
+                    offset,
+                    message: error,
+                }
+                .into())
             }
         }
         Ok(())

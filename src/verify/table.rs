@@ -39,7 +39,7 @@ use super::table_report::TableReport;
 use super::VerifyError;
 use crate::config::StageConfig;
 use crate::sink::config::{ColumnSource, OnConflict, SinkConfig, SinkMode};
-use crate::sink::mapping::{Mapping, RecordView, Row};
+use crate::sink::mapping::{MapError, Mapping, RecordView, Row};
 
 /// An expected row: where its record came from, and its values as the sink sends them.
 struct Expected {
@@ -98,7 +98,14 @@ pub fn verify_table(
     let columns: Vec<String> = sources.iter().map(|(c, _)| c.clone()).collect();
     let types = db.column_types(&sink.table, &columns)?;
 
-    let mapping = Mapping::new(sources.clone());
+    let codecs = crate::codec::Codecs::new(
+        config.default_format.clone(),
+        config.formats.clone(),
+        config.schema_registry.as_ref(),
+    )
+    .map_err(VerifyError::Config)?;
+    let mapping = Mapping::new(sources.clone(), std::sync::Arc::new(codecs));
+    let mut unavailable = None;
     let mut expected: Vec<Expected> = Vec::new();
     let mut last_of_key: HashMap<Vec<Option<String>>, usize> = HashMap::new();
     for topic in &config.inputs {
@@ -152,11 +159,19 @@ pub fn verify_table(
                         expected.push(entry);
                     }
                 }
-                Err(error) => report.unmappable.add(examples, || {
+                Err(MapError::Poison(error)) => report.unmappable.add(examples, || {
                     format!("{topic}[{}]@{}: {error}", m.partition(), m.offset())
                 }),
+                Err(MapError::Unavailable(error)) => {
+                    unavailable.get_or_insert(error);
+                }
             }
         })?;
+        if let Some(message) = unavailable.take() {
+            return Err(VerifyError::Config(format!(
+                "the schema registry did not answer: {message}"
+            )));
+        }
         report.inputs.push((topic.clone(), read));
     }
     report.rejected = db.load_expected(

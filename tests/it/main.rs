@@ -60,6 +60,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(shutdown::trials());
     trials.extend(sink::trials());
     trials.extend(sink::verify_table::trials());
+    trials.extend(sink::avro::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(sink::fail_points::trials());
     #[cfg(feature = "fault-injection")]

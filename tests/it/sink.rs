@@ -25,6 +25,9 @@ macro_rules! require_all {
 #[cfg(feature = "fault-injection")]
 pub mod fail_points;
 
+/// Avro input through the schema registry.
+pub mod avro;
+
 /// `kstage verify --sink`: a sink's table against its input.
 pub mod verify_table;
 

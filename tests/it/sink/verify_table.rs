@@ -13,7 +13,7 @@ use common::{create_topic, unique_name, PATIENCE};
 use kstage::verify::TableReport;
 
 /// Runs `kstage verify --sink` on `spec`'s config; returns the exit code and the JSON report.
-fn verify(spec: &SinkSpec) -> (i32, TableReport) {
+pub fn verify(spec: &SinkSpec) -> (i32, TableReport) {
     let dir = tempfile::tempdir().expect("a directory for the sink config");
     let path = dir.path().join("sink.toml");
     std::fs::write(&path, &spec.toml).expect("write the sink config");
