@@ -6,6 +6,7 @@
 //! with `kstage run --topology my-transform ...`.
 
 pub mod bench_enrich;
+pub mod order_lines;
 pub mod orders;
 pub mod orders_avro;
 pub mod passthrough;
@@ -25,7 +26,8 @@ pub fn registry() -> Registry {
             "bench-enrich",
             bench_enrich::DESCRIPTION,
             bench_enrich::build,
-        );
+        )
+        .register_sink("order-lines", order_lines::DESCRIPTION, order_lines::build);
     #[cfg(feature = "fault-injection")]
     registry.register("fail-on", testing::DESCRIPTION, testing::build);
     registry

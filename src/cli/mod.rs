@@ -103,11 +103,14 @@ pub fn main(registry: Registry) -> ExitCode {
             stage,
             runtime,
             print,
-        } => sink::run(stage, runtime, print),
+        } => sink::run(stage, runtime, print, &registry),
         Command::Validate { stage, print } => validate(stage, print, &registry),
         Command::Topologies => {
             for info in registry.iter() {
                 println!("{:<16} {}", info.name, info.description);
+            }
+            for info in registry.sinks() {
+                println!("{:<16} (kstage sink) {}", info.name, info.description);
             }
             ExitCode::SUCCESS
         }

@@ -28,12 +28,15 @@ pub enum MapError {
     Poison(String),
     /// The schema registry did not answer: the sink stops.
     Unavailable(String),
+    /// A sink topology panicked on the record: the sink stops, committing nothing of the batch.
+    Panic(String),
 }
 
 impl std::fmt::Display for MapError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Poison(message) | Self::Unavailable(message) => f.write_str(message),
+            Self::Panic(message) => write!(f, "the sink topology panicked: {message}"),
         }
     }
 }
@@ -41,7 +44,10 @@ impl std::fmt::Display for MapError {
 /// A record's coordinates and its row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    /// One text value (or NULL) per mapped column, in the mapping's column order.
+    /// The table it goes to: its index among the sink's tables (always 0 for the config-only
+    /// mapping, which has one).
+    pub table: usize,
+    /// One text value (or NULL) per column of its table, in the table's column order.
     pub values: Vec<Option<String>>,
 }
 
@@ -126,7 +132,7 @@ impl Mapping {
             };
             values.push(value);
         }
-        Ok(Row { values })
+        Ok(Row { table: 0, values })
     }
 }
 

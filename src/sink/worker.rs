@@ -31,8 +31,9 @@ use super::config::SinkMode;
 use super::context::SinkContext;
 use super::dead_letter::DeadLetters;
 use super::error::SinkError;
-use super::mapping::{MapError, Mapping, RecordView};
+use super::mapping::{MapError, RecordView};
 use super::poison;
+use super::rows::RowSource;
 use super::write::{self, PartitionEnd, Rejected, Writer};
 use crate::config::PoisonPolicy;
 use crate::engine::WorkerStats;
@@ -52,8 +53,8 @@ pub(super) struct SinkWorker {
     pub(super) consumer: BaseConsumer<SinkContext>,
     /// Builds and runs a batch's transaction.
     pub(super) writer: Writer,
-    /// Records to rows.
-    pub(super) mapping: Mapping,
+    /// Records to rows: the config-only mapping or a typed sink topology.
+    pub(super) rows: RowSource,
     /// transactional or idempotent.
     pub(super) mode: SinkMode,
     /// What a record or row that cannot be written does.
@@ -160,15 +161,22 @@ impl SinkWorker {
             partition,
             offset,
         };
-        match self.mapping.row(&view) {
-            Ok(row) => {
+        match self.rows.rows(&view) {
+            Ok(rows) => {
                 batch.note(topic, partition, offset, epoch);
-                batch.rows.push(row);
-                batch.messages.push(message);
+                batch.add(message, rows);
             }
             Err(MapError::Poison(error)) => {
                 batch.note(topic, partition, offset, epoch);
                 self.poison(&message, "decode", &error)?;
+            }
+            Err(MapError::Panic(error)) => {
+                return Err(SinkError::Panicked {
+                    topic: topic.into(),
+                    partition,
+                    offset,
+                    message: error,
+                })
             }
             Err(MapError::Unavailable(error)) => {
                 return Err(EngineError::Unavailable {
@@ -235,10 +243,10 @@ impl SinkWorker {
         }
         let (policy, stats, telemetry) = (self.policy, &mut self.stats, &self.telemetry);
         let mut dead_letters = self.dead_letters.as_mut();
-        let messages = &batch.messages;
+        let open = &*batch;
         let mut on_rejected = |rejected: &[Rejected]| -> Result<(), SinkError> {
             for Rejected { index, error } in rejected {
-                let message = messages.get(*index).ok_or_else(|| SinkError::Database {
+                let message = open.message_of(*index).ok_or_else(|| SinkError::Database {
                     operation: "finding a rejected row's record",
                     message: format!("no record at index {index}"),
                 })?;
@@ -282,7 +290,7 @@ impl SinkWorker {
         }
         self.stats.commits += 1;
         self.stats.records_in += batch.records as u64;
-        self.stats.records_out += (batch.rows.len() - rejected.len()) as u64;
+        self.stats.records_out += batch.rows.len().saturating_sub(rejected.len()) as u64;
         let metrics = &self.telemetry.metrics;
         metrics
             .transactions

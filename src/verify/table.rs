@@ -61,6 +61,12 @@ pub fn verify_table(
         .sink
         .as_ref()
         .ok_or_else(|| VerifyError::Config("the config has no [sink] section".into()))?;
+    if sink.topology.is_some() {
+        return Err(VerifyError::Config(
+            "kstage verify --sink compares tables written by the config-only mapping              ([sink.columns]); a sink topology's rows are its own code's"
+                .into(),
+        ));
+    }
     let problems = sink.check();
     if !problems.is_empty() {
         return Err(VerifyError::Config(
@@ -162,7 +168,7 @@ pub fn verify_table(
                 Err(MapError::Poison(error)) => report.unmappable.add(examples, || {
                     format!("{topic}[{}]@{}: {error}", m.partition(), m.offset())
                 }),
-                Err(MapError::Unavailable(error)) => {
+                Err(MapError::Unavailable(error) | MapError::Panic(error)) => {
                     unavailable.get_or_insert(error);
                 }
             }

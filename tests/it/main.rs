@@ -61,6 +61,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(sink::trials());
     trials.extend(sink::verify_table::trials());
     trials.extend(sink::avro::trials());
+    trials.extend(sink::topology::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(sink::fail_points::trials());
     #[cfg(feature = "fault-injection")]

@@ -25,6 +25,9 @@ macro_rules! require_all {
 #[cfg(feature = "fault-injection")]
 pub mod fail_points;
 
+/// A typed sink topology writing two tables.
+pub mod topology;
+
 /// Avro input through the schema registry.
 pub mod avro;
 
