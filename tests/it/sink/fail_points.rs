@@ -97,6 +97,17 @@ fn process_state(pid: nix::unistd::Pid) -> Option<char> {
 /// zombie's COMMIT finds its session gone; it settles from the offsets table, sees a newer
 /// epoch, and stops with `fenced` (exit 1) having written nothing: one row per input.
 fn a_zombie_paused_past_the_session_timeout_commits_nothing() {
+    zombie(false);
+}
+
+/// The zombie's negative control: the same pause and takeover, the zombie in broken mode
+/// `sink_no_fencing` (its offset update and its settling ignore the epoch). Resumed, it writes
+/// its batch again over the successor's rows, and the same check finds duplicates.
+fn negative_control_a_zombie_without_fencing_duplicates_rows() {
+    zombie(true);
+}
+
+fn zombie(broken: bool) {
     let (broker, url) = require_all!();
     let mut test = Exact::new(&broker.bootstrap, &url, 2);
     let mut writer = common::InputWriter::new(&broker.bootstrap, &test.input, 2);
@@ -105,13 +116,14 @@ fn a_zombie_paused_past_the_session_timeout_commits_nothing() {
     let spec = test.spec("transactional").top("max_records_per_txn = 500");
     // Two batches commit; the third waits before its COMMIT (30 s: ample for the test to stop
     // it there, which it then checks).
-    let mut zombie = spec
-        .clone()
-        .env(
-            "FAILPOINTS",
-            "kstage::sink_before_commit=2*off->sleep(30000)",
-        )
-        .spawn("zombie");
+    let mut zombie_spec = spec.clone().env(
+        "FAILPOINTS",
+        "kstage::sink_before_commit=2*off->1*sleep(30000)->off",
+    );
+    if broken {
+        zombie_spec = zombie_spec.env("KSTAGE_BROKEN_MODE", "sink_no_fencing");
+    }
+    let mut zombie = zombie_spec.spawn("zombie");
     let app = test.app_id.clone();
     let session = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kstage-sink {app}-zombie' \
@@ -156,6 +168,18 @@ fn a_zombie_paused_past_the_session_timeout_commits_nothing() {
     assert_eq!(test.rows(), 4_000, "the successor wrote every row");
 
     zombie.sigcont();
+    if broken {
+        let written = writer.written.clone();
+        zombie.wait_until(
+            PATIENCE,
+            "the unfenced zombie writes its batch again",
+            || test.check(&written).1 > 0,
+        );
+        let (_, duplicated) = test.check(&written);
+        eprintln!("negative control: {duplicated} ids twice after the zombie resumed");
+        assert!(duplicated > 0, "the check cannot fail");
+        return;
+    }
     let status = zombie.wait_exit(PATIENCE);
     let stderr = zombie.stderr();
     assert!(
@@ -176,4 +200,5 @@ trials! {
     transactional_is_exact_across_crashes_between_rows_and_commit_and_after_commit => [Broker, Postgres],
     negative_control_kafka_offsets_before_the_database_commit_loses_rows => [Broker, Postgres],
     a_zombie_paused_past_the_session_timeout_commits_nothing => [Broker, Postgres],
+    negative_control_a_zombie_without_fencing_duplicates_rows => [Broker, Postgres],
 }
