@@ -231,12 +231,11 @@ impl SinkWorker {
         let kafka_first = Broken::KafkaOffsets.active() && self.mode == SinkMode::Transactional;
         if kafka_first {
             tracing::warn!("KSTAGE_BROKEN_MODE: committing Kafka offsets before the database (negative control)");
-            self.consumer
-                .commit(&offsets, CommitMode::Sync)
-                .map_err(|source| EngineError::Kafka {
-                    operation: "committing offsets",
-                    source,
-                })?;
+            // A refused commit (a rebalance) is only logged: the control must keep running
+            // through the same rebalances as the real sink.
+            if let Err(error) = self.consumer.commit(&offsets, CommitMode::Sync) {
+                tracing::warn!(%error, "KSTAGE_BROKEN_MODE: the early Kafka commit failed.");
+            }
         }
         if let Some(dead_letters) = self.dead_letters.as_mut() {
             dead_letters.flush()?;

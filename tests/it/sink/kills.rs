@@ -5,7 +5,9 @@
 //! (cargo feature `fault-injection`, `KSTAGE_BROKEN_MODE`), where it must fail.
 //!
 //! * transactional: every input id is exactly one row. Broken (`sink_kafka_offsets`, Kafka's
-//!   offsets committed before the database COMMIT): kills inside a transaction lose rows.
+//!   offsets committed before the database COMMIT): kills inside a transaction lose rows. Each
+//!   batch holds its transaction 100 ms before COMMIT (a fail point's sleep), so that window is
+//!   wide.
 //! * idempotent: one row per key holding the latest value, while an audit table (a trigger
 //!   logging each write's source partition and offset) shows input offsets written twice, so
 //!   records were redelivered. Broken (`sink_plain_insert`): the same redelivery leaves
@@ -45,7 +47,13 @@ fn transactional_under_kills(broken: bool) -> ((usize, usize), i64, u64) {
     let (broker, url) = (require_broker!(), pg_url());
     let (records, kills) = scale();
     let mut test = Exact::new(&broker.bootstrap, &url, PARTITIONS);
-    let mut spec = test.spec("transactional").top(BATCHES);
+    // Every batch holds its transaction 100 ms before COMMIT (a fail point's sleep, as a slow
+    // database would), so kills often land with rows written and not committed: where the
+    // broken mode loses them.
+    let mut spec = test
+        .spec("transactional")
+        .top(BATCHES)
+        .env("FAILPOINTS", "kstage::sink_before_commit=sleep(100)");
     if broken {
         spec = spec.env("KSTAGE_BROKEN_MODE", "sink_kafka_offsets");
     }
