@@ -17,8 +17,10 @@ PostgreSQL runs with track_commit_timestamp = on, so:
 
 CPU is the contender process's user+system time (and, separately, the PostgreSQL server's, all
 its processes) over the run; RSS is the contender's peak (VmHWM). Latency: records produced at a
-fixed rate (half of kstage-txn's measured throughput, unless --latency-rate) for --latency-secs,
-into a fresh topic and table, by kstage-txn and debezium.
+fixed rate (half of the contender's own median throughput, unless --latency-rate) for
+--latency-secs,
+into a fresh topic and table, by kstage-txn and debezium, after warm-up records (not measured)
+have reached the table.
 
 Usage (scripts/bench.sh sink runs it with the servers started):
   bench.py --bootstrap HOST:PORT --pg-url URL --kstage target/release/kstage \\
@@ -52,6 +54,7 @@ SCHEMA = {
     ],
 }
 NOTE = "x" * 40
+WARMUP = 60
 
 
 def log(*args):
@@ -175,7 +178,7 @@ def latency(url, table):
     row = psql(url, "SELECT count(*), " + ", ".join(
         f"percentile_disc({q}) WITHIN GROUP (ORDER BY extract(epoch FROM "
         f"pg_xact_commit_timestamp(xmin) - to_timestamp(sent_ms / 1000.0)) * 1000)"
-        for q in (0.5, 0.99, 0.999)) + f" FROM {table}")
+        for q in (0.5, 0.99, 0.999)) + f" FROM {table} WHERE sent_ms > 0")
     rows, p50, p99, p999 = row.split("|")
     return {"rows": int(rows), "p50_ms": float(p50), "p99_ms": float(p99), "p999_ms": float(p999)}
 
@@ -289,9 +292,16 @@ def latency_run(args, name, rate, directory, tag):
     else:
         proc = start_kstage(args, topic, table, "transactional", f"bench-lat-{name}-{tag}",
                             directory)
-    time.sleep(args.warmup)
     p = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 1,
                   "queue.buffering.max.messages": 1000000, "enable.idempotence": True})
+    # Warm-up: records with sent_ms = 0 (not measured) until the contender writes them, so its
+    # start-up (a JVM, a group join) is not counted as latency.
+    for n in range(WARMUP):
+        value, payload = record(10**9 + n, 0)
+        p.produce(topic, value=value, key=payload["id"], partition=n % PARTITIONS)
+    p.flush(60)
+    wait_rows(args.pg_url, table, WARMUP, proc, args.timeout)
+    time.sleep(args.warmup)
     total = int(rate * args.latency_secs)
     started = time.time()
     for n in range(total):
@@ -309,7 +319,7 @@ def latency_run(args, name, rate, directory, tag):
         p.poll(0)
     p.flush(60)
     achieved = total / (time.time() - started)
-    wait_rows(args.pg_url, table, total, proc, args.timeout)
+    wait_rows(args.pg_url, table, total + WARMUP, proc, args.timeout)
     stop(proc)
     result = {"contender": name, "rate": rate, "achieved_rate": round(achieved),
               **latency(args.pg_url, table)}
@@ -334,7 +344,8 @@ def main():
     parser.add_argument("--latency-secs", type=float, default=20)
     parser.add_argument("--latency-rate", type=float, default=0)
     parser.add_argument("--latency-contenders", default="kstage-txn,debezium")
-    parser.add_argument("--warmup", type=float, default=8)
+    parser.add_argument("--warmup", type=float, default=2,
+                        help="seconds to wait after the warm-up records are written")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--out", default="target/bench/sink")
     args = parser.parse_args()
@@ -356,11 +367,12 @@ def main():
             results.append(result)
     latencies = []
     if args.latency_secs > 0 and args.latency_contenders:
-        rate = args.latency_rate
-        if rate <= 0:
-            txn = sorted(r["rows_per_s"] for r in results if r["contender"] == "kstage-txn")
-            rate = txn[len(txn) // 2] / 2 if txn else 10000
         for name in args.latency_contenders.split(","):
+            # Half load: half of this contender's own median throughput (or --latency-rate).
+            rate = args.latency_rate
+            if rate <= 0:
+                own = sorted(r["rows_per_s"] for r in results if r["contender"] == name)
+                rate = own[len(own) // 2] / 2 if own else 5000
             latencies.append(latency_run(args, name, rate, directory, tag))
     report = {"records": args.records, "partitions": PARTITIONS, "throughput": results,
               "latency": latencies, "logs": directory}
