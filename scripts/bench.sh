@@ -7,6 +7,8 @@
 #        scripts/bench.sh --contenders kstage-eos,raw-copy --latency-runs 0
 #        scripts/bench.sh --publish-chart docs/benchmarks.svg
 #        scripts/bench.sh --help                            # every harness option
+#        scripts/bench.sh sink [--records N ...]            # Kafka into PostgreSQL:
+#            kstage sink (both modes), COPY, the Debezium JDBC sink (benches/sink/run.sh)
 #
 # Steps:
 #   1. cargo build --release: the kstage binary, the harness and the raw copy
@@ -28,6 +30,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
 readonly MVN="${MVN:-mvn}"
+
+if [[ "${1:-}" == "sink" ]]; then
+  shift
+  exec "${ROOT}/benches/sink/run.sh" "$@"
+fi
 
 for arg in "$@"; do
   if [[ "${arg}" == "--help" || "${arg}" == "-h" ]]; then

@@ -8,6 +8,7 @@
 pub mod bench_enrich;
 pub mod count;
 pub mod dedupe;
+pub mod order_lines;
 pub mod orders;
 pub mod orders_avro;
 pub mod passthrough;
@@ -35,7 +36,8 @@ pub fn registry() -> Registry {
             "bench-enrich",
             bench_enrich::DESCRIPTION,
             bench_enrich::build,
-        );
+        )
+        .register_sink("order-lines", order_lines::DESCRIPTION, order_lines::build);
     #[cfg(feature = "fault-injection")]
     registry.register("fail-on", testing::DESCRIPTION, testing::build);
     registry

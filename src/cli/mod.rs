@@ -12,6 +12,7 @@ mod state;
 mod topics;
 mod values;
 mod verify;
+mod verify_table;
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -131,11 +132,14 @@ pub fn main(registry: Registry) -> ExitCode {
             stage,
             runtime,
             print,
-        } => sink::run(stage, runtime, print),
+        } => sink::run(stage, runtime, print, &registry),
         Command::Validate { stage, print } => validate(stage, print, &registry),
         Command::Topologies => {
             for info in registry.iter() {
                 println!("{:<16} {}", info.name, info.description);
+            }
+            for info in registry.sinks() {
+                println!("{:<16} (kstage sink) {}", info.name, info.description);
             }
             ExitCode::SUCCESS
         }

@@ -13,9 +13,15 @@ use super::signals;
 use crate::config::{redacted, ConfigErrors};
 use crate::observability::{Health, Telemetry};
 use crate::sink::SinkError;
+use crate::topology::Registry;
 
 /// Runs the sink until SIGTERM or SIGINT; `print`: print the merged config (redacted) and exit.
-pub(super) fn run(stage: StageArgs, runtime: RuntimeArgs, print: bool) -> ExitCode {
+pub(super) fn run(
+    stage: StageArgs,
+    runtime: RuntimeArgs,
+    print: bool,
+    registry: &Registry,
+) -> ExitCode {
     let config = match stage.into_config() {
         Ok(config) => config,
         Err(error) => return config_failure(&error.into()),
@@ -45,8 +51,9 @@ pub(super) fn run(stage: StageArgs, runtime: RuntimeArgs, print: bool) -> ExitCo
         .metrics_address
         .0
         .map(|address| (address, telemetry.clone()));
+    let registry = registry.clone();
     let result = signals::run_until_signal(shutdown, runtime.shutdown_grace, http, move || {
-        crate::sink::run(&config, flag, telemetry)
+        crate::sink::run(&config, &registry, flag, telemetry)
     });
     match result {
         Ok(stats) => {

@@ -31,15 +31,25 @@ pub enum IdentityArg {
 /// Flags of `kstage verify`.
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
-    /// Kafka bootstrap servers, host:port[,host:port...].
-    #[arg(long, env = "KSTAGE_BOOTSTRAP_SERVERS")]
-    pub bootstrap_servers: String,
+    /// Kafka bootstrap servers, host:port[,host:port...] (with --sink: the config's, unless
+    /// given here).
+    #[arg(
+        long,
+        env = "KSTAGE_BOOTSTRAP_SERVERS",
+        required_unless_present = "sink"
+    )]
+    pub bootstrap_servers: Option<String>,
+    /// Verify a sink instead: compare the PostgreSQL table of this `kstage sink` config file
+    /// with its input topics (lost, duplicated, unexpected rows, and values; in idempotent
+    /// mode the last value per key). Takes the inputs, table, mapping and mode from the file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["inputs", "outputs", "through", "groups", "id", "id_field"])]
+    pub sink: Option<PathBuf>,
     /// An input topic of the pipeline (repeatable).
-    #[arg(long = "input", required = true)]
+    #[arg(long = "input", required_unless_present = "sink")]
     pub inputs: Vec<String>,
     /// A final output topic of the pipeline (repeatable; each input record must appear in
     /// exactly one of them).
-    #[arg(long = "output", required = true)]
+    #[arg(long = "output", required_unless_present = "sink")]
     pub outputs: Vec<String>,
     /// A middle topic of a chain: provenance pointing into it is followed upstream
     /// (repeatable).
@@ -87,7 +97,11 @@ fn run_stateful(args: &VerifyArgs, expect: &verify::stateful::Expectation) -> Ex
         eprintln!("kstage verify: --expect checks one --input against one --output");
         return ExitCode::from(2);
     };
-    let client = verify::Client::new(&args.bootstrap_servers, &args.kafka);
+    let Some(bootstrap) = args.bootstrap_servers.as_deref() else {
+        eprintln!("kstage verify: --bootstrap-servers is required with --expect");
+        return ExitCode::from(2);
+    };
+    let client = verify::Client::new(bootstrap, &args.kafka);
     let read = |topic: &str| verify::stateful::read_timed(&client, topic);
     let (inputs, outputs) = match (read(input), read(output)) {
         (Ok(i), Ok(o)) => (i, o),
@@ -153,7 +167,7 @@ impl VerifyArgs {
             (None, IdentityArg::Field) => Identity::Field("id".to_string()),
         };
         VerifyConfig {
-            bootstrap_servers: self.bootstrap_servers,
+            bootstrap_servers: self.bootstrap_servers.unwrap_or_default(),
             kafka: self.kafka,
             inputs: self.inputs,
             outputs: self.outputs,
@@ -167,7 +181,7 @@ impl VerifyArgs {
 }
 
 /// A progress bar on stderr, one read at a time.
-struct Bar(ProgressBar);
+pub(super) struct Bar(pub(super) ProgressBar);
 
 impl Progress for Bar {
     fn begin(&self, what: &str, total: u64) {
@@ -186,8 +200,24 @@ impl Progress for Bar {
     }
 }
 
+/// A progress bar on stderr when `show` (and stderr is a terminal).
+pub(super) fn progress_bar(show: bool) -> Option<Bar> {
+    show.then(|| {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        let style =
+            ProgressStyle::with_template("{msg:56!} [{bar:30}] {human_pos}/{human_len} eta {eta}")
+                .map(|s| s.progress_chars("=> "))
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        Bar(bar)
+    })
+}
+
 /// Runs `kstage verify`.
 pub(crate) fn run(args: VerifyArgs) -> ExitCode {
+    if let Some(path) = args.sink.clone() {
+        return super::verify_table::run(&path, args);
+    }
     if let Some(expect) = &args.expect {
         return run_stateful(&args, expect);
     }
@@ -199,15 +229,7 @@ pub(crate) fn run(args: VerifyArgs) -> ExitCode {
         eprintln!("kstage verify: {error}");
         return ExitCode::from(2);
     }
-    let bar = show_progress.then(|| {
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        let style =
-            ProgressStyle::with_template("{msg:56!} [{bar:30}] {human_pos}/{human_len} eta {eta}")
-                .map(|s| s.progress_chars("=> "))
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
-        bar.set_style(style);
-        Bar(bar)
-    });
+    let bar = progress_bar(show_progress);
     let progress: &dyn Progress = match &bar {
         Some(bar) => bar,
         None => &NoProgress,
@@ -223,7 +245,25 @@ pub(crate) fn run(args: VerifyArgs) -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let rendered = match serde_json::to_string_pretty(&report) {
+    emit(
+        &report,
+        &report.to_string(),
+        report.passed,
+        json,
+        report_file,
+    )
+}
+
+/// Prints a report (text, or JSON with `json`), writes its JSON to `report_file`, and returns
+/// the exit code: 0 passed, 1 a check failed, 3 the report could not be written.
+pub(super) fn emit<R: serde::Serialize>(
+    report: &R,
+    text: &str,
+    passed: bool,
+    json: bool,
+    report_file: Option<PathBuf>,
+) -> ExitCode {
+    let rendered = match serde_json::to_string_pretty(report) {
         Ok(text) => text,
         Err(error) => {
             eprintln!("kstage verify: cannot render the report as JSON: {error}");
@@ -240,12 +280,12 @@ pub(crate) fn run(args: VerifyArgs) -> ExitCode {
     let printed = if json {
         writeln!(stdout, "{rendered}")
     } else {
-        writeln!(stdout, "{report}")
+        writeln!(stdout, "{text}")
     };
     if let Err(error) = printed {
         eprintln!("kstage verify: cannot print the report: {error}");
     }
-    if report.passed {
+    if passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -84,6 +84,21 @@ impl AvroCodec {
         apache_avro::from_value::<T>(&resolved).map_err(|e| CodecError::Poison(e.to_string()))
     }
 
+    /// Decodes with the writer schema alone (no reader type) into JSON: records and maps become
+    /// objects, unions their branch, enums their symbol, logical dates and times their number,
+    /// bytes, fixed and decimals arrays of bytes.
+    pub(super) fn decode_json(&self, bytes: &[u8]) -> Result<serde_json::Value, CodecError> {
+        let decoded = self
+            .retrying("decoding", || self.decoder.decode_with_schema(Some(bytes)))?
+            .ok_or_else(|| CodecError::Poison("empty Avro payload".into()))?;
+        serde_json::Value::try_from(decoded.value).map_err(|e| {
+            CodecError::Poison(format!(
+                "the Avro value (schema id {}) has no JSON form: {e}",
+                decoded.schema.id
+            ))
+        })
+    }
+
     pub(super) fn encode<T: Serialize + AvroSchema>(
         &self,
         topic: &str,

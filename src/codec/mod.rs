@@ -241,6 +241,39 @@ impl Codecs {
         }
     }
 
+    /// Decodes one half of a record of `topic` into JSON, whatever its type (the sink's
+    /// config-only mapping reads fields by path): `json` parsed, `avro` decoded with its writer
+    /// schema (see `AvroCodec::decode_json`), `string` as a JSON string. `bytes` has no fields and
+    /// is refused. `None` bytes are `null`.
+    pub fn decode_json(
+        &self,
+        topic: &str,
+        part: Part,
+        bytes: Option<&[u8]>,
+    ) -> Result<serde_json::Value, CodecError> {
+        let Some(bytes) = bytes else {
+            return Ok(serde_json::Value::Null);
+        };
+        let poison = |e: &dyn fmt::Display| CodecError::Poison(format!("{}: {e}", part.as_str()));
+        let format = self.format_of(topic);
+        match if part == Part::Key {
+            format.key
+        } else {
+            format.value
+        } {
+            Format::Json => serde_json::from_slice(bytes)
+                .map_err(|e| poison(&format!("the value is not JSON: {e}"))),
+            Format::String => std::str::from_utf8(bytes)
+                .map(|text| serde_json::Value::String(text.to_string()))
+                .map_err(|e| poison(&e)),
+            Format::Bytes => Err(poison(&"format bytes has no fields to map")),
+            Format::Avro => self.avro()?.decode_json(bytes).map_err(|e| match e {
+                CodecError::Poison(m) => CodecError::Poison(format!("{}: {m}", part.as_str())),
+                other => other,
+            }),
+        }
+    }
+
     /// Encodes one half of a record for output `topic`.
     pub fn encode<T>(&self, topic: &str, part: Part, value: &T) -> Result<Vec<u8>, CodecError>
     where

@@ -179,9 +179,10 @@ pub struct StageConfig {
     /// Input values larger than this many bytes are poison records (they would not fit the
     /// output). Keep it at or below the producer's `message.max.bytes`.
     pub max_value_bytes: usize,
-    /// Key and value formats of topics without an entry in `formats` (typed topologies only).
+    /// Key and value formats of topics without an entry in `formats` (typed topologies, and
+    /// the values a sink maps).
     pub default_format: TopicFormat,
-    /// Key and value formats per topic (typed topologies only).
+    /// Key and value formats per topic (typed topologies, and the values a sink maps).
     pub formats: BTreeMap<String, TopicFormat>,
     /// The schema registry, required when any format is `avro`.
     #[serde(skip_serializing_if = "Option::is_none")]

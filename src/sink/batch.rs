@@ -2,7 +2,8 @@
 //! from, and each partition's end (the offset after its last record, with the epoch it was read
 //! under), which is what the batch's transaction stores as the partitions' next offsets.
 //!
-//! Invariants: `rows` and `messages` are index-aligned (row `i` came from record `i`); every
+//! Invariants: row `i` came from record `messages[origin[i]]` (a record gives zero or more rows;
+//! only records with rows are kept in `messages`); every
 //! record read, poison included, moves its partition's end, so a skipped or dead-lettered record
 //! commits with the batch; a partition given up (revoked, lost) leaves the batch entirely (rows,
 //! records and end), since its records were not committed and its next owner reads them again.
@@ -23,7 +24,9 @@ pub(super) struct Batch {
     pub(super) records: usize,
     /// The rows to write, in record order.
     pub(super) rows: Vec<Row>,
-    /// The record of each row (same index), for dead letters of rejected rows.
+    /// The index in `messages` of each row's record (same index as `rows`).
+    pub(super) origin: Vec<usize>,
+    /// The records that gave rows, for dead letters of rejected rows.
     pub(super) messages: Vec<OwnedMessage>,
     /// Per partition read, the offset after its last record and the epoch it was read under.
     pub(super) ends: Vec<PartitionEnd>,
@@ -53,21 +56,51 @@ impl Batch {
         }
     }
 
+    /// Adds a record's rows (none: nothing but its end, as for poison).
+    pub(super) fn add(&mut self, message: OwnedMessage, rows: Vec<Row>) {
+        if rows.is_empty() {
+            return;
+        }
+        let index = self.messages.len();
+        self.origin.extend(std::iter::repeat_n(index, rows.len()));
+        self.rows.extend(rows);
+        self.messages.push(message);
+    }
+
+    /// The record a row came from.
+    pub(super) fn message_of(&self, row: usize) -> Option<&OwnedMessage> {
+        self.origin.get(row).and_then(|&m| self.messages.get(m))
+    }
+
     /// Drops what the batch read from partitions given up (they were not committed).
     pub(super) fn drop_partitions(&mut self, given_up: &[(String, i32)]) {
         let gone = |topic: &str, partition: i32| {
             given_up.iter().any(|(t, p)| *p == partition && t == topic)
         };
         let before = self.rows.len();
-        let keep: Vec<bool> = self
+        // New index of each kept message.
+        let mut kept = 0;
+        let renumber: Vec<Option<usize>> = self
             .messages
             .iter()
-            .map(|m| !gone(m.topic(), m.partition()))
+            .map(|m| {
+                (!gone(m.topic(), m.partition())).then(|| {
+                    kept += 1;
+                    kept - 1
+                })
+            })
             .collect();
-        let mut flags = keep.iter();
-        self.rows.retain(|_| *flags.next().unwrap_or(&true));
-        let mut flags = keep.iter();
-        self.messages.retain(|_| *flags.next().unwrap_or(&true));
+        let rows = std::mem::take(&mut self.rows);
+        let origin = std::mem::take(&mut self.origin);
+        for (row, from) in rows.into_iter().zip(origin) {
+            if let Some(Some(to)) = renumber.get(from) {
+                self.rows.push(row);
+                self.origin.push(*to);
+            }
+        }
+        let mut flags = renumber.iter();
+        self.messages
+            .retain(|_| flags.next().is_some_and(Option::is_some));
         self.ends.retain(|e| !gone(&e.topic, e.partition));
         self.records = self
             .ends
@@ -94,10 +127,11 @@ mod tests {
 
     fn read(batch: &mut Batch, topic: &str, partition: i32, offset: i64, epoch: i64) {
         batch.note(topic, partition, offset, epoch);
-        batch.rows.push(Row {
+        let row = |table| Row {
+            table,
             values: vec![Some(format!("{partition}@{offset}"))],
-        });
-        batch.messages.push(OwnedMessage::new(
+        };
+        let message = OwnedMessage::new(
             None,
             None,
             topic.to_string(),
@@ -105,7 +139,9 @@ mod tests {
             partition,
             offset,
             None,
-        ));
+        );
+        // Two rows per record (two tables), as a sink topology may give.
+        batch.add(message, vec![row(0), row(1)]);
     }
 
     #[test]
@@ -121,7 +157,8 @@ mod tests {
             .map(|e| (e.partition, e.next_offset, e.epoch, e.records))
             .collect();
         assert_eq!(ends, vec![(0, 12, 3, 2), (1, 7, 4, 2)]);
-        assert_eq!((batch.records, batch.rows.len()), (4, 3));
+        assert_eq!((batch.records, batch.rows.len()), (4, 6));
+        assert_eq!(batch.message_of(5).map(Message::offset), Some(11));
     }
 
     #[test]
@@ -131,9 +168,16 @@ mod tests {
         read(&mut batch, "t", 1, 20, 1);
         read(&mut batch, "t", 0, 11, 1);
         batch.drop_partitions(&[("t".to_string(), 0)]);
-        let rows: Vec<_> = batch.rows.iter().map(|r| r.values.clone()).collect();
-        assert_eq!(rows, vec![vec![Some("1@20".to_string())]]);
+        let rows: Vec<_> = batch
+            .rows
+            .iter()
+            .map(|r| (r.table, r.values.clone()))
+            .collect();
+        let value = Some("1@20".to_string());
+        assert_eq!(rows, vec![(0, vec![value.clone()]), (1, vec![value])]);
         assert_eq!(batch.messages.len(), 1);
+        assert_eq!(batch.origin, vec![0, 0]);
+        assert_eq!(batch.message_of(1).map(Message::offset), Some(20));
         assert_eq!(batch.ends.len(), 1);
         assert_eq!(batch.records, 1);
         assert!(batch.started.is_some());

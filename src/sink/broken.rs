@@ -8,6 +8,9 @@
 //!   commit (a crash in between loses the batch's rows).
 //! * `sink_plain_insert` (idempotent): a plain INSERT instead of the upsert (redelivered records
 //!   become duplicate rows).
+//! * `sink_no_fencing` (transactional): a batch's offset update ignores the owner epoch, and
+//!   settling after a lost connection ignores an epoch that changed (a zombie writes its batch
+//!   again over its successor's rows).
 //!
 //! In builds without the feature every check is `false`.
 
@@ -16,6 +19,7 @@
 pub(crate) enum Broken {
     KafkaOffsets,
     PlainInsert,
+    NoFencing,
 }
 
 impl Broken {
@@ -23,6 +27,7 @@ impl Broken {
         match self {
             Self::KafkaOffsets => "sink_kafka_offsets",
             Self::PlainInsert => "sink_plain_insert",
+            Self::NoFencing => "sink_no_fencing",
         }
     }
 

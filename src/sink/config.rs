@@ -97,7 +97,7 @@ impl ColumnSource {
                 _ => {
                     return Err(format!(
                         "{other:?} is not a column source; use key, timestamp, topic, \
-                         partition, offset, value or value.FIELD[.FIELD...]"
+                         partition, offset, value or value.FIELD[.FIELD or .INDEX...]"
                     ))
                 }
             },
@@ -116,11 +116,22 @@ pub struct SinkConfig {
     /// `transactional` (exactly-once, offsets in the database) or `idempotent` (upserts).
     #[serde(default)]
     pub mode: SinkMode,
-    /// The table rows go to, optionally schema-qualified (`public.orders`).
+    /// The table rows go to, optionally schema-qualified (`public.orders`); not with `topology`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub table: String,
-    /// Column name -> source (see [`ColumnSource::parse`]).
+    /// Column name -> source (see [`ColumnSource::parse`]); not with `topology`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub columns: BTreeMap<String, String>,
-    /// The upsert key in `idempotent` mode: columns of a unique index or primary key.
+    /// A typed sink topology (registered in the binary, see `kstage topologies`) that maps
+    /// records to rows of its named tables, instead of `table` and `columns`. Its parameters are
+    /// the stage's `[params]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<String>,
+    /// With `topology`: each of its table names -> the table in the database.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tables: BTreeMap<String, String>,
+    /// The upsert key in `idempotent` mode: columns of a unique index or primary key (a typed
+    /// topology declares its tables' keys itself).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_columns: Vec<String>,
     /// `idempotent` mode: what a row whose key exists does.
@@ -161,6 +172,8 @@ impl fmt::Debug for SinkConfig {
             .field("mode", &self.mode)
             .field("table", &self.table)
             .field("columns", &self.columns)
+            .field("topology", &self.topology)
+            .field("tables", &self.tables)
             .field("key_columns", &self.key_columns)
             .field("on_conflict", &self.on_conflict)
             .field("offsets_table", &self.offsets_table)
@@ -207,6 +220,15 @@ impl SinkConfig {
             errors.push(ConfigError::new(
                 "sink.url",
                 format!("missing; give the PostgreSQL connection string here or in {URL_ENV}"),
+            ));
+        }
+        if self.topology.is_some() {
+            return self.check_topology(errors);
+        }
+        if !self.tables.is_empty() {
+            errors.push(ConfigError::new(
+                "sink.tables",
+                "names the tables of a sink topology; set sink.topology, or use sink.table",
             ));
         }
         if !is_identifier_path(&self.table) {
@@ -260,6 +282,34 @@ impl SinkConfig {
                 "sink.rows_per_statement",
                 "must be at least 1, and rows x columns at most 65,535 (PostgreSQL's bind limit)",
             ));
+        }
+        errors
+    }
+
+    /// The checks of a sink with a typed topology (its tables are checked against it at start).
+    fn check_topology(&self, mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+        for (key, given) in [
+            ("sink.table", !self.table.is_empty()),
+            ("sink.columns", !self.columns.is_empty()),
+            ("sink.key_columns", !self.key_columns.is_empty()),
+        ] {
+            if given {
+                errors.push(ConfigError::new(
+                    key,
+                    "the sink topology declares its tables, columns and keys; remove it (name                      the tables in sink.tables)",
+                ));
+            }
+        }
+        for (name, table) in &self.tables {
+            if !is_identifier_path(table) {
+                errors.push(ConfigError::new(
+                    format!("sink.tables.{name}"),
+                    format!("{table:?} is not a table name"),
+                ));
+            }
+        }
+        if self.mode == SinkMode::Transactional && !is_identifier_path(&self.offsets_table) {
+            errors.push(ConfigError::new("sink.offsets_table", "not a table name"));
         }
         errors
     }
@@ -348,6 +398,8 @@ mod tests {
             mode: SinkMode::Idempotent,
             table: "t".into(),
             columns: [("id".to_string(), "valu.id".to_string())].into(),
+            topology: None,
+            tables: BTreeMap::new(),
             key_columns: vec!["nope".into()],
             on_conflict: OnConflict::Update,
             offsets_table: default_offsets_table(),

@@ -206,11 +206,12 @@ impl Db {
     /// exactly the key columns). Returns each mapped column's type, in `columns` order.
     pub(super) fn check_table(
         &mut self,
-        sink: &SinkConfig,
-        columns: &[String],
+        target: &super::statements::TableTarget,
+        (table_key, column_key, key_key): (&str, &str, &str),
         check_unique_key: bool,
     ) -> Result<Vec<ColumnType>, SinkError> {
-        let table = quoted(&sink.table);
+        let (columns, key_columns) = (&target.columns, &target.key_columns);
+        let table = quoted(&target.table);
         self.ensure_connected()?;
         let client = self.client.as_ref().ok_or_else(unreachable_client)?;
         let rows = self
@@ -224,10 +225,10 @@ impl Db {
         let database = self.config.get_dbname().unwrap_or("").to_string();
         if rows.is_empty() {
             return Err(ConfigErrors::from(ConfigError::new(
-                "sink.table",
+                table_key,
                 format!(
                     "table {} does not exist in database {database:?} (create it first)",
-                    sink.table
+                    target.table
                 ),
             ))
             .into());
@@ -241,10 +242,10 @@ impl Db {
                     base_type: ty.clone(),
                 }),
                 None => errors.push(ConfigError::new(
-                    format!("sink.columns.{column}"),
+                    format!("{column_key}.{column}"),
                     format!(
                         "table {} has no column {column:?}; its columns: {}",
-                        sink.table,
+                        target.table,
                         found
                             .iter()
                             .map(|(n, _)| n.as_str())
@@ -255,7 +256,7 @@ impl Db {
             }
         }
         if errors.is_empty() && check_unique_key {
-            let mut keys = sink.key_columns.clone();
+            let mut keys = key_columns.clone();
             keys.sort();
             let unique: bool = self
                 .runtime
@@ -270,12 +271,12 @@ impl Db {
                 .get(0);
             if !unique {
                 errors.push(ConfigError::new(
-                    "sink.key_columns",
+                    key_key,
                     format!(
                         "table {} has no primary key or unique index on exactly ({}); mode \
                          idempotent upserts with ON CONFLICT, which needs one",
-                        sink.table,
-                        sink.key_columns.join(", ")
+                        target.table,
+                        key_columns.join(", ")
                     ),
                 ));
             }

@@ -106,6 +106,21 @@ pub enum SinkError {
         /// The epoch found (`None`: the row is gone).
         found: Option<i64>,
     },
+    /// The sink topology panicked on a record: nothing of the open batch is committed.
+    #[error(
+        "the sink topology panicked on record {topic}/{partition}@{offset} ({message}); the \
+         sink stops without committing the open batch"
+    )]
+    Panicked {
+        /// The input topic.
+        topic: String,
+        /// The input partition.
+        partition: i32,
+        /// The record's offset.
+        offset: i64,
+        /// The panic's message.
+        message: String,
+    },
     /// A record or row is poison and the policy is `fail`.
     #[error(
         "record {topic}/{partition}@{offset} could not be written ({error}); poison_policy is \

@@ -1,4 +1,8 @@
-//! The config-only mapping: one JSON record in, one row of text values out.
+//! The config-only mapping: one JSON or Avro record in, one row of text values out.
+//!
+//! The value is decoded by the stage's codecs as JSON (`[formats]` / `default_format`: `json`
+//! parsed; `avro` decoded with its writer schema from the schema registry, records becoming
+//! objects, so `value.a.b` reads a nested field either way; see `Codecs::decode_json`).
 //!
 //! Every value is sent as text and cast by PostgreSQL to the column's type (`$1::bigint`), so
 //! a value that does not fit (`"abc"` for a number, an overflow, a string too long) is rejected
@@ -6,17 +10,44 @@
 //! a record the mapping cannot read at all (a value that is not JSON, a key that is not UTF-8):
 //! it is poison before the database sees it.
 //!
-//! A JSON field that is missing or `null` becomes SQL `NULL`; strings are sent as they are,
+//! A path step that is a number indexes an array (`value.items.0.sku`). A JSON field that is
+//! missing or `null` becomes SQL `NULL`; strings are sent as they are,
 //! numbers and booleans as their JSON text, objects and arrays as JSON text.
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::config::ColumnSource;
+use crate::codec::{CodecError, Codecs, Part};
+
+/// Why a record has no row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapError {
+    /// The record cannot be read: poison, for the poison policy.
+    Poison(String),
+    /// The schema registry did not answer: the sink stops.
+    Unavailable(String),
+    /// A sink topology panicked on the record: the sink stops, committing nothing of the batch.
+    Panic(String),
+}
+
+impl std::fmt::Display for MapError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Poison(message) | Self::Unavailable(message) => f.write_str(message),
+            Self::Panic(message) => write!(f, "the sink topology panicked: {message}"),
+        }
+    }
+}
 
 /// A record's coordinates and its row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    /// One text value (or NULL) per mapped column, in the mapping's column order.
+    /// The table it goes to: its index among the sink's tables (always 0 for the config-only
+    /// mapping, which has one).
+    pub table: usize,
+    /// One text value (or NULL) per column of its table, in the table's column order.
     pub values: Vec<Option<String>>,
 }
 
@@ -43,29 +74,35 @@ pub struct Mapping {
     /// Column name and source, in the order of a row's values.
     pub columns: Vec<(String, ColumnSource)>,
     needs_json: bool,
+    /// How values are decoded (per topic).
+    codecs: Arc<Codecs>,
 }
 
 impl Mapping {
-    /// A mapping of these columns.
-    pub fn new(columns: Vec<(String, ColumnSource)>) -> Self {
+    /// A mapping of these columns, decoding values with `codecs`.
+    pub fn new(columns: Vec<(String, ColumnSource)>, codecs: Arc<Codecs>) -> Self {
         let needs_json = columns
             .iter()
             .any(|(_, s)| matches!(s, ColumnSource::Value | ColumnSource::Field(_)));
         Self {
             columns,
             needs_json,
+            codecs,
         }
     }
 
-    /// The row for one record, or why the record cannot be mapped (poison).
-    pub fn row(&self, record: &RecordView<'_>) -> Result<Row, String> {
-        let json = if self.needs_json {
-            match record.value {
-                Some(bytes) => Some(
-                    serde_json::from_slice::<Value>(bytes)
-                        .map_err(|e| format!("the value is not JSON: {e}"))?,
-                ),
-                None => None,
+    /// The row for one record, or why the record cannot be mapped.
+    pub fn row(&self, record: &RecordView<'_>) -> Result<Row, MapError> {
+        let json = if self.needs_json && record.value.is_some() {
+            match self
+                .codecs
+                .decode_json(record.topic, Part::Value, record.value)
+            {
+                Ok(value) => Some(value),
+                Err(CodecError::Poison(message)) => return Err(MapError::Poison(message)),
+                Err(CodecError::Unavailable(message)) => {
+                    return Err(MapError::Unavailable(message))
+                }
             }
         } else {
             None
@@ -76,7 +113,9 @@ impl Mapping {
                 ColumnSource::Key => match record.key {
                     Some(key) => Some(
                         std::str::from_utf8(key)
-                            .map_err(|_| format!("column {column}: the key is not UTF-8"))?
+                            .map_err(|_| {
+                                MapError::Poison(format!("column {column}: the key is not UTF-8"))
+                            })?
                             .to_string(),
                     ),
                     None => None,
@@ -88,12 +127,34 @@ impl Mapping {
                 ColumnSource::Value => json.as_ref().and_then(text_of),
                 ColumnSource::Field(path) => json
                     .as_ref()
-                    .and_then(|j| path.iter().try_fold(j, |v, p| v.get(p.as_str())))
+                    .and_then(|j| path.iter().try_fold(j, |v, p| step(v, p)))
                     .and_then(text_of),
             };
             values.push(value);
         }
-        Ok(Row { values })
+        Ok(Row { table: 0, values })
+    }
+}
+
+/// The SQL of a column's parameter, `{}` standing for the placeholder: the text value cast to
+/// the column's type (`{}::bigint`), a timestamp column from `timestamp` converted from ms since
+/// the epoch. The sink and `kstage verify --sink` both use it, so both see the same values.
+pub fn parameter_sql(source: &ColumnSource, base_type: &str) -> String {
+    if *source == ColumnSource::Timestamp && base_type.starts_with("timestamp") {
+        format!("to_timestamp({{}}::float8 / 1000)::{base_type}")
+    } else if base_type == "text" {
+        "{}".to_string()
+    } else {
+        format!("{{}}::{base_type}")
+    }
+}
+
+/// One step of a field path: an object's field, or an array's element by its index
+/// (`value.items.0.sku`).
+fn step<'v>(value: &'v Value, part: &str) -> Option<&'v Value> {
+    match value {
+        Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
+        other => other.get(part),
     }
 }
 
@@ -122,18 +183,21 @@ mod tests {
 
     #[test]
     fn fields_provenance_and_nulls_map_to_text() {
-        let mapping = Mapping::new(vec![
-            ("id".into(), ColumnSource::Field(vec!["id".into()])),
-            (
-                "n".into(),
-                ColumnSource::Field(vec!["a".into(), "n".into()]),
-            ),
-            ("missing".into(), ColumnSource::Field(vec!["x".into()])),
-            ("k".into(), ColumnSource::Key),
-            ("p".into(), ColumnSource::Partition),
-            ("o".into(), ColumnSource::Offset),
-            ("ts".into(), ColumnSource::Timestamp),
-        ]);
+        let mapping = Mapping::new(
+            vec![
+                ("id".into(), ColumnSource::Field(vec!["id".into()])),
+                (
+                    "n".into(),
+                    ColumnSource::Field(vec!["a".into(), "n".into()]),
+                ),
+                ("missing".into(), ColumnSource::Field(vec!["x".into()])),
+                ("k".into(), ColumnSource::Key),
+                ("p".into(), ColumnSource::Partition),
+                ("o".into(), ColumnSource::Offset),
+                ("ts".into(), ColumnSource::Timestamp),
+            ],
+            Arc::new(Codecs::plain()),
+        );
         let row = mapping
             .row(&view(b"key-1", br#"{"id":"x-1","a":{"n":12}}"#))
             .expect("maps");
@@ -150,9 +214,30 @@ mod tests {
     }
 
     #[test]
+    fn a_number_in_a_path_indexes_an_array() {
+        let mapping = Mapping::new(
+            vec![(
+                "sku".into(),
+                ColumnSource::Field(vec!["items".into(), "1".into(), "sku".into()]),
+            )],
+            Arc::new(Codecs::plain()),
+        );
+        let row = mapping
+            .row(&view(b"k", br#"{"items":[{"sku":"a"},{"sku":"b"}]}"#))
+            .expect("maps");
+        assert_eq!(row.values, vec![Some("b".to_string())]);
+    }
+
+    #[test]
     fn a_value_that_is_not_json_is_poison() {
-        let mapping = Mapping::new(vec![("id".into(), ColumnSource::Field(vec!["id".into()]))]);
+        let mapping = Mapping::new(
+            vec![("id".into(), ColumnSource::Field(vec!["id".into()]))],
+            Arc::new(Codecs::plain()),
+        );
         let error = mapping.row(&view(b"k", b"not json")).expect_err("poison");
-        assert!(error.contains("not JSON"), "{error}");
+        assert!(
+            matches!(&error, MapError::Poison(m) if m.contains("not JSON")),
+            "{error}"
+        );
     }
 }

@@ -33,6 +33,9 @@ mod dead_letter;
 pub mod error;
 pub mod mapping;
 mod poison;
+mod rows;
+mod statements;
+pub mod topology;
 mod worker;
 mod write;
 
@@ -49,9 +52,12 @@ use crate::config::{ConfigError, ConfigErrors, PoisonPolicy, StageConfig};
 use crate::engine::WorkerStats;
 use crate::error::EngineError;
 use crate::observability::Telemetry;
+use crate::topology::Registry;
 use context::SinkContext;
 use dead_letter::DeadLetters;
 use mapping::Mapping;
+use rows::RowSource;
+use statements::TableTarget;
 use worker::SinkWorker;
 use write::Writer;
 
@@ -68,7 +74,7 @@ pub fn validate(config: &StageConfig) -> Result<&SinkConfig, ConfigErrors> {
     if !config.topology.is_empty() {
         errors.push(ConfigError::new(
             "topology",
-            "a sink maps records with [sink.columns]; remove it",
+            "a sink maps records with [sink.columns] or a sink topology (sink.topology); remove it",
         ));
     }
     if !config.outputs.is_empty() {
@@ -92,24 +98,38 @@ pub fn validate(config: &StageConfig) -> Result<&SinkConfig, ConfigErrors> {
 }
 
 /// Runs a sink until `shutdown` is set (then commits the open batch and returns) or an error.
-/// Blocks the calling thread.
+/// `registry` holds the sink topologies a `[sink] topology = NAME` may name. Blocks the calling
+/// thread.
 pub fn run(
     config: &StageConfig,
+    registry: &Registry,
     shutdown: Arc<AtomicBool>,
     telemetry: Telemetry,
 ) -> Result<WorkerStats, SinkError> {
     let sink = validate(config)?;
-    let sources = sink.sources().map_err(ConfigErrors)?;
-    let columns: Vec<String> = sources.iter().map(|(c, _)| c.clone()).collect();
+    let codecs = Arc::new(
+        crate::codec::Codecs::new(
+            config.default_format.clone(),
+            config.formats.clone(),
+            config.schema_registry.as_ref(),
+        )
+        .map_err(|message| ConfigErrors::from(ConfigError::new("formats", message)))?,
+    );
+    let (targets, rows, keys) = row_source(config, sink, registry, Arc::clone(&codecs))?;
     let client_id = config.transactional_id();
     let mut db = db::Db::open(sink, &format!("kstage-sink {client_id}"))?;
     let check_key = sink.mode == SinkMode::Idempotent && !broken::Broken::PlainInsert.active();
-    let types = db.check_table(sink, &columns, check_key)?;
+    let mut types = Vec::with_capacity(targets.len());
+    for (target, (table_key, column_key, key_key)) in targets.iter().zip(&keys) {
+        types.push(db.check_table(target, (table_key, column_key, key_key), check_key)?);
+    }
     if sink.mode == SinkMode::Transactional {
         db.create_offsets_table(&sink.offsets_table)?;
     }
-    let writer = Writer::new(sink, &sources, &types, &config.app_id);
-    let mapping = Mapping::new(sources);
+    let writer = Writer::new(sink, &targets, &types, &config.app_id);
+    codecs
+        .check_registry()
+        .map_err(|e| EngineError::Startup(format!("the schema registry is not usable: {e}")))?;
     let claims = (sink.mode == SinkMode::Transactional)
         .then(|| (sink.offsets_table.clone(), config.app_id.clone()));
     let health = telemetry.health.worker(&client_id);
@@ -143,7 +163,7 @@ pub fn run(
     let mut worker = SinkWorker {
         consumer,
         writer,
-        mapping,
+        rows,
         mode: sink.mode,
         policy: config.poison_policy,
         dead_letters,
@@ -154,6 +174,98 @@ pub fn run(
         health,
     };
     worker.run(&shutdown)
+}
+
+/// The config keys naming a table, its columns and its key, for start-up errors.
+type TableKeys = (String, String, String);
+
+/// The tables a sink writes and where its rows come from: the config-only mapping (one table,
+/// `[sink.columns]`), or the typed sink topology `sink.topology` with its tables mapped by
+/// `[sink.tables]`.
+fn row_source(
+    config: &StageConfig,
+    sink: &SinkConfig,
+    registry: &Registry,
+    codecs: Arc<crate::codec::Codecs>,
+) -> Result<(Vec<TableTarget>, RowSource, Vec<TableKeys>), SinkError> {
+    let Some(name) = &sink.topology else {
+        let sources = sink.sources().map_err(ConfigErrors)?;
+        let target = TableTarget {
+            table: sink.table.clone(),
+            columns: sources.iter().map(|(c, _)| c.clone()).collect(),
+            sources: sources.iter().map(|(_, s)| Some(s.clone())).collect(),
+            key_columns: sink.key_columns.clone(),
+        };
+        let keys = (
+            "sink.table".into(),
+            "sink.columns".into(),
+            "sink.key_columns".into(),
+        );
+        let mapping = Mapping::new(sources, codecs);
+        return Ok((vec![target], RowSource::Mapping(mapping), vec![keys]));
+    };
+    let info = registry.sink(name).ok_or_else(|| {
+        ConfigErrors::from(ConfigError::new(
+            "sink.topology",
+            format!(
+                "{name:?} is not a registered sink topology; registered: {}",
+                registry.sink_names()
+            ),
+        ))
+    })?;
+    let params = crate::topology::TopologyParams::new(config.params.clone());
+    let topology = (info.factory)(&params)
+        .map_err(|message| ConfigErrors::from(ConfigError::new("params", message)))?;
+    let tables = topology.tables();
+    let mut errors = Vec::new();
+    let mut targets = Vec::new();
+    let mut keys = Vec::new();
+    for table in &tables {
+        let key = format!("sink.tables.{}", table.name);
+        let Some(real) = sink.tables.get(table.name) else {
+            errors.push(ConfigError::new(
+                key,
+                format!(
+                    "missing; the topology {name} writes table {:?}: name its database table here",
+                    table.name
+                ),
+            ));
+            continue;
+        };
+        if sink.mode == SinkMode::Idempotent && table.key_columns.is_empty() {
+            errors.push(ConfigError::new(
+                "sink.mode",
+                format!(
+                    "idempotent upserts on key columns, and the topology's table {} declares none",
+                    table.name
+                ),
+            ));
+        }
+        targets.push(TableTarget {
+            table: real.clone(),
+            columns: table.columns.iter().map(|c| c.to_string()).collect(),
+            sources: vec![None; table.columns.len()],
+            key_columns: table.key_columns.iter().map(|c| c.to_string()).collect(),
+        });
+        keys.push((key.clone(), key.clone(), key));
+    }
+    for name in sink.tables.keys() {
+        if !tables.iter().any(|t| t.name == name) {
+            errors.push(ConfigError::new(
+                format!("sink.tables.{name}"),
+                "not a table of the sink topology",
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors).into());
+    }
+    let rows = RowSource::Topology {
+        topology,
+        tables,
+        codecs,
+    };
+    Ok((targets, rows, keys))
 }
 
 /// Waits until the cluster answers and checks that the input and dead-letter topics exist.

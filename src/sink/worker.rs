@@ -31,8 +31,9 @@ use super::config::SinkMode;
 use super::context::SinkContext;
 use super::dead_letter::DeadLetters;
 use super::error::SinkError;
-use super::mapping::{Mapping, RecordView};
+use super::mapping::{MapError, RecordView};
 use super::poison;
+use super::rows::RowSource;
 use super::write::{self, PartitionEnd, Rejected, Writer};
 use crate::config::PoisonPolicy;
 use crate::engine::WorkerStats;
@@ -52,8 +53,8 @@ pub(super) struct SinkWorker {
     pub(super) consumer: BaseConsumer<SinkContext>,
     /// Builds and runs a batch's transaction.
     pub(super) writer: Writer,
-    /// Records to rows.
-    pub(super) mapping: Mapping,
+    /// Records to rows: the config-only mapping or a typed sink topology.
+    pub(super) rows: RowSource,
     /// transactional or idempotent.
     pub(super) mode: SinkMode,
     /// What a record or row that cannot be written does.
@@ -160,15 +161,31 @@ impl SinkWorker {
             partition,
             offset,
         };
-        match self.mapping.row(&view) {
-            Ok(row) => {
+        match self.rows.rows(&view) {
+            Ok(rows) => {
                 batch.note(topic, partition, offset, epoch);
-                batch.rows.push(row);
-                batch.messages.push(message);
+                batch.add(message, rows);
             }
-            Err(error) => {
+            Err(MapError::Poison(error)) => {
                 batch.note(topic, partition, offset, epoch);
                 self.poison(&message, "decode", &error)?;
+            }
+            Err(MapError::Panic(error)) => {
+                return Err(SinkError::Panicked {
+                    topic: topic.into(),
+                    partition,
+                    offset,
+                    message: error,
+                })
+            }
+            Err(MapError::Unavailable(error)) => {
+                return Err(EngineError::Unavailable {
+                    topic: topic.into(),
+                    partition,
+                    offset,
+                    message: error,
+                }
+                .into())
             }
         }
         Ok(())
@@ -214,22 +231,21 @@ impl SinkWorker {
         let kafka_first = Broken::KafkaOffsets.active() && self.mode == SinkMode::Transactional;
         if kafka_first {
             tracing::warn!("KSTAGE_BROKEN_MODE: committing Kafka offsets before the database (negative control)");
-            self.consumer
-                .commit(&offsets, CommitMode::Sync)
-                .map_err(|source| EngineError::Kafka {
-                    operation: "committing offsets",
-                    source,
-                })?;
+            // A refused commit (a rebalance) is only logged: the control must keep running
+            // through the same rebalances as the real sink.
+            if let Err(error) = self.consumer.commit(&offsets, CommitMode::Sync) {
+                tracing::warn!(%error, "KSTAGE_BROKEN_MODE: the early Kafka commit failed.");
+            }
         }
         if let Some(dead_letters) = self.dead_letters.as_mut() {
             dead_letters.flush()?;
         }
         let (policy, stats, telemetry) = (self.policy, &mut self.stats, &self.telemetry);
         let mut dead_letters = self.dead_letters.as_mut();
-        let messages = &batch.messages;
+        let open = &*batch;
         let mut on_rejected = |rejected: &[Rejected]| -> Result<(), SinkError> {
             for Rejected { index, error } in rejected {
-                let message = messages.get(*index).ok_or_else(|| SinkError::Database {
+                let message = open.message_of(*index).ok_or_else(|| SinkError::Database {
                     operation: "finding a rejected row's record",
                     message: format!("no record at index {index}"),
                 })?;
@@ -264,12 +280,16 @@ impl SinkWorker {
                 CommitMode::Async
             };
             if let Err(error) = self.consumer.commit(&offsets, mode) {
-                tracing::warn!(%error, "Committing the Kafka offsets after the database commit failed.");
+                // A synchronous commit refused (e.g. IllegalGeneration during a rebalance) gets
+                // no commit callback: mark the offsets behind here, so they are copied again
+                // even if the partition never gets another record.
+                tracing::warn!(%error, "Committing the Kafka offsets after the database commit failed; copying them again later.");
+                self.consumer.context().kafka_behind();
             }
         }
         self.stats.commits += 1;
         self.stats.records_in += batch.records as u64;
-        self.stats.records_out += (batch.rows.len() - rejected.len()) as u64;
+        self.stats.records_out += batch.rows.len().saturating_sub(rejected.len()) as u64;
         let metrics = &self.telemetry.metrics;
         metrics
             .transactions

@@ -24,10 +24,11 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Statement;
 
 use super::broken::Broken;
-use super::config::{ColumnSource, OnConflict, SinkConfig, SinkMode};
+use super::config::{SinkConfig, SinkMode};
 use super::db::{quoted, ColumnType, Db};
 use super::error::{classify, db_message, DbErrorClass, SinkError};
 use super::mapping::Row;
+use super::statements::{self, plain_insert, TableStatements, TableTarget};
 
 /// A partition in a batch: the offset after its last record, and the epoch it was claimed with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,13 +71,8 @@ impl From<tokio_postgres::Error> for Failed {
 /// Builds and runs a batch's statements.
 pub(super) struct Writer {
     mode: SinkMode,
-    table: String,
-    columns: Vec<String>,
-    /// Per column, the SQL expression of its parameter `{}` (a cast to the column's type).
-    casts: Vec<String>,
-    /// Indexes of the key columns (upserts).
-    keys: Vec<usize>,
-    conflict: String,
+    /// The INSERT of each table, by the table index of a [`Row`].
+    tables: Vec<TableStatements>,
     rows_per_statement: usize,
     /// The offsets table, quoted for SQL, and as configured.
     offsets_table: String,
@@ -86,119 +82,33 @@ pub(super) struct Writer {
     plain_insert: bool,
     /// Negative control: no offsets in the database.
     skip_db_offsets: bool,
+    /// Negative control: offsets updated whatever the owner epoch (no fencing).
+    no_fencing: bool,
 }
 
 impl Writer {
+    /// A writer of `targets` (with each one's column types, in column order).
     pub(super) fn new(
         sink: &SinkConfig,
-        sources: &[(String, ColumnSource)],
-        types: &[ColumnType],
+        targets: &[TableTarget],
+        types: &[Vec<ColumnType>],
         group_id: &str,
     ) -> Self {
-        let columns: Vec<String> = sources.iter().map(|(c, _)| c.clone()).collect();
-        let casts = sources
-            .iter()
-            .zip(types)
-            .map(|((_, source), ty)| {
-                let base = &ty.base_type;
-                if *source == ColumnSource::Timestamp && base.starts_with("timestamp") {
-                    format!("to_timestamp({{}}::float8 / 1000)::{base}")
-                } else if base == "text" {
-                    "{}".to_string()
-                } else {
-                    format!("{{}}::{base}")
-                }
-            })
-            .collect();
-        let keys = sink
-            .key_columns
-            .iter()
-            .filter_map(|k| columns.iter().position(|c| c == k))
-            .collect();
-        let updates: Vec<String> = columns
-            .iter()
-            .filter(|c| !sink.key_columns.contains(c))
-            .map(|c| format!("{q} = EXCLUDED.{q}", q = quoted(c)))
-            .collect();
-        let target = sink
-            .key_columns
-            .iter()
-            .map(|k| quoted(k))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let conflict = match (sink.mode, sink.on_conflict) {
-            (SinkMode::Transactional, _) => String::new(),
-            (SinkMode::Idempotent, OnConflict::Update) if !updates.is_empty() => {
-                format!(
-                    " ON CONFLICT ({target}) DO UPDATE SET {}",
-                    updates.join(", ")
-                )
-            }
-            (SinkMode::Idempotent, _) => format!(" ON CONFLICT ({target}) DO NOTHING"),
-        };
-        let plain_insert = sink.mode == SinkMode::Idempotent && Broken::PlainInsert.active();
         Self {
             mode: sink.mode,
-            table: quoted(&sink.table),
-            columns,
-            casts,
-            keys,
-            conflict: if plain_insert {
-                String::new()
-            } else {
-                conflict
-            },
+            tables: targets
+                .iter()
+                .zip(types)
+                .map(|(target, types)| TableStatements::new(sink, target, types))
+                .collect(),
             rows_per_statement: sink.rows_per_statement,
             offsets_table: quoted(&sink.offsets_table),
             offsets_name: sink.offsets_table.clone(),
             group_id: group_id.to_string(),
-            plain_insert,
+            plain_insert: plain_insert(sink),
             skip_db_offsets: sink.mode == SinkMode::Idempotent || Broken::KafkaOffsets.active(),
+            no_fencing: Broken::NoFencing.active(),
         }
-    }
-
-    fn insert_sql(&self, rows: usize) -> String {
-        let width = self.columns.len();
-        let mut sql = format!(
-            "INSERT INTO {} ({}) VALUES ",
-            self.table,
-            self.columns
-                .iter()
-                .map(|c| quoted(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        for row in 0..rows {
-            sql.push_str(if row == 0 { "(" } else { ", (" });
-            for (column, cast) in self.casts.iter().enumerate() {
-                if column > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&cast.replace("{}", &format!("${}", row * width + column + 1)));
-            }
-            sql.push(')');
-        }
-        sql.push_str(&self.conflict);
-        sql
-    }
-
-    /// The rows to write, in order: for upserts, only the last row of each key (one statement
-    /// may not update a row twice, and the last write wins anyway).
-    fn order(&self, rows: &[Row]) -> Vec<usize> {
-        if self.mode == SinkMode::Transactional || self.plain_insert {
-            return (0..rows.len()).collect();
-        }
-        let mut last: HashMap<Vec<Option<&Option<String>>>, usize> =
-            HashMap::with_capacity(rows.len());
-        for (index, row) in rows.iter().enumerate() {
-            last.insert(
-                self.keys.iter().map(|&k| row.values.get(k)).collect(),
-                index,
-            );
-        }
-        let mut order: Vec<usize> = last.into_values().collect();
-        order.sort_unstable();
-        order
     }
 
     /// Writes a batch and commits it, reconnecting and settling as needed. `on_rejected` runs
@@ -212,7 +122,8 @@ impl Writer {
         on_rejected: &mut dyn FnMut(&[Rejected]) -> Result<(), SinkError>,
     ) -> Result<Vec<Rejected>, SinkError> {
         let started = Instant::now();
-        let order = self.order(rows);
+        let dedup = self.mode == SinkMode::Idempotent && !self.plain_insert;
+        let order = statements::order(&self.tables, rows, dedup);
         let mut row_by_row = false;
         loop {
             db.ensure_connected()?;
@@ -254,7 +165,7 @@ impl Writer {
         let mut committed = true;
         for (end, found) in ends.iter().zip(stored) {
             match found {
-                Some((next, epoch)) if epoch == end.epoch => {
+                Some((next, epoch)) if epoch == end.epoch || self.no_fencing => {
                     committed &= next == Some(end.next_offset);
                 }
                 other => {
@@ -279,11 +190,16 @@ impl Writer {
         row_by_row: bool,
         on_rejected: &mut dyn FnMut(&[Rejected]) -> Result<(), SinkError>,
     ) -> Result<Vec<Rejected>, Failed> {
-        let width = self.columns.len();
         let update = format!(
             "UPDATE {} SET next_offset = $1 WHERE group_id = $2 AND topic = $3 AND partition = $4 \
-             AND owner_epoch = $5",
-            self.offsets_table
+             AND {}",
+            self.offsets_table,
+            if self.no_fencing {
+                // Negative control: the epoch is not checked (the parameter stays bound).
+                "$5::bigint IS NOT NULL"
+            } else {
+                "owner_epoch = $5"
+            }
         );
         let update = db.statement(
             &update,
@@ -298,21 +214,29 @@ impl Writer {
         let per_statement = if row_by_row {
             1
         } else {
-            self.rows_per_statement
+            self.rows_per_statement.max(1)
         };
-        let mut statements: HashMap<usize, Statement> = HashMap::new();
+        let mut statements: HashMap<(usize, usize), Statement> = HashMap::new();
         let mut chunks = Vec::new();
-        for chunk in ordered.chunks(per_statement.max(1)) {
-            let statement = match statements.get(&chunk.len()) {
-                Some(statement) => statement.clone(),
-                None => {
-                    let sql = self.insert_sql(chunk.len());
-                    let statement = db.statement(&sql, &vec![Type::TEXT; chunk.len() * width])?;
-                    statements.insert(chunk.len(), statement.clone());
-                    statement
-                }
+        // `ordered` is grouped by table: chunk each table's run of rows.
+        for run in ordered.chunk_by(|a, b| a.1.table == b.1.table) {
+            let Some(table) = run.first().and_then(|(_, row)| self.tables.get(row.table)) else {
+                continue;
             };
-            chunks.push((statement, chunk));
+            let index = run.first().map_or(0, |(_, row)| row.table);
+            for chunk in run.chunks(per_statement) {
+                let statement = match statements.get(&(index, chunk.len())) {
+                    Some(statement) => statement.clone(),
+                    None => {
+                        let sql = table.insert_sql(chunk.len());
+                        let types = vec![Type::TEXT; chunk.len() * table.width()];
+                        let statement = db.statement(&sql, &types)?;
+                        statements.insert((index, chunk.len()), statement.clone());
+                        statement
+                    }
+                };
+                chunks.push((statement, chunk));
+            }
         }
         let client = db.client().map_err(Failed::Stop)?;
         let fenced = db.block_on(async {

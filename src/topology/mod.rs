@@ -40,7 +40,7 @@ mod registry;
 mod typed;
 
 pub use record::{Context, Emitter, Headers, OutputHeader, OutputRecord, Record};
-pub use registry::{Registry, TopologyFactory, TopologyInfo, TopologyParams};
+pub use registry::{Registry, SinkTopologyInfo, TopologyFactory, TopologyInfo, TopologyParams};
 pub use typed::{typed, TypedEmitter, TypedRecord, TypedTopology};
 
 use std::collections::BTreeMap;

@@ -69,10 +69,22 @@ pub struct TopologyInfo {
     pub factory: TopologyFactory,
 }
 
-/// Topologies by name.
+/// A registered sink topology (`kstage sink` with `[sink] topology = NAME`).
+#[derive(Debug, Clone, Copy)]
+pub struct SinkTopologyInfo {
+    /// The name a sink selects it by.
+    pub name: &'static str,
+    /// One line saying what it does.
+    pub description: &'static str,
+    /// Its constructor.
+    pub factory: crate::sink::topology::SinkTopologyFactory,
+}
+
+/// Topologies by name, and sink topologies by name.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     entries: BTreeMap<&'static str, TopologyInfo>,
+    sinks: BTreeMap<&'static str, SinkTopologyInfo>,
 }
 
 impl Registry {
@@ -97,6 +109,39 @@ impl Registry {
             },
         );
         self
+    }
+
+    /// Registers a sink topology; a second registration under the same name replaces the first.
+    pub fn register_sink(
+        &mut self,
+        name: &'static str,
+        description: &'static str,
+        factory: crate::sink::topology::SinkTopologyFactory,
+    ) -> &mut Self {
+        self.sinks.insert(
+            name,
+            SinkTopologyInfo {
+                name,
+                description,
+                factory,
+            },
+        );
+        self
+    }
+
+    /// The sink topology registered under `name`.
+    pub fn sink(&self, name: &str) -> Option<&SinkTopologyInfo> {
+        self.sinks.get(name)
+    }
+
+    /// All registered sink topologies, by name.
+    pub fn sinks(&self) -> impl Iterator<Item = &SinkTopologyInfo> {
+        self.sinks.values()
+    }
+
+    /// The registered sink topology names, comma-separated, for error messages.
+    pub fn sink_names(&self) -> String {
+        self.sinks.keys().copied().collect::<Vec<_>>().join(", ")
     }
 
     /// The topology registered under `name`.

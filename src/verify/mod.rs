@@ -31,6 +31,9 @@
 //!
 //! The verifier only reads: assign-only consumers, never joining a group.
 //!
+//! [`verify_table`] (`kstage verify --sink FILE`) compares a sink's PostgreSQL table with its
+//! input topics instead (the `table` module says how).
+//!
 //! [`check_records`] runs the same record-level checks over records a caller already read (one
 //! view of a topic: read_uncommitted, or what a live reader saw); the integration tests use it.
 
@@ -43,6 +46,9 @@ pub mod read;
 pub mod records;
 mod report;
 pub mod stateful;
+mod table;
+mod table_db;
+mod table_report;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -54,6 +60,8 @@ pub use lineage::Identity;
 pub use read::{Client, Isolation, NoProgress, Progress};
 pub use records::{check_records, Record, TopicRecords};
 pub use report::{Finding, GroupPartition, PartitionEnds, Report, TopicSummary};
+pub use table::verify_table;
+pub use table_report::TableReport;
 
 /// Default number of examples kept per check.
 pub const DEFAULT_EXAMPLES: usize = 10;
@@ -100,6 +108,14 @@ pub enum VerifyError {
     /// A topic to read does not exist.
     #[error("topic {0} does not exist")]
     MissingTopic(String),
+    /// A database request failed (`kstage verify --sink`).
+    #[error("{operation}: {message}")]
+    Database {
+        /// What the verifier was doing.
+        operation: String,
+        /// The database's message.
+        message: String,
+    },
     /// A Kafka request failed.
     #[error("{operation}: {source}")]
     Kafka {

@@ -76,8 +76,13 @@ fn main() -> std::process::ExitCode {
     trials.extend(state::rebalance::broken::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(state::fail_points::trials());
+    trials.extend(sink::verify_table::trials());
+    trials.extend(sink::avro::trials());
+    trials.extend(sink::topology::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(sink::fail_points::trials());
+    #[cfg(feature = "fault-injection")]
+    trials.extend(sink::kills::trials());
     trials.extend(verify::trials());
     harness::run(arguments, &filters, trials)
 }

@@ -1,12 +1,11 @@
 //! `kstage sink` against the real broker and a real PostgreSQL: exactly one row per input in
-//! transactional mode across kills, crashes at fail points, a killed database, terminated
-//! backends and claims, and a zombie ([`fail_points`]); one row per key holding the latest value in idempotent mode; bad rows
-//! under each poison policy. Each exactly-once check has a negative control (a deliberately
+//! transactional mode across a killed database and terminated backends and claims (here),
+//! crashes at fail points and a zombie ([`fail_points`]), three instances SIGKILLed at random
+//! ([`kills`], which also holds the idempotent mode's one row per key with the latest value);
+//! bad rows under each poison policy (here). Each exactly-once check has a negative control (a deliberately
 //! broken mode, `KSTAGE_BROKEN_MODE`) that the same check catches.
 
 use crate::common;
-
-use std::time::Duration;
 
 use common::read::{read_topic, Isolation};
 use common::sink::exact::Exact;
@@ -26,44 +25,18 @@ macro_rules! require_all {
 #[cfg(feature = "fault-injection")]
 pub mod fail_points;
 
-fn transactional_is_exact_with_two_instances_killed_at_random() {
-    let (broker, url) = require_all!();
-    const RECORDS: usize = 30_000;
-    const KILLS: usize = 6;
-    let mut test = Exact::new(&broker.bootstrap, &url, 4);
-    let writer = common::seed(&broker.bootstrap, &test.input, 4, RECORDS);
-    let ends = writer.end_offsets();
-    let spec = test.spec("transactional").top("max_records_per_txn = 500");
-    let mut sinks: Vec<Stage> = vec![spec.spawn("a"), spec.spawn("b")];
-    let step = RECORDS as i64 / (KILLS as i64 + 2);
-    for kill in 0..KILLS {
-        let mark = step * (kill as i64 + 1);
-        let who = rand::random_range(0..2);
-        let table = test.table.clone();
-        let pg = &mut test.pg;
-        sinks[who].wait_until(PATIENCE, &format!("{mark} rows"), || {
-            pg.count(&format!("SELECT count(*) FROM {table}")) >= mark
-        });
-        std::thread::sleep(Duration::from_millis(rand::random_range(0..200)));
-        sinks[who].sigkill();
-        eprintln!("kill {kill}: instance {who} at {} rows", test.rows());
-        sinks[who] = spec.spawn(if who == 0 { "a" } else { "b" });
-    }
-    let offsets = test.offsets();
-    sinks[0].wait_until(PATIENCE, "the whole input committed", || {
-        offsets.caught_up(&ends)
-    });
-    let table = test.table.clone();
-    let pg = &mut test.pg;
-    sinks[0].wait_until(PATIENCE, "every row", || {
-        pg.count(&format!("SELECT count(*) FROM {table}")) >= RECORDS as i64
-    });
-    for sink in &mut sinks {
-        assert_eq!(sink.stop(), Some(0));
-    }
-    assert_eq!(test.check(&writer.written), (0, 0), "lost / duplicated ids");
-    assert_eq!(test.rows(), RECORDS as i64);
-}
+/// A typed sink topology writing two tables.
+pub mod topology;
+
+/// Avro input through the schema registry.
+pub mod avro;
+
+/// `kstage verify --sink`: a sink's table against its input.
+pub mod verify_table;
+
+/// Three instances SIGKILLed at random, each mode with its negative control.
+#[cfg(feature = "fault-injection")]
+pub mod kills;
 
 /// A table where a record marked with a long note is rejected (varchar(5)).
 fn bad_rows_setup(
@@ -263,7 +236,6 @@ fn transactional_is_exact_when_postgres_is_killed_and_backends_terminated() {
 }
 
 trials! {
-    transactional_is_exact_with_two_instances_killed_at_random => [Broker, Postgres],
     rejected_rows_are_dead_lettered_with_the_database_error_and_the_rest_commit => [Broker, Postgres],
     rejected_rows_are_skipped_under_skip_and_stop_the_sink_under_fail => [Broker, Postgres],
     transactional_is_exact_when_postgres_is_killed_and_backends_terminated => [Broker, Postgres],

@@ -1,15 +1,12 @@
 //! The sink tests that need fail points or broken modes (cargo feature `fault-injection`):
-//! crashes between the rows and COMMIT and after COMMIT, each with its negative control, and a
-//! zombie paused inside an open transaction.
-
-use std::collections::BTreeMap;
+//! crashes between the rows and COMMIT and after COMMIT, with the negative control, and a
+//! zombie paused inside an open transaction. (The idempotent mode's crash tests are in
+//! [`super::kills`], under the same kills as the transactional ones.)
 
 use super::common;
-use common::read::{GroupOffsets, Isolation};
 use common::sink::exact::Exact;
-use common::sink::keyed::write_keyed;
-use common::sink::{pg_url, Pg, SinkSpec};
-use common::{create_topic, unique_name, PATIENCE};
+use common::sink::{pg_url, SinkSpec};
+use common::PATIENCE;
 
 /// Batches of at most 500 records: an incarnation commits at most 4 batches before its fail
 /// point fires in the 5th, so 3 crashes consume at most 7,500 of the 20,000 records and the
@@ -85,103 +82,6 @@ fn negative_control_kafka_offsets_before_the_database_commit_loses_rows() {
     );
 }
 
-/// An idempotent test's table: one row per key, its latest `n`, and how often it was written
-/// (a trigger counts updates, so redelivery shows).
-fn keyed_table(pg: &mut Pg, unique: bool) -> String {
-    let table = unique_name("k").replace('-', "_");
-    let key = if unique { "PRIMARY KEY" } else { "" };
-    pg.execute(&format!(
-        "CREATE TABLE {table} (k text NOT NULL {key}, n bigint NOT NULL, writes int NOT NULL DEFAULT 1);
-         CREATE FUNCTION {table}_count() RETURNS trigger AS $$ BEGIN NEW.writes := OLD.writes + 1; RETURN NEW; END $$ LANGUAGE plpgsql;
-         CREATE TRIGGER {table}_writes BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {table}_count();"
-    ));
-    table
-}
-
-fn crash_keyed(spec: &SinkSpec, offsets: &GroupOffsets, ends: &[i64], crashes: usize) {
-    for crash in 0..crashes {
-        let skip = rand::random_range(1..=4);
-        let mut sink = spec
-            .clone()
-            .env(
-                "FAILPOINTS",
-                &format!("kstage::sink_after_db_commit={skip}*off->return"),
-            )
-            .spawn("i0");
-        let status = sink.wait_exit(PATIENCE);
-        assert!(
-            status.code().is_none_or(|c| c > 2),
-            "crash {crash}: got {status}"
-        );
-    }
-    let mut sink = spec.spawn("i0");
-    sink.wait_until(PATIENCE, "the whole input committed", || {
-        offsets.caught_up(ends)
-    });
-    assert_eq!(sink.stop(), Some(0));
-}
-
-fn idempotent_upserts_leave_one_row_per_key_with_the_latest_value_across_crashes() {
-    let (broker, url) = require_all!();
-    let mut pg = Pg::connect(&url);
-    let (input, app_id) = (unique_name("sink-in"), unique_name("sink-app"));
-    create_topic(&broker.bootstrap, &input, 3);
-    let table = keyed_table(&mut pg, true);
-    let latest = write_keyed(&broker.bootstrap, &input, 3, 500, 20_000);
-    let spec = SinkSpec::new(
-        &broker.bootstrap,
-        &input,
-        &app_id,
-        &url,
-        "idempotent",
-        &table,
-        "k = \"value.k\"\nn = \"value.n\"",
-    )
-    .sink_lines("key_columns = [\"k\"]")
-    .top("max_records_per_txn = 300");
-    let offsets = GroupOffsets::new(&broker.bootstrap, &app_id, &input, false);
-    let ends = common::read::end_offsets(&broker.bootstrap, &input, Isolation::ReadUncommitted);
-    crash_keyed(&spec, &offsets, &ends, 3);
-    let rows = pg.query(&format!("SELECT k, n, writes FROM {table}"));
-    let found: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(found, latest, "one row per key holding the latest value");
-    let writes: i64 = rows.iter().map(|r| i64::from(r.get::<_, i32>(2))).sum();
-    let upserts = pg.count(&format!("SELECT count(*) FROM {table}"));
-    assert!(
-        writes > upserts,
-        "redelivery should show as extra writes ({writes} writes, {upserts} rows)"
-    );
-}
-
-fn negative_control_plain_insert_duplicates_redelivered_records() {
-    let (broker, url) = require_all!();
-    let mut pg = Pg::connect(&url);
-    let (input, app_id) = (unique_name("sink-in"), unique_name("sink-app"));
-    create_topic(&broker.bootstrap, &input, 3);
-    let table = keyed_table(&mut pg, false);
-    write_keyed(&broker.bootstrap, &input, 3, 500, 20_000);
-    let spec = SinkSpec::new(
-        &broker.bootstrap,
-        &input,
-        &app_id,
-        &url,
-        "idempotent",
-        &table,
-        "k = \"value.k\"\nn = \"value.n\"",
-    )
-    .sink_lines("key_columns = [\"k\"]")
-    .top("max_records_per_txn = 300")
-    .env("KSTAGE_BROKEN_MODE", "sink_plain_insert");
-    let offsets = GroupOffsets::new(&broker.bootstrap, &app_id, &input, false);
-    let ends = common::read::end_offsets(&broker.bootstrap, &input, Isolation::ReadUncommitted);
-    crash_keyed(&spec, &offsets, &ends, 3);
-    let rows = pg.count(&format!("SELECT count(*) FROM {table}"));
-    assert!(
-        rows > 20_000,
-        "a plain INSERT after redelivery should hold duplicates, found {rows} rows"
-    );
-}
-
 /// The state letter of process `pid` in /proc (`T`: stopped), if it exists.
 fn process_state(pid: nix::unistd::Pid) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -197,6 +97,17 @@ fn process_state(pid: nix::unistd::Pid) -> Option<char> {
 /// zombie's COMMIT finds its session gone; it settles from the offsets table, sees a newer
 /// epoch, and stops with `fenced` (exit 1) having written nothing: one row per input.
 fn a_zombie_paused_past_the_session_timeout_commits_nothing() {
+    zombie(false);
+}
+
+/// The zombie's negative control: the same pause and takeover, the zombie in broken mode
+/// `sink_no_fencing` (its offset update and its settling ignore the epoch). Resumed, it writes
+/// its batch again over the successor's rows, and the same check finds duplicates.
+fn negative_control_a_zombie_without_fencing_duplicates_rows() {
+    zombie(true);
+}
+
+fn zombie(broken: bool) {
     let (broker, url) = require_all!();
     let mut test = Exact::new(&broker.bootstrap, &url, 2);
     let mut writer = common::InputWriter::new(&broker.bootstrap, &test.input, 2);
@@ -205,13 +116,14 @@ fn a_zombie_paused_past_the_session_timeout_commits_nothing() {
     let spec = test.spec("transactional").top("max_records_per_txn = 500");
     // Two batches commit; the third waits before its COMMIT (30 s: ample for the test to stop
     // it there, which it then checks).
-    let mut zombie = spec
-        .clone()
-        .env(
-            "FAILPOINTS",
-            "kstage::sink_before_commit=2*off->sleep(30000)",
-        )
-        .spawn("zombie");
+    let mut zombie_spec = spec.clone().env(
+        "FAILPOINTS",
+        "kstage::sink_before_commit=2*off->1*sleep(30000)->off",
+    );
+    if broken {
+        zombie_spec = zombie_spec.env("KSTAGE_BROKEN_MODE", "sink_no_fencing");
+    }
+    let mut zombie = zombie_spec.spawn("zombie");
     let app = test.app_id.clone();
     let session = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kstage-sink {app}-zombie' \
@@ -256,6 +168,18 @@ fn a_zombie_paused_past_the_session_timeout_commits_nothing() {
     assert_eq!(test.rows(), 4_000, "the successor wrote every row");
 
     zombie.sigcont();
+    if broken {
+        let written = writer.written.clone();
+        zombie.wait_until(
+            PATIENCE,
+            "the unfenced zombie writes its batch again",
+            || test.check(&written).1 > 0,
+        );
+        let (_, duplicated) = test.check(&written);
+        eprintln!("negative control: {duplicated} ids twice after the zombie resumed");
+        assert!(duplicated > 0, "the check cannot fail");
+        return;
+    }
     let status = zombie.wait_exit(PATIENCE);
     let stderr = zombie.stderr();
     assert!(
@@ -275,7 +199,6 @@ fn a_zombie_paused_past_the_session_timeout_commits_nothing() {
 trials! {
     transactional_is_exact_across_crashes_between_rows_and_commit_and_after_commit => [Broker, Postgres],
     negative_control_kafka_offsets_before_the_database_commit_loses_rows => [Broker, Postgres],
-    idempotent_upserts_leave_one_row_per_key_with_the_latest_value_across_crashes => [Broker, Postgres],
-    negative_control_plain_insert_duplicates_redelivered_records => [Broker, Postgres],
     a_zombie_paused_past_the_session_timeout_commits_nothing => [Broker, Postgres],
+    negative_control_a_zombie_without_fencing_duplicates_rows => [Broker, Postgres],
 }

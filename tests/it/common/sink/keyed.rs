@@ -3,48 +3,56 @@
 //! with the largest `n` is the last one written, and the value an upsert must end with.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use crate::common::raw::{RawRecord, RawWriter};
 
-use crate::common::broker::client_config;
-
-/// Writes `count` keyed records over `keys` keys; returns key -> the latest `n`.
-pub fn write_keyed(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
+/// Writes keyed records in chunks (through the shared [`RawWriter`]) and remembers, per key,
+/// the latest `n` written.
+pub struct KeyedWriter {
+    raw: RawWriter,
     keys: u64,
-    count: u64,
-) -> BTreeMap<String, i64> {
-    let producer: BaseProducer = client_config(bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "200000")
-        .create()
-        .expect("create the keyed producer");
-    let mut latest = BTreeMap::new();
-    for n in 0..count {
-        let key = format!("k{}", n % keys);
-        let partition = i32::try_from((n % keys) % partitions as u64).expect("partition fits");
-        let value = serde_json::json!({ "k": key, "n": n }).to_string();
-        let mut record = BaseRecord::to(topic)
-            .key(&key)
-            .payload(&value)
-            .partition(partition);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(50));
-                }
-            }
+    next: u64,
+    /// Key -> the latest `n` written (what an upsert must end with).
+    pub latest: BTreeMap<String, i64>,
+}
+
+impl KeyedWriter {
+    pub fn new(bootstrap: &str, topic: &str, partitions: i32, keys: u64) -> Self {
+        Self {
+            raw: RawWriter::bulk(bootstrap, topic, partitions),
+            keys,
+            next: 0,
+            latest: BTreeMap::new(),
         }
-        latest.insert(key, i64::try_from(n).expect("n fits"));
     }
-    producer
-        .flush(Duration::from_secs(60))
-        .expect("flush the keyed input");
-    latest
+
+    /// Writes `count` more records and waits until all are acknowledged.
+    pub fn write(&mut self, count: u64) {
+        let partitions = u64::try_from(self.raw.partitions()).expect("positive partitions");
+        for _ in 0..count {
+            let n = self.next;
+            self.next += 1;
+            let key = format!("k{}", n % self.keys);
+            let partition =
+                i32::try_from((n % self.keys) % partitions).expect("partition fits in i32");
+            let value = serde_json::json!({ "k": key, "n": n }).to_string();
+            self.raw.write(
+                partition,
+                RawRecord::new(Some(&key), Some(value.into_bytes())),
+            );
+            self.latest
+                .insert(key, i64::try_from(n).expect("n fits in i64"));
+        }
+        self.raw.flush();
+    }
+
+    /// Records written so far.
+    pub fn written(&self) -> u64 {
+        self.next
+    }
+
+    /// End offsets of the input as written (next offset per partition).
+    pub fn end_offsets(&self) -> Vec<i64> {
+        self.raw.end_offsets()
+    }
 }

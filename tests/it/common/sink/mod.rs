@@ -4,6 +4,7 @@
 
 pub mod exact;
 pub mod keyed;
+pub mod kills;
 pub mod pg;
 pub mod spec;
 

@@ -86,3 +86,12 @@ impl SinkSpec {
         self.stage(instance).spawn()
     }
 }
+
+impl SinkSpec {
+    /// Appends TOML tables (e.g. `[formats."topic"]`, `[schema_registry]`) after the others.
+    pub fn tables(mut self, toml: &str) -> Self {
+        self.toml.push_str(toml);
+        self.toml.push('\n');
+        self
+    }
+}

@@ -1,0 +1,110 @@
+//! A typed sink topology (`order-lines`, built in): each JSON order becomes one row in one
+//! table and one row per line in another, in one transaction with the offsets, across a SIGKILL
+//! of the sink; an invalid order is poison (skipped). The tables have no unique keys, so a
+//! duplicate would show.
+
+use super::common;
+use common::orders::order;
+use common::raw::{RawRecord, RawWriter};
+use common::sink::exact::Exact;
+use common::PATIENCE;
+
+fn a_sink_topology_writes_an_order_and_its_lines_to_two_tables_exactly_once() {
+    let (broker, url) = (require_broker!(), common::sink::pg_url());
+    let mut test = Exact::new(&broker.bootstrap, &url, 2);
+    let (orders, lines) = (
+        format!("{}_orders", test.table),
+        format!("{}_lines", test.table),
+    );
+    test.pg.execute(&format!(
+        "CREATE TABLE {orders} (id text, customer text, currency text, channel text, item_count int, total numeric(12,2));
+         CREATE TABLE {lines} (order_id text, line int, sku text, qty int, unit_price numeric(10,2));"
+    ));
+    let mut writer = RawWriter::new(&broker.bootstrap, &test.input, 2);
+    let mut expected_lines = 0;
+    const ORDERS: usize = 3_000;
+    for n in 0..ORDERS {
+        let id = format!("o-{n}");
+        let count = 1 + n % 4;
+        expected_lines += count;
+        let value = serde_json::to_vec(&order(&id, count, 2, 1_250, "web")).expect("json");
+        writer.write((n % 2) as i32, RawRecord::new(Some(&id), Some(value)));
+    }
+    let invalid = serde_json::json!({"id": "bad", "customer": "c", "currency": "EUR", "items": []});
+    writer.write(
+        0,
+        RawRecord::new(Some("bad"), Some(invalid.to_string().into_bytes())),
+    );
+    writer.flush();
+    let spec = common::sink::SinkSpec::new(
+        &broker.bootstrap,
+        &test.input,
+        &test.app_id,
+        &url,
+        "transactional",
+        "",
+        "",
+    )
+    .top("poison_policy = \"skip\"\nmax_records_per_txn = 200")
+    .sink_lines("topology = \"order-lines\"")
+    .tables(&format!(
+        "[sink.tables]\norders = \"{orders}\"\norder_lines = \"{lines}\""
+    ));
+    let mut sink = spec.spawn("i0");
+    let pg = &mut test.pg;
+    sink.wait_until(PATIENCE, "some orders", || {
+        pg.count(&format!("SELECT count(*) FROM {orders}")) >= 500
+    });
+    sink.sigkill();
+    let mut sink = spec.spawn("i0");
+    let app = test.app_id.clone();
+    let stored =
+        format!("SELECT sum(next_offset)::bigint FROM kstage_offsets WHERE group_id = '{app}'");
+    let pg = &mut test.pg;
+    sink.wait_until(PATIENCE, "the sink stored the whole input", || {
+        pg.count(&stored) == ORDERS as i64 + 1
+    });
+    assert_eq!(sink.stop(), Some(0));
+    assert!(
+        sink.stderr().contains("no lines"),
+        "the invalid order is skipped with its reason"
+    );
+    let count = |pg: &mut common::sink::Pg, sql: &str| pg.count(sql);
+    assert_eq!(
+        count(&mut test.pg, &format!("SELECT count(*) FROM {orders}")),
+        ORDERS as i64
+    );
+    assert_eq!(
+        count(
+            &mut test.pg,
+            &format!("SELECT count(DISTINCT id) FROM {orders}")
+        ),
+        ORDERS as i64,
+        "no order twice"
+    );
+    assert_eq!(
+        count(&mut test.pg, &format!("SELECT count(*) FROM {lines}")),
+        expected_lines as i64
+    );
+    assert_eq!(
+        count(
+            &mut test.pg,
+            &format!("SELECT count(*) FROM (SELECT DISTINCT order_id, line FROM {lines}) d")
+        ),
+        expected_lines as i64,
+        "no line twice"
+    );
+    let total = test.pg.query(&format!(
+        "SELECT total::text, item_count FROM {orders} WHERE id = 'o-7'"
+    ));
+    let row = total.first().expect("order o-7");
+    // o-7: 4 lines x 2 x 12.50.
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i32>(1)),
+        ("100.00".into(), 8)
+    );
+}
+
+trials! {
+    a_sink_topology_writes_an_order_and_its_lines_to_two_tables_exactly_once => [Broker, Postgres],
+}
