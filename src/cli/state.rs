@@ -69,7 +69,9 @@ pub(crate) fn inspect(args: InspectArgs) -> ExitCode {
     };
     let topic = changelog_topic(&config.app_id, &args.store);
     let mut client = crate::engine::consumer_config(&config, "kstage-state-inspect");
-    client.set("enable.partition.eof", "true");
+    client
+        .set("enable.partition.eof", "true")
+        .set("statistics.interval.ms", "0");
     // The restore consumers' context: reaching a partition's end is not logged as an error.
     let consumer: BaseConsumer<RestoreContext> = match client.create_with_context(RestoreContext) {
         Ok(consumer) => consumer,
