@@ -215,6 +215,10 @@ pub enum EngineError {
         /// librdkafka's reason (its last transaction error line), if it gave one.
         reason: String,
     },
+    /// A stateful topology's local store failed (disk full, permissions, a corrupt file); the
+    /// next start restores it from the changelog.
+    #[error("{0}; the next start restores the state from its changelog")]
+    State(#[from] crate::state::StateError),
     /// The engine itself failed: a thread could not start or ended abnormally.
     #[error("internal error: {0}")]
     Internal(String),

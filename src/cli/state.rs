@@ -17,6 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::args::StageArgs;
 use super::config_failure;
+use crate::state::runtime::RestoreContext;
 use crate::state::topics::{changelog_topic, partition_count};
 
 /// `kstage state inspect` flags.
@@ -68,8 +69,11 @@ pub(crate) fn inspect(args: InspectArgs) -> ExitCode {
     };
     let topic = changelog_topic(&config.app_id, &args.store);
     let mut client = crate::engine::consumer_config(&config, "kstage-state-inspect");
-    client.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = match client.create() {
+    client
+        .set("enable.partition.eof", "true")
+        .set("statistics.interval.ms", "0");
+    // The restore consumers' context: reaching a partition's end is not logged as an error.
+    let consumer: BaseConsumer<RestoreContext> = match client.create_with_context(RestoreContext) {
         Ok(consumer) => consumer,
         Err(error) => return fail(format!("cannot create a Kafka client: {error}")),
     };

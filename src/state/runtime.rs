@@ -73,7 +73,7 @@ pub(crate) fn restorer(
 }
 
 fn storage(error: StateError) -> EngineError {
-    EngineError::Startup(error.to_string())
+    EngineError::State(error)
 }
 
 impl StateRuntime {
@@ -168,11 +168,9 @@ impl StateRuntime {
                     applied.inc_by(done - reported);
                     reported = done;
                 })
-                .map_err(|e| EngineError::Unavailable {
-                    topic: topic.to_string(),
-                    partition,
-                    offset: -1,
-                    message: e.to_string(),
+                .map_err(|e| {
+                    tracing::error!(topic, partition, error = %e, "The restore failed.");
+                    EngineError::State(e)
                 })?;
             remaining.set(0);
             records += restored.records;

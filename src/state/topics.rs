@@ -37,7 +37,10 @@ pub struct TopicPlan {
 }
 
 /// The partition count of `topic`, from the cluster's metadata.
-pub fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<Option<usize>, String> {
+pub fn partition_count<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> Result<Option<usize>, String> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| format!("reading the metadata of topic {topic}: {e}"))?;
