@@ -199,30 +199,15 @@ fn main() -> Result<()> {
 
     // A distant broker: the proxy first, so the broker's start-up check reaches it.
     let mut broker_props = args.broker_prop.clone();
-    let proxy_port = args.port + 10;
-    let proxy = if args.rtt_ms > 0.0 && args.bootstrap.is_none() {
-        broker_props.push(format!(
-            "advertised.listeners=PLAINTEXT://127.0.0.1:{proxy_port},CONTROLLER://127.0.0.1:{}",
-            args.port + 1
-        ));
-        eprintln!(
-            "harness: a proxy on 127.0.0.1:{proxy_port} adds {} ms of round trip",
-            args.rtt_ms
-        );
-        Some(proxy::start(
-            proxy_port,
-            std::net::SocketAddr::from(([127, 0, 0, 1], args.port)),
-            Duration::from_secs_f64(args.rtt_ms / 2000.0),
-        )?)
-    } else {
-        None
-    };
+    let proxy = (args.rtt_ms > 0.0 && args.bootstrap.is_none())
+        .then(|| proxy::in_front_of(args.port, args.rtt_ms, &mut broker_props))
+        .transpose()?;
     let mut broker = match &args.bootstrap {
         Some(bootstrap) => broker::Broker::external(bootstrap.clone()),
         None => broker::Broker::start(&repo, args.port, &args.data_dir, &broker_props)?,
     };
-    if proxy.is_some() {
-        broker.bootstrap = format!("127.0.0.1:{proxy_port}");
+    if let Some(proxy) = &proxy {
+        broker.bootstrap = proxy.address.clone();
     }
     let result = run(&args, &programs, &broker, &out, stamp);
     broker.stop();

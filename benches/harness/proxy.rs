@@ -28,7 +28,25 @@ use tokio::time::Instant;
 
 /// A running proxy; dropping it stops it (its runtime shuts down).
 pub struct Proxy {
+    /// Where clients connect: `127.0.0.1:PORT`.
+    pub address: String,
     _runtime: tokio::runtime::Runtime,
+}
+
+/// A proxy for the broker the harness starts on `port`, on `port + 10`, adding `rtt_ms` of
+/// round trip; adds to `broker_props` the advertised listener that sends clients through it.
+pub fn in_front_of(port: u16, rtt_ms: f64, broker_props: &mut Vec<String>) -> Result<Proxy> {
+    let proxy_port = port + 10;
+    broker_props.push(format!(
+        "advertised.listeners=PLAINTEXT://127.0.0.1:{proxy_port},CONTROLLER://127.0.0.1:{}",
+        port + 1
+    ));
+    eprintln!("harness: a proxy on 127.0.0.1:{proxy_port} adds {rtt_ms} ms of round trip");
+    start(
+        proxy_port,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs_f64(rtt_ms / 2000.0),
+    )
 }
 
 /// Listens on `127.0.0.1:listen` and relays to `upstream`, each direction held `one_way`.
@@ -52,7 +70,10 @@ pub fn start(listen: u16, upstream: SocketAddr, one_way: Duration) -> Result<Pro
             }
         }
     });
-    Ok(Proxy { _runtime: runtime })
+    Ok(Proxy {
+        address: format!("127.0.0.1:{listen}"),
+        _runtime: runtime,
+    })
 }
 
 async fn relay(client: TcpStream, upstream: SocketAddr, one_way: Duration) {
