@@ -1,5 +1,7 @@
 //! Every invalid case gives its own message naming the key.
 
+use std::time::Duration;
+
 use super::*;
 use crate::config::{CommitPolicy, DeliveryMode, StageConfig};
 use crate::topology::{Emitter, Record, Registry, TopologyError, TopologyParams};

@@ -188,12 +188,6 @@ fn illegal(error: Illegal) -> EngineError {
 }
 
 impl TxnCore {
-    /// An abort that made progress (it narrowed the search for a rejected output) does not
-    /// count towards [`MAX_CONSECUTIVE_ABORTS`].
-    pub(crate) fn abort_made_progress(&mut self) {
-        self.consecutive_aborts = 0;
-    }
-
     /// The worker's per-record phase as of now.
     pub(crate) fn phase(&self) -> OnRecord {
         self.state.phase()

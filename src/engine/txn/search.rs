@@ -58,6 +58,14 @@ impl Search {
     }
 }
 
+impl super::TxnCore {
+    /// An abort that made progress (it narrowed the search for a rejected output) does not
+    /// count towards [`super::MAX_CONSECUTIVE_ABORTS`].
+    pub(crate) fn abort_made_progress(&mut self) {
+        self.consecutive_aborts = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Search;
