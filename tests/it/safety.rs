@@ -34,28 +34,8 @@ fn a_panic_in_the_topology_commits_nothing_of_its_batch() {
     writer.flush();
     pipeline.assert_seq_is_offset(&writer.written);
 
-    let mut panicking = pipeline
-        .stage("fail-on")
-        .instance("p")
-        .arg("--param", &format!("marker={marker}"))
-        .arg("--param", "action=panic")
-        .arg("--commit-interval", "5s")
-        .arg("--max-records-per-txn", "1000000")
-        .arg("--poison-policy", "fail")
-        .spawn();
-    let status = panicking.wait_exit(PATIENCE);
-    if exit_code(status) != Some(1) {
-        panicking.fail(&format!(
-            "a panic under policy `fail` should exit 1, got {status}"
-        ));
-    }
-    let committed = pipeline.group_offsets(true).committed();
-    let poison_committed = committed[poison.partition as usize].unwrap_or(0);
-    assert!(
-        poison_committed <= poison.seq,
-        "the group committed offset {poison_committed} past the record that panicked ({})",
-        poison.seq
-    );
+    let (mut panicking, committed) =
+        fail_on_marker(&pipeline, &marker, &poison, "p", &["action=panic"], None);
     let stderr = panicking.stderr();
     let coordinates = format!("{}/{}@{}", pipeline.input, poison.partition, poison.seq);
     if !stderr.contains(&coordinates) || !stderr.contains("panic") {
@@ -97,29 +77,7 @@ fn at_most_once_commits_nothing_of_a_batch_whose_record_fails() {
     writer.write(2_000);
     writer.flush();
 
-    let mut failing = pipeline
-        .stage("fail-on")
-        .instance("m")
-        .arg("--param", &format!("marker={marker}"))
-        .arg("--delivery", "at_most_once")
-        .arg("--commit-interval", "5s")
-        .arg("--max-records-per-txn", "1000000")
-        .arg("--poison-policy", "fail")
-        .spawn();
-    let status = failing.wait_exit(PATIENCE);
-    if exit_code(status) != Some(1) {
-        failing.fail(&format!(
-            "a poison record under `fail` should exit 1, got {status}"
-        ));
-    }
-    let committed = pipeline.group_offsets(false).committed();
-    let poison_committed = committed[poison.partition as usize].unwrap_or(0);
-    assert!(
-        poison_committed <= poison.seq,
-        "at_most_once committed offset {poison_committed} past the failed record ({}): the rest \
-         of its batch is lost",
-        poison.seq
-    );
+    fail_on_marker(&pipeline, &marker, &poison, "m", &[], Some("at_most_once"));
 
     let mut healthy = pipeline
         .stage("passthrough")
@@ -134,6 +92,48 @@ fn at_most_once_commits_nothing_of_a_batch_whose_record_fails() {
         report.lost.count, 0,
         "at_most_once lost records that it had not processed: {report}"
     );
+}
+
+/// Runs `fail-on` (one batch of everything, policy `fail`) until it meets `marker` and exits 1,
+/// and asserts that the group's committed offset on the marker's partition stayed at or below
+/// the marker: nothing of the failed batch is committed. Returns the stage and the offsets.
+fn fail_on_marker(
+    pipeline: &Pipeline,
+    marker: &str,
+    poison: &common::InputRecord,
+    instance: &str,
+    params: &[&str],
+    delivery: Option<&str>,
+) -> (common::Stage, Vec<Option<i64>>) {
+    let mut spec = pipeline
+        .stage("fail-on")
+        .instance(instance)
+        .arg("--param", &format!("marker={marker}"))
+        .arg("--commit-interval", "5s")
+        .arg("--max-records-per-txn", "1000000")
+        .arg("--poison-policy", "fail");
+    for param in params {
+        spec = spec.arg("--param", param);
+    }
+    if let Some(delivery) = delivery {
+        spec = spec.arg("--delivery", delivery);
+    }
+    let mut stage = spec.spawn();
+    let status = stage.wait_exit(PATIENCE);
+    if exit_code(status) != Some(1) {
+        stage.fail(&format!(
+            "a failing record under policy `fail` should exit 1, got {status}"
+        ));
+    }
+    let committed = pipeline.group_offsets(delivery.is_none()).committed();
+    let poison_committed = committed[poison.partition as usize].unwrap_or(0);
+    assert!(
+        poison_committed <= poison.seq,
+        "the group committed offset {poison_committed} past the record that failed ({}): the \
+         rest of its batch would be lost",
+        poison.seq
+    );
+    (stage, committed)
 }
 
 /// An output that Kafka would reject for its size (a 999,950-byte value with kstage's provenance
