@@ -184,28 +184,26 @@ fn sasl_spec(broker: &Arc<SecureBroker>, pipeline: &Pipeline, mechanism: &str) -
     broker.sasl_stage(spec, mechanism, STAGE_USER, &broker.stage_password)
 }
 
-fn processes_exactly_once_over_sasl_ssl_with_scram_sha_512() {
+/// A fully granted SASL_SSL stage with `mechanism`, over `partitions` input partitions,
+/// processes exactly once and logs no password.
+fn sasl_processes_exactly_once(mechanism: &str, partitions: i32) {
     let broker = require_secure_broker!();
-    let pipeline = broker.pipeline(3);
+    let pipeline = broker.pipeline(partitions);
     grant(&broker, &pipeline, &stage_user(), ALL);
-    let spec = sasl_spec(&broker, &pipeline, "SCRAM-SHA-512");
+    let spec = sasl_spec(&broker, &pipeline, mechanism);
     assert_processes_exactly_once(&pipeline, &spec, &[&broker.stage_password]);
+}
+
+fn processes_exactly_once_over_sasl_ssl_with_scram_sha_512() {
+    sasl_processes_exactly_once("SCRAM-SHA-512", 3);
 }
 
 fn processes_exactly_once_over_sasl_ssl_with_scram_sha_256() {
-    let broker = require_secure_broker!();
-    let pipeline = broker.pipeline(2);
-    grant(&broker, &pipeline, &stage_user(), ALL);
-    let spec = sasl_spec(&broker, &pipeline, "SCRAM-SHA-256");
-    assert_processes_exactly_once(&pipeline, &spec, &[&broker.stage_password]);
+    sasl_processes_exactly_once("SCRAM-SHA-256", 2);
 }
 
 fn processes_exactly_once_over_sasl_ssl_with_plain() {
-    let broker = require_secure_broker!();
-    let pipeline = broker.pipeline(2);
-    grant(&broker, &pipeline, &stage_user(), ALL);
-    let spec = sasl_spec(&broker, &pipeline, "PLAIN");
-    assert_processes_exactly_once(&pipeline, &spec, &[&broker.stage_password]);
+    sasl_processes_exactly_once("PLAIN", 2);
 }
 
 fn processes_exactly_once_over_mutual_tls_with_an_encrypted_key() {
