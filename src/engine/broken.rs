@@ -42,18 +42,23 @@ impl Broken {
     }
 
     /// Whether this broken behaviour is switched on.
-    #[cfg(feature = "fault-injection")]
     pub(crate) fn active(self) -> bool {
-        std::env::var("KSTAGE_BROKEN_MODE")
-            .is_ok_and(|mode| mode.split(',').any(|m| m == self.name()))
+        mode_active(self.name())
     }
+}
 
-    /// Whether this broken behaviour is switched on: never, without `fault-injection`.
-    #[cfg(not(feature = "fault-injection"))]
-    pub(crate) fn active(self) -> bool {
-        let _ = self.name();
-        false
-    }
+/// Whether the broken behaviour `name` is listed in `KSTAGE_BROKEN_MODE` (comma-separated; the
+/// engine's and the sink's modes share the variable). Always `false` without `fault-injection`.
+#[cfg(feature = "fault-injection")]
+pub(crate) fn mode_active(name: &str) -> bool {
+    std::env::var("KSTAGE_BROKEN_MODE").is_ok_and(|mode| mode.split(',').any(|m| m == name))
+}
+
+/// Whether the broken behaviour `name` is switched on: never, without `fault-injection`.
+#[cfg(not(feature = "fault-injection"))]
+pub(crate) fn mode_active(name: &str) -> bool {
+    let _ = name;
+    false
 }
 
 /// A crash point: with the `fault-injection` feature and `FAILPOINTS=<name>=return`, the process

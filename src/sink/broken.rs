@@ -32,16 +32,7 @@ impl Broken {
     }
 
     /// Whether this broken behaviour is switched on.
-    #[cfg(feature = "fault-injection")]
     pub(crate) fn active(self) -> bool {
-        std::env::var("KSTAGE_BROKEN_MODE")
-            .is_ok_and(|mode| mode.split(',').any(|m| m == self.name()))
-    }
-
-    /// Whether this broken behaviour is switched on: never, without `fault-injection`.
-    #[cfg(not(feature = "fault-injection"))]
-    pub(crate) fn active(self) -> bool {
-        let _ = self.name();
-        false
+        crate::engine::broken::mode_active(self.name())
     }
 }
