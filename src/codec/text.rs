@@ -339,44 +339,30 @@ impl ser::Serializer for Byte {
     }
 }
 
-impl ser::SerializeSeq for ByteSeq {
-    type Ok = Vec<u8>;
-    type Error = TextError;
+/// The three sequence shapes a byte array may arrive as (`Vec<u8>`, `[u8; N]`, a tuple struct of
+/// bytes): each pushes every element as one byte.
+macro_rules! byte_sequence {
+    ($($trait:ident :: $method:ident),+) => {$(
+        impl ser::$trait for ByteSeq {
+            type Ok = Vec<u8>;
+            type Error = TextError;
 
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TextError> {
-        self.push(value)
-    }
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TextError> {
+                self.push(value)
+            }
 
-    fn end(self) -> Result<Vec<u8>, TextError> {
-        Ok(self.0)
-    }
+            fn end(self) -> Result<Vec<u8>, TextError> {
+                Ok(self.0)
+            }
+        }
+    )+};
 }
 
-impl ser::SerializeTuple for ByteSeq {
-    type Ok = Vec<u8>;
-    type Error = TextError;
-
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TextError> {
-        self.push(value)
-    }
-
-    fn end(self) -> Result<Vec<u8>, TextError> {
-        Ok(self.0)
-    }
-}
-
-impl ser::SerializeTupleStruct for ByteSeq {
-    type Ok = Vec<u8>;
-    type Error = TextError;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TextError> {
-        self.push(value)
-    }
-
-    fn end(self) -> Result<Vec<u8>, TextError> {
-        Ok(self.0)
-    }
-}
+byte_sequence!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field
+);
 
 #[cfg(test)]
 mod tests {
