@@ -38,15 +38,20 @@ fn run(identity: &Identity, n: u32, copies_of: &[usize]) -> Report {
         .zip(0..)
         .map(|(&i, offset)| copy(&inputs[i], 0, offset))
         .collect();
+    check_one(identity, &inputs, &outputs)
+}
+
+/// `check_records` over one input topic `in` and one output topic `out`, ten examples.
+fn check_one(identity: &Identity, inputs: &[Record], outputs: &[Record]) -> Report {
     check_records(
         identity,
         &[TopicRecords {
             topic: "in",
-            records: &inputs,
+            records: inputs,
         }],
         &[TopicRecords {
             topic: "out",
-            records: &outputs,
+            records: outputs,
         }],
         10,
     )
@@ -83,18 +88,7 @@ fn an_output_naming_no_given_input_record_is_unexpected() {
     let stranger = input(0, 7, 7);
     let outputs = [copy(&inputs[0], 0, 0), copy(&stranger, 0, 1)];
     for identity in [Identity::Provenance, Identity::Key] {
-        let report = check_records(
-            &identity,
-            &[TopicRecords {
-                topic: "in",
-                records: &inputs,
-            }],
-            &[TopicRecords {
-                topic: "out",
-                records: &outputs,
-            }],
-            10,
-        );
+        let report = check_one(&identity, &inputs, &outputs);
         assert_eq!(report.unexpected.count, 1, "{identity}: {report}");
         assert!(report.lost.ok() && report.duplicated.ok());
     }
@@ -112,18 +106,7 @@ fn records_out_of_input_order_within_a_lane_are_violations_but_other_lanes_are_n
         copy(&inputs[0], 0, 1),
         copy(&inputs[2], 0, 2),
     ];
-    let report = check_records(
-        &Identity::Provenance,
-        &[TopicRecords {
-            topic: "in",
-            records: &inputs,
-        }],
-        &[TopicRecords {
-            topic: "out",
-            records: &outputs,
-        }],
-        10,
-    );
+    let report = check_one(&Identity::Provenance, &inputs, &outputs);
     assert!(report.passed, "{report}");
     assert_eq!(report.order_lanes, 2);
 }
@@ -163,18 +146,7 @@ fn one_record_per_input_across_several_outputs_passes_and_two_fail() {
 fn a_repeated_input_id_is_reported_rather_than_guessed() {
     let inputs = [input(0, 0, 5), input(0, 1, 5)];
     let outputs = [copy(&inputs[0], 0, 0)];
-    let report = check_records(
-        &Identity::Key,
-        &[TopicRecords {
-            topic: "in",
-            records: &inputs,
-        }],
-        &[TopicRecords {
-            topic: "out",
-            records: &outputs,
-        }],
-        10,
-    );
+    let report = check_one(&Identity::Key, &inputs, &outputs);
     assert!(!report.passed);
     assert!(
         report
