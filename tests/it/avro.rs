@@ -315,6 +315,31 @@ fn interop(python: &str, args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("avro_interop.py printed no JSON ({e}); stderr: {stderr}"))
 }
 
+/// Python's `consume` of `count` records from `topic`, decoded with the registry at `url`.
+fn interop_consume(
+    python: &str,
+    bootstrap: &str,
+    url: &str,
+    topic: &str,
+    count: usize,
+) -> serde_json::Value {
+    let count = count.to_string();
+    interop(
+        python,
+        &[
+            "consume",
+            "--bootstrap",
+            bootstrap,
+            "--registry",
+            url,
+            "--topic",
+            topic,
+            "--count",
+            &count,
+        ],
+    )
+}
+
 fn confluent_python_client_interoperates() {
     let broker = require_broker!();
     let url = require_registry!();
@@ -371,20 +396,7 @@ fn confluent_python_client_interoperates() {
         .iter()
         .map(|o| (o.id.as_str(), expected_enrichment(o)))
         .collect();
-    let read = interop(
-        &python,
-        &[
-            "consume",
-            "--bootstrap",
-            bootstrap,
-            "--registry",
-            &url,
-            "--topic",
-            pipeline.output(),
-            "--count",
-            "5",
-        ],
-    );
+    let read = interop_consume(&python, bootstrap, &url, pipeline.output(), 5);
     let records = read["records"].as_array().expect("records");
     assert_eq!(records.len(), 5, "{read}");
     for record in records {
@@ -403,20 +415,7 @@ fn confluent_python_client_interoperates() {
             Some(pipeline.input())
         );
     }
-    let read = interop(
-        &python,
-        &[
-            "consume",
-            "--bootstrap",
-            bootstrap,
-            "--registry",
-            &url,
-            "--topic",
-            &pipeline.invalid,
-            "--count",
-            "1",
-        ],
-    );
+    let read = interop_consume(&python, bootstrap, &url, &pipeline.invalid, 1);
     let invalid: Order = serde_json::from_value(read["records"][0]["value"].clone())
         .unwrap_or_else(|e| panic!("Python's decoding of the invalid order: {e}: {read}"));
     assert_eq!(invalid, orders[5]);
