@@ -47,27 +47,7 @@ fn passthrough_delivers_every_record_exactly_once_in_input_order() {
         ));
     }
 
-    let committed = pipeline.group_offsets(true).committed();
-    let committed: Vec<i64> = committed.iter().map(|o| o.unwrap_or(0)).collect();
-    assert_eq!(
-        committed, ends,
-        "the group's committed offsets must equal the input's end offsets"
-    );
-
-    let lso = common::end_offsets(
-        &pipeline.bootstrap,
-        &pipeline.output,
-        Isolation::ReadCommitted,
-    );
-    let hw = common::end_offsets(
-        &pipeline.bootstrap,
-        &pipeline.output,
-        Isolation::ReadUncommitted,
-    );
-    assert_eq!(
-        lso, hw,
-        "an output partition has an open transaction (last stable offset < high watermark)"
-    );
+    pipeline.assert_settled_at(&ends);
 
     // Duplicates there are not asserted against (an abort on a retriable error would be
     // legitimate), but the read_uncommitted view holds everything read_committed does.

@@ -103,20 +103,7 @@ fn zombie_instance_is_fenced_and_its_writes_stay_invisible() {
             "SIGTERM of instance B should exit 0, got {status}"
         ));
     }
-    assert!(
-        pipeline.output_settled(),
-        "B left an open transaction behind (LSO < high watermark)"
-    );
-    let committed: Vec<i64> = pipeline
-        .group_offsets(true)
-        .committed()
-        .iter()
-        .map(|o| o.unwrap_or(0))
-        .collect();
-    assert_eq!(
-        committed, ends,
-        "the group's committed offsets must equal the input's end offsets"
-    );
+    pipeline.assert_settled_at(&ends);
 }
 
 /// Static membership: a second live instance joins with the first one's `group.instance.id`.

@@ -188,6 +188,28 @@ impl Pipeline {
         no_open_transaction(&self.bootstrap, &self.output)
     }
 
+    /// Asserts the end state of a run that stopped cleanly: no transaction is left open on the
+    /// output (last stable offset = high watermark on every partition), and the group's stable
+    /// committed offsets are the input's end offsets `ends`.
+    pub fn assert_settled_at(&self, ends: &[i64]) {
+        let lso = end_offsets(&self.bootstrap, &self.output, Isolation::ReadCommitted);
+        let hw = end_offsets(&self.bootstrap, &self.output, Isolation::ReadUncommitted);
+        assert_eq!(
+            lso, hw,
+            "an output partition has an open transaction (last stable offset < high watermark)"
+        );
+        let committed: Vec<i64> = self
+            .group_offsets(true)
+            .committed()
+            .iter()
+            .map(|o| o.unwrap_or(0))
+            .collect();
+        assert_eq!(
+            committed, ends,
+            "the group's committed offsets must equal the input's end offsets"
+        );
+    }
+
     /// Sum of the output's high watermarks (records, aborted ones and transaction markers).
     pub fn output_size(&self) -> i64 {
         end_offsets(&self.bootstrap, &self.output, Isolation::ReadUncommitted)
