@@ -3,6 +3,7 @@
 //! aborted transaction reaches read_committed readers, and nothing is lost.
 
 use crate::common;
+use common::orders_stage::stop_cleanly;
 
 use common::below_committed;
 use common::read::{seen_but_not_settled, LiveReader};
@@ -80,13 +81,7 @@ fn poison_record_aborts_the_open_transaction_and_exits_1() {
     // A healthy instance in the same group (same transactional id) processes the rest.
     let mut healthy = pipeline.stage("passthrough").instance("p").spawn();
     pipeline.wait_drained(&mut healthy, &writer.end_offsets());
-    healthy.sigterm();
-    let status = healthy.wait_exit(PATIENCE);
-    if exit_code(status) != Some(0) {
-        healthy.fail(&format!(
-            "SIGTERM after the drain should exit 0, got {status}"
-        ));
-    }
+    stop_cleanly(&mut healthy);
     let report = pipeline.check_committed(&writer.written);
     report.assert_exactly_once_in_order("read_committed output after the healthy instance drained");
 }
@@ -139,13 +134,7 @@ fn random_aborts_leave_every_record_exactly_once_with(extra: &[(&str, &str)]) {
     }
     let mut stage = spec.spawn();
     pipeline.wait_drained(&mut stage, &ends);
-    stage.sigterm();
-    let status = stage.wait_exit(PATIENCE);
-    if exit_code(status) != Some(0) {
-        stage.fail(&format!(
-            "SIGTERM after the drain should exit 0, got {status}"
-        ));
-    }
+    stop_cleanly(&mut stage);
 
     let settled = pipeline.read_output(Isolation::ReadCommitted);
     let committed = common::check(&writer.written, &settled);

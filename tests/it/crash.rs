@@ -178,6 +178,7 @@ fn at_least_once_loses_nothing_but_duplicates_across_sigkill_restarts() {
 pub mod fail_points {
     use std::process::ExitStatus;
 
+    use super::common::orders_stage::stop_cleanly;
     use super::common::stage::{exit_code, exit_signal};
     use super::common::{Pipeline, Verdict};
     use super::PATIENCE;
@@ -232,13 +233,7 @@ pub mod fail_points {
 
         let mut stage = base.spawn();
         pipeline.wait_drained(&mut stage, &ends);
-        stage.sigterm();
-        let status = stage.wait_exit(PATIENCE);
-        if exit_code(status) != Some(0) {
-            stage.fail(&format!(
-                "SIGTERM after the drain should exit 0, got {status}"
-            ));
-        }
+        stop_cleanly(&mut stage);
         let report = pipeline.check_committed(&writer.written);
         report.assert_exactly_once_in_order(&format!(
             "read_committed output after crashes at {point}"

@@ -3,10 +3,10 @@
 //! group's offsets at the input's end and no transaction open.
 
 use crate::common;
+use common::orders_stage::stop_cleanly;
 
 use common::input::ID_HEADER;
-use common::stage::exit_code;
-use common::{Isolation, Pipeline, PATIENCE};
+use common::{Isolation, Pipeline};
 
 const RECORDS: usize = 100_000;
 
@@ -39,13 +39,7 @@ fn passthrough_delivers_every_record_exactly_once_in_input_order() {
         );
     }
 
-    stage.sigterm();
-    let status = stage.wait_exit(PATIENCE);
-    if exit_code(status) != Some(0) {
-        stage.fail(&format!(
-            "SIGTERM after the drain should exit 0, got {status}"
-        ));
-    }
+    stop_cleanly(&mut stage);
 
     pipeline.assert_settled_at(&ends);
 

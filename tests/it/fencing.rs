@@ -4,6 +4,7 @@
 //! becoming visible, and the read_committed output holds every id exactly once.
 
 use crate::common;
+use common::orders_stage::stop_cleanly;
 
 use std::time::Duration;
 
@@ -141,13 +142,7 @@ fn a_second_live_instance_with_the_same_group_instance_id_stops_the_first_with_e
         first.fail("the message should say to give every instance a distinct instance_id");
     }
     pipeline.wait_drained(&mut second, &ends);
-    second.sigterm();
-    let status = second.wait_exit(PATIENCE);
-    if exit_code(status) != Some(0) {
-        second.fail(&format!(
-            "SIGTERM after the drain should exit 0, got {status}"
-        ));
-    }
+    stop_cleanly(&mut second);
     pipeline
         .check_committed(&writer.written)
         .assert_exactly_once_in_order("read_committed output after one member was fenced");

@@ -7,6 +7,7 @@
 //! before re-creation (run against an older build with `KSTAGE_TEST_BINARY`, the same happens).
 
 use crate::common;
+use common::orders_stage::stop_cleanly;
 
 use common::stage::exit_code;
 use common::{Pipeline, StageSpec, Verdict, PATIENCE};
@@ -40,13 +41,7 @@ fn hung_call_is_settled_without_an_exit(failpoints: &str) {
     if !stage.stderr().contains(RECREATED) {
         stage.fail("the hung call should have been settled by a re-created producer");
     }
-    stage.sigterm();
-    let status = stage.wait_exit(PATIENCE);
-    if exit_code(status) != Some(0) {
-        stage.fail(&format!(
-            "SIGTERM after the drain should exit 0, got {status}"
-        ));
-    }
+    stop_cleanly(&mut stage);
     pipeline
         .check_committed(&writer.written)
         .assert_exactly_once_in_order("read_committed output after a hung call was settled");

@@ -3,6 +3,7 @@
 //! then processes the rest exactly once.
 
 use crate::common;
+use common::orders_stage::stop_cleanly;
 
 use std::time::Duration;
 
@@ -62,13 +63,7 @@ fn sigterm_mid_stream_commits_cleanly_and_restart_resumes_exactly_once() {
     // The restart picks up exactly where the committed offsets say and drains the rest.
     let mut stage = spec.spawn();
     pipeline.wait_drained(&mut stage, &ends);
-    stage.sigterm();
-    let status = stage.wait_exit(PATIENCE);
-    if exit_code(status) != Some(0) {
-        stage.fail(&format!(
-            "SIGTERM after the drain should exit 0, got {status}"
-        ));
-    }
+    stop_cleanly(&mut stage);
     let report = pipeline.check_committed(&writer.written);
     report.assert_exactly_once_in_order("read_committed output after the restart drained");
     pipeline.assert_settled_at(&ends);
