@@ -79,10 +79,9 @@ pub fn partition_count(bootstrap: &str, topic: &str) -> i32 {
     i32::try_from(t.partitions().len()).expect("partition count fits in i32")
 }
 
-/// Reads `topic` from the beginning to its current end as `isolation` sees it (the high
-/// watermark for read_uncommitted, the last stable offset for read_committed), every partition.
-/// Records are returned per partition in offset order.
-pub fn read_topic(bootstrap: &str, topic: &str, isolation: Isolation) -> Vec<ReadRecord> {
+/// A standalone consumer assigned every partition of `topic` from the beginning, and the
+/// partition count.
+fn from_the_beginning(bootstrap: &str, topic: &str, isolation: Isolation) -> (i32, BaseConsumer) {
     let partitions = partition_count(bootstrap, topic);
     let consumer = standalone_consumer(bootstrap, isolation);
     let mut assignment = TopicPartitionList::new();
@@ -92,6 +91,14 @@ pub fn read_topic(bootstrap: &str, topic: &str, isolation: Isolation) -> Vec<Rea
             .expect("add partition to assignment");
     }
     consumer.assign(&assignment).expect("assign partitions");
+    (partitions, consumer)
+}
+
+/// Reads `topic` from the beginning to its current end as `isolation` sees it (the high
+/// watermark for read_uncommitted, the last stable offset for read_committed), every partition.
+/// Records are returned per partition in offset order.
+pub fn read_topic(bootstrap: &str, topic: &str, isolation: Isolation) -> Vec<ReadRecord> {
+    let (partitions, consumer) = from_the_beginning(bootstrap, topic, isolation);
 
     // A deadline on silence, not on the whole read: a large output (the soak's) takes longer.
     let timeout = Duration::from_secs(120);
@@ -263,15 +270,7 @@ pub struct LiveReader {
 impl LiveReader {
     pub fn start(bootstrap: &str, topic: &str, isolation: Isolation) -> Self {
         use std::sync::atomic::{AtomicBool, Ordering};
-        let partitions = partition_count(bootstrap, topic);
-        let consumer = standalone_consumer(bootstrap, isolation);
-        let mut assignment = TopicPartitionList::new();
-        for p in 0..partitions {
-            assignment
-                .add_partition_offset(topic, p, Offset::Beginning)
-                .expect("add partition to assignment");
-        }
-        consumer.assign(&assignment).expect("assign partitions");
+        let (_, consumer) = from_the_beginning(bootstrap, topic, isolation);
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&stop);
         let topic = topic.to_string();
