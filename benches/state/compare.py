@@ -217,9 +217,11 @@ def run_app(args, admin, kind, topology, round_no, work):
         before = gen.produced
         gen.produce(args.bootstrap, input_topic, args.kill_chunk)
         app.start()
-        _, at_kill = wait_for(offsets, lambda c: c >= before + args.kill_chunk // 2, app, 1800,
-                              "half of the chunk")
+        wait_for(offsets, lambda c: c >= before + args.kill_chunk // 2, app, 1800,
+                 "half of the chunk")
         app.stop(signal.SIGKILL)
+        at_kill = offsets.committed()  # read after the process is gone: nothing commits now
+        result["killed_at_committed"] = at_kill
         app.start()
         t, _ = wait_for(offsets, lambda c: c > at_kill, app, 1800, "progress after the kill")
         t_done, _ = wait_for(offsets, lambda c: c >= gen.produced, app, 1800, "drain after kill")
