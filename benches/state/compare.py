@@ -220,7 +220,9 @@ def run_app(args, admin, kind, topology, round_no, work):
         wait_for(offsets, lambda c: c >= before + args.kill_chunk // 2, app, 1800,
                  "half of the chunk")
         app.stop(signal.SIGKILL)
-        at_kill = offsets.committed()  # read after the process is gone: nothing commits now
+        at_kill = -1
+        while at_kill < 0:  # read after the process is gone: nothing commits now
+            at_kill = offsets.committed()
         result["killed_at_committed"] = at_kill
         app.start()
         t, _ = wait_for(offsets, lambda c: c > at_kill, app, 1800, "progress after the kill")
