@@ -17,8 +17,8 @@ three phases:
    summed too: Kafka Streams' restore listener (records, ms) and its RUNNING transition,
    kstage's "The partition's state is restored" lines (records, seconds).
 3. unclean kill: a chunk of records more is appended; the app runs until half of the chunk is
-   committed and gets SIGKILL; the restart's "ready" is the time until the committed offsets
-   move past where they were at the kill. Kafka Streams under exactly_once_v2 wipes its stores
+   committed and gets SIGKILL; the restart's "ready" is the time until every partition with
+   records left has committed past where the kill left it. Kafka Streams under exactly_once_v2 wipes its stores
    after an unclean shutdown; kstage keeps its store. The run then drains the chunk, and the
    output is checked against the truth once more (the kill must not change any count).
 
@@ -67,10 +67,17 @@ class Offsets:
         self.tps = [TopicPartition(topic, p) for p in range(parts)]
 
     def committed(self):
+        parts = self.per_partition()
+        return -1 if parts is None else sum(parts)
+
+    def per_partition(self):
         try:
-            return sum(max(tp.offset, 0) for tp in self.c.committed(self.tps, timeout=10))
+            return [max(tp.offset, 0) for tp in self.c.committed(self.tps, timeout=10)]
         except Exception:  # the coordinator may be busy with a rebalance: try again
-            return -1
+            return None
+
+    def ends(self):
+        return [self.c.get_watermark_offsets(tp, timeout=10)[1] for tp in self.tps]
 
     def close(self):
         self.c.close()
@@ -164,6 +171,20 @@ def wait_for(offsets, pred, app, deadline_s, what):
     raise RuntimeError(f"{app.kind}: no {what} within {deadline_s} s; see {app.log}")
 
 
+def wait_progress(offsets, at_kill, ends, app, deadline_s):
+    """Waits until each partition with records after `at_kill` has committed past it."""
+    left = [p for p, (k, e) in enumerate(zip(at_kill, ends)) if e > k]
+    end = time.time() + deadline_s
+    while time.time() < end:
+        now = offsets.per_partition()
+        if now is not None and all(now[p] > at_kill[p] for p in left):
+            return time.time()
+        if app.proc.poll() is not None:
+            raise RuntimeError(f"{app.kind} exited waiting for progress; see {app.log}")
+        time.sleep(0.05)
+    raise RuntimeError(f"{app.kind}: no progress on every partition after the kill")
+
+
 def check(args, app, gen):
     """Compares the app's output (read_committed) with the truth; returns a short verdict."""
     got = data.read_output(args.bootstrap, app.output, args.partitions, app.topology)
@@ -220,12 +241,15 @@ def run_app(args, admin, kind, topology, round_no, work):
         wait_for(offsets, lambda c: c >= before + args.kill_chunk // 2, app, 1800,
                  "half of the chunk")
         app.stop(signal.SIGKILL)
-        at_kill = -1
-        while at_kill < 0:  # read after the process is gone: nothing commits now
-            at_kill = offsets.committed()
-        result["killed_at_committed"] = at_kill
+        at_kill = None
+        while at_kill is None:  # read after the process is gone: nothing commits now
+            at_kill = offsets.per_partition()
+        ends = offsets.ends()
+        result["killed_at_committed"] = sum(at_kill)
         app.start()
-        t, _ = wait_for(offsets, lambda c: c > at_kill, app, 1800, "progress after the kill")
+        # Ready: every partition with records left has committed past where the kill left it
+        # (kstage restores a partition on its first record; Kafka Streams before RUNNING).
+        t = wait_progress(offsets, at_kill, ends, app, 1800)
         t_done, _ = wait_for(offsets, lambda c: c >= gen.produced, app, 1800, "drain after kill")
         records, seconds, running = app.restore_figures()
         result.update(killed_ready_s=round(t - app.started, 2), killed_restored=records,

@@ -14,7 +14,8 @@ import sys
 COLUMNS = [("records_per_s", "records/s"), ("cpu_us_per_record", "CPU µs/record"),
            ("peak_rss_mib", "peak RSS MiB"), ("deleted_ready_s", "ready after delete s"),
            ("deleted_restored", "restored records"), ("deleted_restore_s", "restore s (own)"),
-           ("killed_ready_s", "ready after SIGKILL s"), ("killed_restored", "restored records"),
+           ("killed_ready_s", "ready after SIGKILL s (all partitions)"),
+           ("killed_restored", "restored records"),
            ("killed_restore_s", "restore s (own)")]
 
 
