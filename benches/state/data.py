@@ -25,7 +25,10 @@ class Generator:
         self.keys, self.partitions = keys, partitions
         self.rng = random.Random(seed)
         # Event time: far enough in the past for the whole run, recent enough for retention.
-        self.base = int(time.time() * 1000) - 2 * (records + 1_000_000)
+        # Rounded to the hour, so every run's windows start at the same offsets in the sequence
+        # (a 60 s window then holds the same records in every run of the same size).
+        base = int(time.time() * 1000) - 2 * (records + 1_000_000)
+        self.base = base - base % 3_600_000
         self.produced = 0
         self.sent = []  # (key number, timestamp) of every record produced, in order
 
