@@ -9,6 +9,8 @@
 #        scripts/bench.sh --help                            # every harness option
 #        scripts/bench.sh sink [--records N ...]            # Kafka into PostgreSQL:
 #            kstage sink (both modes), COPY, the Debezium JDBC sink (benches/sink/run.sh)
+#        scripts/bench.sh state [--records N ...]           # count and windowed-count
+#            against Kafka Streams (benches/state/compare.sh; needs KSTAGE_TEST_BOOTSTRAP)
 #
 # Steps:
 #   1. cargo build --release: the kstage binary, the harness and the raw copy
@@ -34,6 +36,10 @@ readonly MVN="${MVN:-mvn}"
 if [[ "${1:-}" == "sink" ]]; then
   shift
   exec "${ROOT}/benches/sink/run.sh" "$@"
+fi
+if [[ "${1:-}" == "state" ]]; then
+  shift
+  exec "${ROOT}/benches/state/compare.sh" "$@"
 fi
 
 for arg in "$@"; do
