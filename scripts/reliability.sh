@@ -10,8 +10,12 @@
 #   reliability_floor::, reliability_network:: and reliability_soak:: run.
 #
 # Steps:
-#   1. builds the tests (cargo test --features fault-injection --no-run)
-#   2. starts a single-node broker and a three-node cluster (KRaft, replication 3,
+#   1. builds the tests (cargo test --features fault-injection --no-run) and the
+#      Kafka Streams peer of the fail-over comparison (mvn package of
+#      benches/kafka-streams; its jars come from Maven Central, cached in ~/.m2)
+#   2. starts a single-node broker (with a 6 s consumer-protocol session timeout,
+#      group.consumer.session.timeout.ms, for the KIP-848 fail-over measurement)
+#      and a three-node cluster (KRaft, replication 3,
 #      min.insync.replicas=2, proxied mode: a Toxiproxy port per node for the
 #      network-fault scenarios, built once by scripts/toxiproxy.sh) through
 #      scripts/kafka.sh, on private ports and data directories; both are stopped
@@ -29,6 +33,7 @@
 #   KSTAGE_CHAOS_SEED                replay the fault choices of a run (printed per scenario)
 #   KSTAGE_SOAK_RECORDS, KSTAGE_SOAK_RATE  resize the soak (default 1000000 at 2500/s)
 #   KSTAGE_CHAOS_TRANSACTION_TIMEOUT transaction.timeout.ms of the stages, seconds (default 10)
+#   MVN                              Maven (default mvn)
 #   plus everything scripts/kafka.sh reads (KSTAGE_CACHE, KSTAGE_KAFKA_VERSION, JAVA_HOME).
 
 set -euo pipefail
@@ -100,10 +105,10 @@ render() {
     echo
     echo "Fail-over, seconds until every input partition committed again / every output partition's LSO moved again (3 rounds each):"
     echo
-    echo "| membership | SIGKILL, same instance id restarted at once | SIGKILL, instance gone (survivor takes over) | SIGSTOP past the transaction timeout (survivor takes over) | verified |"
-    echo "|---|---|---|---|---|"
-    jq -r 'def s(a; b): [a, b] | transpose | map("\(.[0] * 10 | round / 10) / \(.[1] * 10 | round / 10)") | join(", ");
-      select(.failover) | "| \(if .static_membership then "static" else "dynamic" end) | \(s(.restart_s; .restart_visible_s)) | \(s(.takeover_s; .takeover_visible_s)) | \(s(.zombie_s; .zombie_visible_s)) | \(if .passed and .live_unsettled == 0 then "exactly once" else "FAILED" end) |"' \
+    echo "| instances | membership | SIGKILL, same instance id restarted at once | SIGKILL, instance gone (survivor takes over) | SIGSTOP past the transaction timeout (survivor takes over) | rolling restart step: longest stall | verified |"
+    echo "|---|---|---|---|---|---|---|"
+    jq -r 'def s(a; b): [a, b] | transpose | map("\(.[0] * 10 | round / 10) / \(.[1] * 10 | round / 10)") | join(", ") | if . == "" then "not run" else . end;
+      select(.failover) | "| \(.contender // "kstage") | \(if .static_membership then "static" else "dynamic" end) | \(s(.restart_s; .restart_visible_s)) | \(s(.takeover_s; .takeover_visible_s)) | \(s(.zombie_s; .zombie_visible_s)) | \(s(.rolling_s; .rolling_visible_s)) | \(if .passed and .live_unsettled == 0 then "exactly once" else "FAILED" end) |"' \
       "${OUT}/results.jsonl"
   fi
 }
@@ -122,10 +127,13 @@ fi
 
 say "Building"
 cargo test --features fault-injection --test it --no-run
+"${MVN:-mvn}" -q -f benches/kafka-streams/pom.xml package
 
 say "Starting a single broker (:${SINGLE_PORT}) and a three-node cluster (:${CLUSTER_PORT})"
 STARTED=1
-SINGLE="$(kafka "${SINGLE_DATA}" "${SINGLE_PORT}" start --brokers 1)"
+SINGLE="$(kafka "${SINGLE_DATA}" "${SINGLE_PORT}" start --brokers 1 \
+  --prop group.consumer.session.timeout.ms=6000 --prop group.consumer.min.session.timeout.ms=6000 \
+  --prop group.consumer.heartbeat.interval.ms=1000 --prop group.consumer.min.heartbeat.interval.ms=1000)"
 kafka "${CLUSTER_DATA}" "${CLUSTER_PORT}" start --brokers 3 --proxied >/dev/null
 "${SCRIPTS}/toxiproxy.sh" fetch
 

@@ -9,11 +9,16 @@
 
 use crate::common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::chaos::failover::{self, takeover_bound, Resumed};
+use common::chaos::failover::{takeover_bound, Setup};
+use common::chaos::failover_report::{broker_setting, measure_and_check};
 use common::chaos::faults::{Fault, Target};
-use common::chaos::{append_line, scenario, Expect, Scenario};
+use common::chaos::fleet::Runtime;
+use common::chaos::instance::StreamsApp;
+use common::chaos::scenario::transaction_timeout;
+use common::chaos::{scenario, Expect, Scenario};
 
 /// A broken stage may never catch up with its input (it skipped records): stop waiting sooner.
 const NEGATIVE_DRAIN_STALL: Duration = Duration::from_secs(15);
@@ -143,62 +148,58 @@ fn negative_control_at_least_once_is_caught_duplicating_records() {
 fn fail_over_is_within_seconds_on_restart_and_within_the_transaction_timeout_on_takeover() {
     let broker = common::broker();
     for static_membership in [false, true] {
-        let times = failover::measure(&broker.bootstrap, 3, static_membership);
-        let secs = |d: &[Resumed], output: bool| -> Vec<f64> {
-            d.iter()
-                .map(|r| if output { r.output } else { r.input }.as_secs_f64())
-                .collect()
+        let setup = Setup {
+            static_membership,
+            ..Setup::default()
         };
-        let (input, output) = (false, true);
-        eprintln!(
-            "fail-over (static membership: {static_membership}), input resumed / output readable \
-             after: restart {:?} / {:?} s, takeover {:?} / {:?} s, zombie {:?} / {:?} s, \
-             rolling {:?} / {:?} s; zombies: {:?}\n{}",
-            secs(&times.restart, input),
-            secs(&times.restart, output),
-            secs(&times.takeover, input),
-            secs(&times.takeover, output),
-            secs(&times.zombie, input),
-            secs(&times.zombie, output),
-            secs(&times.rolling, input),
-            secs(&times.rolling, output),
-            times.zombie_exits,
-            times.report
+        measure_and_check(&broker.bootstrap, "kstage", &setup, 3, takeover_bound());
+    }
+}
+
+/// Kafka Streams (exactly_once_v2, the `PassthroughApp` of benches/kafka-streams) as the two
+/// instances, without and with `group.instance.id`: restart, takeover and rolling step.
+fn fail_over_of_kafka_streams_with_and_without_group_instance_id_in_the_same_harness() {
+    let broker = common::broker();
+    let app = Arc::new(StreamsApp::new(transaction_timeout()));
+    for static_membership in [false, true] {
+        let setup = Setup {
+            static_membership,
+            runtime: Runtime::KafkaStreams(Arc::clone(&app)),
+            no_zombie: true,
+            ..Setup::default()
+        };
+        measure_and_check(
+            &broker.bootstrap,
+            "kafka-streams",
+            &setup,
+            3,
+            takeover_bound(),
         );
-        if let Ok(path) = std::env::var("KSTAGE_RELIABILITY_RESULTS") {
-            let line = serde_json::json!({
-                "failover": true,
-                "static_membership": static_membership,
-                "records": times.records,
-                "restart_s": secs(&times.restart, input),
-                "restart_visible_s": secs(&times.restart, output),
-                "takeover_s": secs(&times.takeover, input),
-                "takeover_visible_s": secs(&times.takeover, output),
-                "zombie_s": secs(&times.zombie, input),
-                "zombie_visible_s": secs(&times.zombie, output),
-                "rolling_s": secs(&times.rolling, input),
-                "rolling_visible_s": secs(&times.rolling, output),
-                "zombie_exits": times.zombie_exits,
-                "passed": times.report.passed,
-                "live_unsettled": times.live_unsettled,
-            });
-            append_line(&path, &line);
-        }
-        assert!(times.report.passed, "{}", times.report);
-        assert_eq!(times.live_unsettled, 0);
-        let all = times
-            .restart
-            .iter()
-            .chain(&times.takeover)
-            .chain(&times.zombie)
-            .chain(&times.rolling);
-        for t in all {
-            assert!(
-                t.input.max(t.output) <= takeover_bound(),
-                "a fail-over took {t:?}, above {:?}",
-                takeover_bound()
-            );
-        }
+    }
+}
+
+/// KIP-848: the stages with `group.protocol=consumer`, static membership and not. The dead
+/// member's partitions move after the broker's `group.consumer.session.timeout.ms` (45 s by
+/// default; `scripts/reliability.sh` starts the broker with 6 s), which the bound adds.
+fn fail_over_with_the_kip_848_consumer_protocol_stays_exactly_once() {
+    let broker = common::broker();
+    let session = broker_setting(&broker.bootstrap, "group.consumer.session.timeout.ms")
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis)
+        .expect("the broker's group.consumer.session.timeout.ms");
+    for static_membership in [true, false] {
+        let setup = Setup {
+            static_membership,
+            consumer_protocol: true,
+            ..Setup::default()
+        };
+        measure_and_check(
+            &broker.bootstrap,
+            "kstage, group.protocol=consumer",
+            &setup,
+            3,
+            takeover_bound() + session,
+        );
     }
 }
 
@@ -212,4 +213,6 @@ trials! {
     negative_control_read_uncommitted_downstream_is_caught_reading_aborted_records => [Broker, FullRun],
     negative_control_at_least_once_is_caught_duplicating_records => [Broker, FullRun],
     fail_over_is_within_seconds_on_restart_and_within_the_transaction_timeout_on_takeover => [Broker, FullRun],
+    fail_over_of_kafka_streams_with_and_without_group_instance_id_in_the_same_harness => [Broker, FullRun],
+    fail_over_with_the_kip_848_consumer_protocol_stays_exactly_once => [Broker, FullRun],
 }

@@ -27,14 +27,21 @@
 //!   timeout. The clean stop commits on its way out, so "first commit after the hit" says
 //!   nothing here: this case reports the longest time any input partition (and any output
 //!   partition's LSO) went without moving, over the [`ROLLING_WINDOW`] from the SIGTERM.
+//!
+//! What runs as the instances is a [`Setup`]: `kstage` with the classic group protocol (static
+//! membership or not), `kstage` with KIP-848's `group.protocol=consumer`, or the Kafka Streams
+//! peer (`group.instance.id` or not). The probes are the same for all: committed offsets and
+//! LSOs time the fail-over; "`a1` owns a partition" comes from the classic DescribeGroups API,
+//! or for a consumer-protocol group (which DescribeGroups does not describe) from
+//! ConsumerGroupDescribe through Kafka's own `kafka-consumer-groups.sh` ([`described_owners`]).
 
 use std::time::{Duration, Instant};
 
 use kstage::verify::read::{Client, VerifyConsumer};
 use kstage::verify::{Isolation, Report};
 
-use super::feed::{assignment, drained, Feeder, Progress};
-use super::fleet::Fleet;
+use super::feed::{assignment, described_owners, drained, Feeder, Progress};
+use super::fleet::{Fleet, Runtime};
 use super::scenario::transaction_timeout;
 use super::verifier::Verification;
 use crate::common::broker::{create_topic, unique_name};
@@ -67,9 +74,26 @@ pub struct FailoverTimes {
     pub rolling: Vec<Resumed>,
     /// What each zombie did after SIGCONT, with its log lines about it.
     pub zombie_exits: Vec<String>,
+    /// Exits nobody asked for, and SIGTERMs that did not end with exit 0 (from the fleet).
+    pub unplanned_exits: Vec<String>,
+    pub unclean_stops: Vec<String>,
     pub report: Report,
     pub live_unsettled: usize,
     pub records: u64,
+}
+
+/// What runs as the two instances, and how their group works.
+#[derive(Clone, Default)]
+pub struct Setup {
+    /// Static group membership (`group.instance.id`): kstage's default, Kafka Streams' option.
+    pub static_membership: bool,
+    /// `kstage` (the default) or the Kafka Streams peer.
+    pub runtime: Runtime,
+    /// KIP-848 (kstage only): `group.protocol=consumer`; the session timeout is then the
+    /// broker's `group.consumer.session.timeout.ms`, not the harness's 6 s.
+    pub consumer_protocol: bool,
+    /// Skip the SIGSTOP case.
+    pub no_zombie: bool,
 }
 
 /// The committed offsets of the group and the LSOs of the output.
@@ -96,14 +120,14 @@ impl Probe {
 
 /// Runs `rounds` of each measurement on one pipeline (3 → 3 partitions, two instances) and
 /// verifies the pipeline at the end.
-pub fn measure(bootstrap: &str, rounds: usize, static_membership: bool) -> FailoverTimes {
+pub fn measure(bootstrap: &str, rounds: usize, setup: &Setup) -> FailoverTimes {
     let input = unique_name("failover-in");
     let output = unique_name("failover-out");
     create_topic(bootstrap, &input, 3);
     create_topic(bootstrap, &output, 3);
     let feeder = Feeder::start(InputWriter::new(bootstrap, &input, 3), u64::MAX, 300);
     let live = LiveReader::start(bootstrap, &output, Isolation::ReadCommitted);
-    let spec = StageSpec::new(
+    let mut spec = StageSpec::new(
         bootstrap,
         "passthrough",
         &input,
@@ -116,8 +140,27 @@ pub fn measure(bootstrap: &str, rounds: usize, static_membership: bool) -> Failo
     )
     .arg("--kafka", "heartbeat.interval.ms=1000")
     .arg("--metrics-address", "off");
+    if setup.consumer_protocol {
+        // librdkafka refuses the classic-only session and heartbeat settings with KIP-848.
+        let classic_only = |p: &[String]| {
+            p[0] == "--kafka"
+                && ["session.", "heartbeat."]
+                    .iter()
+                    .any(|k| p[1].starts_with(k))
+        };
+        spec.args = (spec
+            .args
+            .chunks(2)
+            .filter(|p| !classic_only(p))
+            .flatten()
+            .cloned())
+        .collect();
+        spec = spec.arg("--consumer-property", "group.protocol=consumer");
+    }
     let mut fleet = Fleet::new("A", spec, None);
-    fleet.static_membership = static_membership;
+    fleet.static_membership = setup.static_membership;
+    fleet.runtime = setup.runtime.clone();
+    let owns = |fleet: &mut Fleet| owns_partitions(fleet, bootstrap, "a1", setup.consumer_protocol);
     fleet.scale_out();
     fleet.scale_out();
     let group = fleet.group().to_string();
@@ -133,43 +176,26 @@ pub fn measure(bootstrap: &str, rounds: usize, static_membership: bool) -> Failo
     let mut times = FailoverTimes::default();
 
     for round in 0..rounds {
-        owns_partitions(&mut fleet, bootstrap, "a1");
+        owns(&mut fleet);
         settled_ownership(&mut fleet, &probe);
         let t = resumed_after(&mut fleet, &probe, |f| f.kill("a1"));
         eprintln!("round {round}: SIGKILL, restart with the same id: {t:?}");
         times.restart.push(t);
 
-        owns_partitions(&mut fleet, bootstrap, "a1");
+        owns(&mut fleet);
         settled_ownership(&mut fleet, &probe);
         let t = resumed_after(&mut fleet, &probe, |f| f.kill_for_good("a1"));
         eprintln!("round {round}: SIGKILL, takeover by the survivor: {t:?}");
         times.takeover.push(t);
         fleet.start_instance("a1");
 
-        owns_partitions(&mut fleet, bootstrap, "a1");
-        settled_ownership(&mut fleet, &probe);
-        let t = resumed_after(&mut fleet, &probe, |f| f.freeze("a1"));
-        eprintln!("round {round}: SIGSTOP, takeover by the survivor: {t:?}");
-        times.zombie.push(t);
-        let log_from = fleet.stderr_len("a1");
-        fleet.thaw("a1");
-        let until = Instant::now() + Duration::from_secs(30);
-        let exit = loop {
-            if let Some(status) = fleet.exited("a1") {
-                break format!("exited ({status})");
-            }
-            if Instant::now() > until {
-                fleet.expect_exit("a1", false);
-                break "still running 30 s after SIGCONT".to_string();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let exit = format!("{exit}; log: {}", fleet.zombie_lines("a1", log_from));
-        eprintln!("round {round}: the zombie {exit}");
-        times.zombie_exits.push(exit);
-        fleet.supervise();
+        if !setup.no_zombie {
+            owns(&mut fleet);
+            settled_ownership(&mut fleet, &probe);
+            zombie(&mut fleet, &probe, round, &mut times);
+        }
 
-        owns_partitions(&mut fleet, bootstrap, "a1");
+        owns(&mut fleet);
         settled_ownership(&mut fleet, &probe);
         let t = longest_stall(&mut fleet, &probe, |f| f.term("a1"));
         eprintln!("round {round}: SIGTERM and restart with the same id (rolling): {t:?}");
@@ -184,6 +210,8 @@ pub fn measure(bootstrap: &str, rounds: usize, static_membership: bool) -> Failo
         std::thread::sleep(Duration::from_millis(500));
     }
     fleet.stop_all();
+    times.unplanned_exits = std::mem::take(&mut fleet.unplanned_exits);
+    times.unclean_stops = std::mem::take(&mut fleet.unclean_stops);
     times.live_unsettled = seen_but_not_settled(
         &live.stop(),
         &read_topic(bootstrap, &output, Isolation::ReadCommitted),
@@ -195,6 +223,8 @@ pub fn measure(bootstrap: &str, rounds: usize, static_membership: bool) -> Failo
         outputs: vec![output],
         groups: vec![group],
         settle_timeout: transaction_timeout() * 3,
+        // Kafka Streams writes no provenance headers: match by the value's id.
+        id_field: matches!(setup.runtime, Runtime::KafkaStreams(_)).then(|| "id".to_string()),
         ..Verification::default()
     }
     .run();
@@ -202,12 +232,42 @@ pub fn measure(bootstrap: &str, rounds: usize, static_membership: bool) -> Failo
     times
 }
 
-/// Waits until instance `id` owns a partition in a stable group (as the coordinator says).
-fn owns_partitions(fleet: &mut Fleet, bootstrap: &str, id: &str) {
-    let (group, client) = (fleet.group().to_string(), fleet.transactional_id(id));
+/// SIGSTOP of `a1` until the survivor took over, then SIGCONT: what the zombie did.
+fn zombie(fleet: &mut Fleet, probe: &Probe, round: usize, times: &mut FailoverTimes) {
+    let t = resumed_after(fleet, probe, |f| f.freeze("a1"));
+    eprintln!("round {round}: SIGSTOP, takeover by the survivor: {t:?}");
+    times.zombie.push(t);
+    let log_from = fleet.stderr_len("a1");
+    fleet.thaw("a1");
+    let until = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(status) = fleet.exited("a1") {
+            break format!("exited ({status})");
+        }
+        if Instant::now() > until {
+            fleet.expect_exit("a1", false);
+            break "still running 30 s after SIGCONT".to_string();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let exit = format!("{exit}; log: {}", fleet.zombie_lines("a1", log_from));
+    eprintln!("round {round}: the zombie {exit}");
+    times.zombie_exits.push(exit);
+    fleet.supervise();
+}
+
+/// Waits until instance `id` owns a partition in a stable group (as the coordinator says;
+/// for a consumer-protocol group: every partition owned, `id` some of them).
+fn owns_partitions(fleet: &mut Fleet, bootstrap: &str, id: &str, consumer_protocol: bool) {
+    let (group, client) = (fleet.group().to_string(), fleet.client_id(id));
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let owned = assignment(bootstrap, &group).and_then(|a| a.get(&client).copied());
+        let owners = if consumer_protocol {
+            described_owners(bootstrap, &group).filter(|a| a.values().sum::<usize>() == 3)
+        } else {
+            assignment(bootstrap, &group)
+        };
+        let owned = owners.and_then(|a| a.get(&client).copied());
         if owned.unwrap_or(0) > 0 {
             return;
         }

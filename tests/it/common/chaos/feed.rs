@@ -202,3 +202,48 @@ fn assigned_partitions(bytes: &[u8]) -> Option<usize> {
     }
     Some(total)
 }
+
+/// Partitions assigned to each member of `group` (by client id), as ConsumerGroupDescribe
+/// reports them through Kafka's `kafka-consumer-groups.sh --describe --members`
+/// (`ConsumerGroupCommand`, a JVM start per call): this describes consumer-protocol (KIP-848)
+/// groups too, which the classic DescribeGroups of [`assignment`] does not. `None` on an error.
+pub fn described_owners(bootstrap: &str, group: &str) -> Option<HashMap<String, usize>> {
+    let output = std::process::Command::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"),
+    )
+    .args([
+        "tool",
+        "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+        "--bootstrap-server",
+        bootstrap,
+        "--describe",
+        "--group",
+        group,
+        "--members",
+    ])
+    .output()
+    .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    members_table(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// The CLIENT-ID and #PARTITIONS columns of `--describe --members` output.
+fn members_table(text: &str) -> Option<HashMap<String, usize>> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines
+        .find(|l| l.contains("CLIENT-ID"))?
+        .split_whitespace()
+        .collect();
+    let client = header.iter().position(|h| *h == "CLIENT-ID")?;
+    let count = header.iter().position(|h| *h == "#PARTITIONS")?;
+    lines
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // A member's columns line up with the header's (HOST is "/127.0.0.1", no spaces).
+            (fields.len() == header.len())
+                .then(|| Some((fields[client].to_string(), fields[count].parse().ok()?)))?
+        })
+        .collect()
+}

@@ -5,17 +5,32 @@
 //! fault that kills an instance restarts it with the same id at once unless it says otherwise,
 //! as a Kubernetes StatefulSet would. [`Fleet::supervise`] restarts any instance that exited
 //! without being told to (an *unplanned exit*: the stage gave up on a fatal error), recording why.
+//!
+//! The instances are `kstage` processes, or for the fail-over comparison the Kafka Streams peer
+//! ([`Runtime::KafkaStreams`], see [`super::instance`]): the same faults and supervision apply.
 
 use std::collections::BTreeMap;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::stage::{exit_code, Stage, StageSpec};
+use super::instance::{Instance, StreamsApp};
+use crate::common::stage::{exit_code, StageSpec};
 use crate::common::PATIENCE;
+
+/// What runs as the fleet's instances.
+#[derive(Clone, Default)]
+pub enum Runtime {
+    /// `kstage run` with the fleet's [`StageSpec`].
+    #[default]
+    Kstage,
+    /// The Kafka Streams peer on the same topics and group (fail points do not apply).
+    KafkaStreams(Arc<StreamsApp>),
+}
 
 /// One instance.
 struct Member {
-    stage: Stage,
+    stage: Box<dyn Instance>,
     /// An exit is expected (an armed fail point, or a thawed zombie that should be fenced).
     expect_exit: bool,
     frozen: bool,
@@ -41,6 +56,8 @@ pub struct Fleet {
     pub static_membership: bool,
     /// Producer re-creations logged by the instances [`Self::stop_all`] stopped.
     pub recreations: usize,
+    /// What the instances are (`kstage` unless set).
+    pub runtime: Runtime,
 }
 
 impl Fleet {
@@ -71,6 +88,7 @@ impl Fleet {
             planned_exits: Vec::new(),
             unclean_stops: Vec::new(),
             static_membership: false,
+            runtime: Runtime::Kstage,
         }
     }
 
@@ -82,6 +100,16 @@ impl Fleet {
     /// The transactional id of instance `id`.
     pub fn transactional_id(&self, id: &str) -> String {
         format!("{}-{id}", self.spec.app_id)
+    }
+
+    /// The client id instance `id`'s consumer has in the group's description.
+    pub fn client_id(&self, id: &str) -> String {
+        match self.runtime {
+            Runtime::Kstage => self.transactional_id(id),
+            Runtime::KafkaStreams(_) => {
+                format!("{}-StreamThread-1-consumer", self.transactional_id(id))
+            }
+        }
     }
 
     /// Ids of the instances, in order.
@@ -111,8 +139,12 @@ impl Fleet {
         if !failpoints.is_empty() {
             spec = spec.env("FAILPOINTS", &failpoints.join(";"));
         }
+        let stage: Box<dyn Instance> = match &self.runtime {
+            Runtime::Kstage => Box::new(spec.spawn()),
+            Runtime::KafkaStreams(app) => Box::new(app.spawn(&spec, id, self.static_membership)),
+        };
         let member = Member {
-            stage: spec.spawn(),
+            stage,
             expect_exit: armed.is_some(),
             frozen: false,
         };

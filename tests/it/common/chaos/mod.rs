@@ -7,7 +7,8 @@
 //! * [`proxy`]: Toxiproxy between the stages and the brokers (network faults).
 //! * [`feed`]: the paced input feeder, the live read_committed tail, progress probes.
 //! * [`scenario`]: a scenario and its run.
-//! * [`failover`]: fail-over time measurements.
+//! * [`failover`]: fail-over time measurements; [`failover_report`]: running and reporting one.
+//! * [`instance`]: one instance: a `kstage` process or the Kafka Streams peer.
 //! * [`verifier`]: runs `kstage verify` and parses its JSON report.
 //!
 //! Environment: `KSTAGE_RELIABILITY=full` runs every scenario (default: the short CI set);
@@ -17,9 +18,11 @@
 
 pub mod cluster;
 pub mod failover;
+pub mod failover_report;
 pub mod faults;
 pub mod feed;
 pub mod fleet;
+pub mod instance;
 pub mod proxy;
 pub mod scenario;
 pub mod verifier;
