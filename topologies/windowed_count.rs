@@ -16,6 +16,16 @@
 //! so it follows the stage's poison policy (`skip` counts and logs it, `dead_letter` keeps it,
 //! `fail` stops the stage). With hopping windows, a record whose earlier windows closed but whose
 //! later ones are open counts in the open ones only.
+//!
+//! **Closing on idle** (`idle_close`, a duration; off by default): event time moves only with
+//! records, so a partition that goes quiet keeps its last windows open. With `idle_close`, a
+//! wall-clock timer fires when the partition has had no record for that long (wall time; the
+//! timer is re-armed at most every tenth of the period, so it fires between 0.9 and 1 times
+//! `idle_close` after the last record, plus the engine's 100 ms tick). It closes every open
+//! window of the partition at once, emitting each window's result as above, and records the
+//! latest window end it closed: from then on a window ending at or before it counts as closed
+//! (its records are late), so no window is ever emitted twice. The timer, the closed windows
+//! and the mark commit in one transaction with the emitted results.
 
 use std::time::Duration;
 
@@ -29,12 +39,24 @@ pub const DESCRIPTION: &str = "stateful: count per key in event-time windows (pa
 /// The store of open windows' counts.
 pub const STORE: &str = "windows";
 
+/// `idle_close`: the key (in [`STORE`]; shorter than a window key) of the pending idle timer's
+/// wall-clock time.
+const IDLE_AT: &[u8] = b"idle";
+
+/// `idle_close`: the key of the latest window end closed on idle.
+const CLOSED_UPTO: &[u8] = b"closed";
+
+/// The tag of the idle timer.
+const IDLE_TAG: &[u8] = b"idle";
+
 /// Window settings, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowedCount {
     pub size: i64,
     pub advance: i64,
     pub grace: i64,
+    /// Close every open window once the partition had no record for this long (wall ms).
+    pub idle_close: Option<i64>,
 }
 
 fn millis(params: &TopologyParams, key: &str, default: Option<Duration>) -> Result<i64, String> {
@@ -50,13 +72,20 @@ fn millis(params: &TopologyParams, key: &str, default: Option<Duration>) -> Resu
 
 /// Builds the topology from `size`, `advance` and `grace`.
 pub fn build(params: &TopologyParams) -> Result<Box<dyn Topology>, String> {
-    params.deny_unknown(&["size", "advance", "grace"])?;
+    params.deny_unknown(&["size", "advance", "grace", "idle_close"])?;
     let size = millis(params, "size", None)?;
     let advance = match params.get("advance") {
         Some(_) => millis(params, "advance", None)?,
         None => size,
     };
     let grace = millis(params, "grace", Some(Duration::ZERO))?;
+    let idle_close = match params.get("idle_close") {
+        Some(_) => Some(millis(params, "idle_close", None)?),
+        None => None,
+    };
+    if idle_close.is_some_and(|idle| idle <= 0) {
+        return Err("params.idle_close: must be longer than 0 ms (e.g. 30s)".into());
+    }
     if size <= 0 {
         return Err("params.size: must be longer than 0 ms".into());
     }
@@ -69,6 +98,7 @@ pub fn build(params: &TopologyParams) -> Result<Box<dyn Topology>, String> {
         size,
         advance,
         grace,
+        idle_close,
     }))
 }
 
@@ -77,6 +107,10 @@ fn window_key(start: i64, key: &[u8]) -> Vec<u8> {
     let mut k = ((start as u64) ^ (1 << 63)).to_be_bytes().to_vec();
     k.extend_from_slice(key);
     k
+}
+
+fn read_u64(bytes: Option<Vec<u8>>) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes?.get(..8)?.try_into().ok()?))
 }
 
 fn parse_window_key(k: &[u8]) -> Option<(i64, &[u8])> {
@@ -98,6 +132,53 @@ impl WindowedCount {
     /// When the window starting at `start` closes.
     pub fn closes_at(&self, start: i64) -> i64 {
         start + self.size + self.grace
+    }
+
+    /// The result of a window, removed from the store with its event-time timer.
+    fn close(
+        &self,
+        k: &[u8],
+        state: &mut State<'_>,
+        out: &mut Emitter<'static>,
+    ) -> Result<(), TopologyError> {
+        let Some((start, key)) = parse_window_key(k) else {
+            return Ok(());
+        };
+        let mut windows = state.store(STORE)?;
+        let count = read_u64(windows.get(k)?);
+        windows.delete(k);
+        let Some(count) = count else {
+            return Ok(());
+        };
+        state.cancel_timer(self.closes_at(start), k)?;
+        let value = serde_json::json!({
+            "key": String::from_utf8_lossy(key),
+            "start": start,
+            "end": start + self.size,
+            "count": count,
+        });
+        let mut result = OutputRecord::new()
+            .key(key.to_vec())
+            .value(value.to_string().into_bytes());
+        result.timestamp = Some(start + self.size - 1);
+        out.emit(result);
+        Ok(())
+    }
+
+    /// `idle_close`: (re-)arms the idle timer after a record, at most every tenth of the
+    /// period.
+    fn arm_idle(&self, idle: i64, state: &mut State<'_>) -> Result<(), TopologyError> {
+        let at = state.wall_clock().saturating_add(idle);
+        let pending = read_u64(state.store(STORE)?.get(IDLE_AT)?).map(|v| v as i64);
+        if pending.is_some_and(|p| at - p < (idle / 10).max(1)) {
+            return Ok(());
+        }
+        if let Some(p) = pending {
+            state.cancel_wall_timer(p, IDLE_TAG)?;
+        }
+        state.set_wall_timer(at, IDLE_TAG)?;
+        state.store(STORE)?.put(IDLE_AT, &(at as u64).to_be_bytes());
+        Ok(())
     }
 }
 
@@ -126,9 +207,14 @@ impl StatefulTopology for WindowedCount {
             .timestamp
             .ok_or_else(|| TopologyError::invalid("the record has no timestamp"))?;
         let now = state.stream_time().unwrap_or(ts);
+        let closed_upto = match self.idle_close {
+            Some(_) => read_u64(state.store(STORE)?.get(CLOSED_UPTO)?).map(|v| v as i64),
+            None => None,
+        };
         let open: Vec<i64> = self
             .windows(ts)
             .filter(|s| now < self.closes_at(*s))
+            .filter(|s| closed_upto.is_none_or(|c| s + self.size > c))
             .collect();
         if open.is_empty() {
             return Err(TopologyError::invalid(format!(
@@ -151,6 +237,9 @@ impl StatefulTopology for WindowedCount {
             }
             state.store(STORE)?.put(&k, &(count + 1).to_be_bytes());
         }
+        if let Some(idle) = self.idle_close {
+            self.arm_idle(idle, state)?;
+        }
         Ok(())
     }
 
@@ -160,31 +249,49 @@ impl StatefulTopology for WindowedCount {
         state: &mut State<'_>,
         out: &mut Emitter<'static>,
     ) -> Result<(), TopologyError> {
-        let Some((start, key)) = parse_window_key(&timer.tag) else {
+        self.close(&timer.tag, state, out)
+    }
+
+    fn wall_timers(&self) -> bool {
+        self.idle_close.is_some()
+    }
+
+    /// `idle_close`: the partition had no record for the period: every open window closes.
+    fn on_wall_timer(
+        &mut self,
+        timer: &FiredTimer,
+        state: &mut State<'_>,
+        out: &mut Emitter<'static>,
+    ) -> Result<(), TopologyError> {
+        if timer.tag != IDLE_TAG {
             return Ok(());
-        };
-        let mut windows = state.store(STORE)?;
-        let Some(bytes) = windows.get(&timer.tag)? else {
-            return Ok(());
-        };
-        windows.delete(&timer.tag);
-        let count = u64::from_be_bytes(
-            bytes
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .unwrap_or([0; 8]),
-        );
-        let value = serde_json::json!({
-            "key": String::from_utf8_lossy(key),
-            "start": start,
-            "end": start + self.size,
-            "count": count,
-        });
-        let mut result = OutputRecord::new()
-            .key(key.to_vec())
-            .value(value.to_string().into_bytes());
-        result.timestamp = Some(start + self.size - 1);
-        out.emit(result);
+        }
+        state.store(STORE)?.delete(IDLE_AT);
+        let mut closed_upto = read_u64(state.store(STORE)?.get(CLOSED_UPTO)?).map(|v| v as i64);
+        loop {
+            let open: Vec<Vec<u8>> = state
+                .store(STORE)?
+                .range(&[], None, 256)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| parse_window_key(k).is_some())
+                .collect();
+            if open.is_empty() {
+                break;
+            }
+            for k in open {
+                if let Some((start, _)) = parse_window_key(&k) {
+                    let end = start + self.size;
+                    closed_upto = Some(closed_upto.map_or(end, |c| c.max(end)));
+                }
+                self.close(&k, state, out)?;
+            }
+        }
+        if let Some(upto) = closed_upto {
+            state
+                .store(STORE)?
+                .put(CLOSED_UPTO, &(upto as u64).to_be_bytes());
+        }
         Ok(())
     }
 }
@@ -228,6 +335,7 @@ mod tests {
             size: 10,
             advance: 5,
             grace: 0,
+            idle_close: None,
         };
         assert_eq!(w.windows(12).collect::<Vec<_>>(), vec![5, 10]);
         assert_eq!(w.windows(-1).collect::<Vec<_>>(), vec![-10, -5]);
@@ -235,6 +343,7 @@ mod tests {
             size: 10,
             advance: 10,
             grace: 0,
+            idle_close: None,
         };
         assert_eq!(t.windows(19).collect::<Vec<_>>(), vec![10]);
     }
@@ -245,6 +354,7 @@ mod tests {
             size: 10,
             advance: 10,
             grace: 5,
+            idle_close: None,
         };
         let mut state = TestState::new(&w, 0).expect("state");
         for ts in [1, 3, 9, 12] {
@@ -266,5 +376,53 @@ mod tests {
             .process(&mut w, &record(b"a", 100))
             .expect("closes the rest");
         assert_eq!(results(&out), vec![(10, 1), (10, 1)]);
+    }
+
+    #[test]
+    fn idle_close_emits_every_open_window_once_without_input_and_later_records_are_late() {
+        let mut w = WindowedCount {
+            size: 10,
+            advance: 10,
+            grace: 0,
+            idle_close: Some(1_000),
+        };
+        let mut state = TestState::new(&w, 0).expect("state");
+        state.set_wall_clock(50_000);
+        for (key, ts) in [(&b"a"[..], 1), (b"a", 3), (b"b", 5)] {
+            assert!(state
+                .process(&mut w, &record(key, ts))
+                .expect("counted")
+                .is_empty());
+        }
+        // Before the idle period ends nothing fires.
+        assert!(state
+            .fire_wall_timers(&mut w, 50_999)
+            .expect("tick")
+            .is_empty());
+        let mut closed = results(&state.fire_wall_timers(&mut w, 51_000).expect("idle"));
+        closed.sort();
+        assert_eq!(closed, vec![(0, 1), (0, 2)]);
+        // Fired once: a later tick emits nothing, and no timer is left.
+        assert!(state
+            .fire_wall_timers(&mut w, 99_000)
+            .expect("tick")
+            .is_empty());
+        assert!(state
+            .state()
+            .pending_wall_timers(10)
+            .expect("timers")
+            .is_empty());
+        assert!(state.state().pending_timers(10).expect("timers").is_empty());
+        // A record of a window closed on idle is late; a later window opens and re-arms.
+        let late = state.process(&mut w, &record(b"a", 7)).expect_err("late");
+        assert_eq!(late.kind, kstage::topology::TopologyErrorKind::Invalid);
+        assert!(state
+            .process(&mut w, &record(b"a", 25))
+            .expect("new")
+            .is_empty());
+        assert_eq!(
+            state.state().pending_wall_timers(10).expect("timers").len(),
+            1
+        );
     }
 }

@@ -114,6 +114,11 @@ pub(crate) struct PartitionStart {
     pub(crate) topic: String,
     pub(crate) partition: i32,
     pub(crate) first_offset: i64,
+    /// Whether the batch consumed a record of it. `false`: only wall-clock timers fired for it
+    /// (see [`crate::state`]), and `first_offset` is where its consumer stands; the commit
+    /// sends that offset if the consumer has no position yet (no record consumed since the
+    /// assignment).
+    pub(crate) consumed: bool,
 }
 
 /// The input partitions of one batch: what its commit sends positions for and where its rewind
@@ -128,29 +133,27 @@ pub(crate) struct Span {
 }
 
 impl Span {
-    pub(crate) fn starting(topic: &str, partition: i32, offset: i64) -> Self {
-        let mut span = Self::default();
-        span.add(topic, partition, offset);
-        span
+    #[cfg(test)]
+    pub(crate) fn add(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.add_with(topic, partition, offset, true);
     }
 
-    /// Adds a partition unless the span has it already (its first offset stays).
-    pub(crate) fn add(&mut self, topic: &str, partition: i32, offset: i64) {
-        if self.first_offset(topic, partition).is_none() {
-            self.read.push(PartitionStart {
+    /// Adds a partition (`consumed`: a record of it was read, not only timers fired) unless the
+    /// span has it already; its first offset stays, and it is consumed once a record was read.
+    pub(crate) fn add_with(&mut self, topic: &str, partition: i32, offset: i64, consumed: bool) {
+        match self
+            .read
+            .iter_mut()
+            .find(|r| r.partition == partition && r.topic == topic)
+        {
+            Some(read) => read.consumed |= consumed,
+            None => self.read.push(PartitionStart {
                 topic: topic.to_string(),
                 partition,
                 first_offset: offset,
-            });
+                consumed,
+            }),
         }
-    }
-
-    /// The first offset this span read from a partition.
-    pub(crate) fn first_offset(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.read
-            .iter()
-            .find(|r| r.partition == partition && r.topic == topic)
-            .map(|r| r.first_offset)
     }
 
     /// This span with a later one: this span's first offsets win, the later adds its own
@@ -159,7 +162,12 @@ impl Span {
         if let Some(later) = later {
             self.to_committed |= later.to_committed;
             for read in later.read {
-                self.add(&read.topic, read.partition, read.first_offset);
+                self.add_with(
+                    &read.topic,
+                    read.partition,
+                    read.first_offset,
+                    read.consumed,
+                );
             }
         }
         self
@@ -194,7 +202,10 @@ pub(crate) fn positions<C: ConsumerContext>(
             .find_partition(topic, partition)
             .map(|elem| elem.offset())
             .filter(|offset| matches!(offset, Offset::Offset(_)))
-            .filter(|_| hidden != Some(partition));
+            .filter(|_| hidden != Some(partition))
+            // Only timers fired for it, and no record was consumed since the assignment: the
+            // consumer stands at the offset the timers were fired at (the committed one).
+            .or((!read.consumed).then_some(Offset::Offset(read.first_offset)));
         let Some(offset) = position else {
             return Ok(Positions::Missing {
                 topic: topic.to_string(),

@@ -67,7 +67,7 @@ impl RecordHandling {
         }
     }
 
-    fn topic(&self, output: &str) -> Option<&str> {
+    pub(crate) fn topic(&self, output: &str) -> Option<&str> {
         self.routes
             .iter()
             .find(|(name, _)| name == output)

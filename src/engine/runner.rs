@@ -4,6 +4,7 @@
 //!  ┌──► pipelined: settle the commit in flight if it ended; at_most_once: produce what a
 //!  │    revoke committed
 //!  │    shutdown requested? ──► commit the open batch, drain deliveries, return
+//!  │    stateful with wall-clock timers: fire the due ones (see `txn::worker_state`)
 //!  │    commit policy says "commit now"? ──► commit        (see [`super::policy`])
 //!  │    poll (at most as long as the policy says, at most 100 ms)
 //!  │      a rebalance callback acted? ──► its fatal error stops; its abort rewinds
@@ -108,6 +109,9 @@ impl Worker {
         if self.shutdown.load(Ordering::Relaxed) {
             return Ok(false);
         }
+        // Before the poll, so that the consumer's positions are where the next record begins.
+        self.txn
+            .fire_wall_timers(&self.consumer, &mut *self.topology, &self.handling)?;
         let wait = match self.until_due() {
             Some(wait) => wait,
             None => {

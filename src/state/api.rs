@@ -1,5 +1,5 @@
-//! What a stateful topology sees: [`State`] (one input partition's stores, stream time and
-//! timers) and [`Store`] (one keyed store: get, put, delete, ordered range), raw bytes with
+//! What a stateful topology sees: [`State`] (one input partition's stores, stream time, wall
+//! clock and timers) and [`Store`] (one keyed store: get, put, delete, ordered range), raw bytes with
 //! typed (serde JSON) helpers on top.
 //!
 //! Every write is staged in the open transaction and reaches the local store only after that
@@ -24,7 +24,8 @@ pub struct State<'s> {
 /// A timer that fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FiredTimer {
-    /// The event time (ms) it was set for.
+    /// The time (ms) it was set for: event time, or for a wall-clock timer ms since the Unix
+    /// epoch.
     pub at: i64,
     /// The tag it was set with.
     pub tag: Vec<u8>,
@@ -82,6 +83,52 @@ impl<'s> State<'s> {
         Ok(entries
             .iter()
             .filter_map(|(key, _)| timers::parse_event_key(key))
+            .map(|(at, tag)| FiredTimer {
+                at,
+                tag: tag.to_vec(),
+            })
+            .collect())
+    }
+
+    /// The wall clock (ms since the Unix epoch) as the engine sees it now; while a wall-clock
+    /// timer fires, the time it fired at.
+    pub fn wall_clock(&self) -> i64 {
+        self.part.wall_now.unwrap_or_else(timers::wall_clock_now)
+    }
+
+    /// Sets a wall-clock timer: the engine fires it once its clock ([`Self::wall_clock`])
+    /// reaches `at`, even if no record arrives, in a transaction of its own or of the records
+    /// being processed then ([`super::StatefulTopology::on_wall_timer`]). Setting the same
+    /// (`at`, `tag`) again is one timer. Needs a timer store ([`super::StoreSpec::timers`]).
+    pub fn set_wall_timer(&mut self, at: i64, tag: &[u8]) -> Result<(), TopologyError> {
+        let index = self.timer_index()?;
+        self.part
+            .put(index, &timers::wall_key(at, tag), Some(Vec::new()));
+        Ok(())
+    }
+
+    /// Cancels a wall-clock timer set with the same `at` and `tag` (nothing if there is none).
+    pub fn cancel_wall_timer(&mut self, at: i64, tag: &[u8]) -> Result<(), TopologyError> {
+        let index = self.timer_index()?;
+        self.part.put(index, &timers::wall_key(at, tag), None);
+        Ok(())
+    }
+
+    /// Wall-clock timers not fired yet (at most `limit`), earliest first.
+    pub fn pending_wall_timers(&self, limit: usize) -> Result<Vec<FiredTimer>, TopologyError> {
+        let index = self.timer_index()?;
+        let entries = self
+            .part
+            .range(
+                index,
+                &timers::wall_first_key(),
+                Some(&timers::wall_due_bound(i64::MAX)),
+                limit,
+            )
+            .map_err(unavailable)?;
+        Ok(entries
+            .iter()
+            .filter_map(|(key, _)| timers::parse_wall_key(key))
             .map(|(at, tag)| FiredTimer {
                 at,
                 tag: tag.to_vec(),

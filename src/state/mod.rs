@@ -1,5 +1,5 @@
-//! Stateful topologies: keyed stores scoped to an input partition, event-time timers, and the
-//! recipe that keeps them exactly-once through the stage's Kafka transaction.
+//! Stateful topologies: keyed stores scoped to an input partition, event-time and wall-clock
+//! timers, and the recipe that keeps them exactly-once through the stage's Kafka transaction.
 //!
 //! ```text
 //!  record ──► StatefulTopology::process(record, State, out)
@@ -23,7 +23,8 @@
 //! * `partition`: staging, undo per record, stream time, apply on commit.
 //! * `store`: the local redb file of one partition.
 //! * `restore`: local offset to changelog end, read_committed.
-//! * `runtime`: the engine's side: partitions owned, transaction outcomes, timers firing.
+//! * `runtime`: the engine's side: partitions owned, transaction outcomes, timers firing;
+//!   its `wall` part fires wall-clock timers without input.
 //! * `timers`: timer keys in the timer store.
 //! * [`TestState`]: runs a stateful topology without a broker, for unit tests.
 //! * [`topics`]: changelog names, the start-up check and `kstage topics create`.
@@ -42,6 +43,7 @@ use std::time::Duration;
 
 pub use api::{FiredTimer, State, Store};
 pub use testing::TestState;
+pub(crate) use timers::wall_clock_now;
 
 use crate::topology::{Emitter, Record, StageInfo, Topology, TopologyError};
 
@@ -62,7 +64,7 @@ pub struct StoreSpec {
     /// Windowed stores: how long after a window closes its entry may remain (informational;
     /// windowed topologies delete closed windows themselves).
     pub retention: Option<Duration>,
-    /// The timer store: holds the event-time timers and the stream time.
+    /// The timer store: holds the event-time and wall-clock timers and the stream time.
     pub timers: bool,
 }
 
@@ -94,11 +96,12 @@ impl StoreSpec {
         }
     }
 
-    /// The timer store (event-time timers and stream time), named `timers`.
+    /// The timer store (event-time and wall-clock timers, stream time), named `timers`.
     pub const fn timers() -> Self {
         Self {
             name: "timers",
-            key: "timer: 0x00 | time | tag; stream time: 0xff stream_time",
+            key: "event timer: 0x00 | time | tag; wall-clock timer: 0x01 | time | tag; stream \
+                  time: 0xff stream_time",
             value: "empty; stream time: 8 bytes",
             retention: None,
             timers: true,
@@ -154,6 +157,28 @@ pub trait StatefulTopology: Send {
     ) -> Result<(), TopologyError> {
         let _ = (timer, state, out);
         Ok(())
+    }
+
+    /// A wall-clock timer fired (the engine's clock reached it), even if the partition has
+    /// had no record since: in the same transaction as what this callback writes and emits,
+    /// which deletes the timer (an abort brings it back, and it fires again). Its outputs
+    /// carry no provenance headers (no input record made them). An error stops the stage.
+    fn on_wall_timer(
+        &mut self,
+        timer: &FiredTimer,
+        state: &mut State<'_>,
+        out: &mut Emitter<'static>,
+    ) -> Result<(), TopologyError> {
+        let _ = (timer, state, out);
+        Ok(())
+    }
+
+    /// Whether this topology sets wall-clock timers. `true` makes the engine look for due ones
+    /// every 100 ms, and open (restore) every assigned partition's state as soon as it is
+    /// assigned rather than at its first record, so that a quiet partition's timers fire after
+    /// a restart or a rebalance too.
+    fn wall_timers(&self) -> bool {
+        false
     }
 
     /// The output names besides the default one (see [`Topology::outputs`]).

@@ -60,6 +60,9 @@ pub(crate) struct PartitionState {
     committed_stream_time: Option<i64>,
     /// Changelog writes of succeeded records, not yet sent.
     changelog: Vec<ChangelogWrite>,
+    /// The wall clock the topology sees (`None`: the system clock); set while wall-clock
+    /// timers fire, and by [`super::TestState::set_wall_clock`].
+    pub(crate) wall_now: Option<i64>,
 }
 
 impl PartitionState {
@@ -86,6 +89,7 @@ impl PartitionState {
             stream_time,
             committed_stream_time: stream_time,
             changelog: Vec::new(),
+            wall_now: None,
         })
     }
 

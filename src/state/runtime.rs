@@ -35,6 +35,10 @@ use crate::error::EngineError;
 use crate::observability::{StageMetrics, StoreLabel, WorkerHealth};
 use crate::topology::{Emitter, Record, Topology, TopologyError};
 
+#[path = "wall.rs"]
+mod wall;
+pub(crate) use wall::fire_wall_on;
+
 /// Timers one record may fire at the most (a callback that sets a due timer again would loop).
 const MAX_TIMERS_PER_RECORD: usize = 100_000;
 
@@ -52,6 +56,8 @@ pub(crate) struct StateRuntime {
     health: Arc<WorkerHealth>,
     /// When the store-size gauges were last updated.
     sizes_at: Instant,
+    /// When the worker last looked for due wall-clock timers.
+    pub(crate) wall_checked_at: Option<Instant>,
 }
 
 /// How often the store-size and pending-timer gauges are refreshed (after a commit).
@@ -101,6 +107,7 @@ impl StateRuntime {
             metrics: telemetry.0,
             health: telemetry.1,
             sizes_at: Instant::now(),
+            wall_checked_at: None,
         }
     }
 

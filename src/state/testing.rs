@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::partition::PartitionState;
-use super::runtime::run_on;
+use super::runtime::{fire_wall_on, run_on};
 use super::store::LocalStore;
 use super::{State, StatefulTopology, StoreDef};
 use crate::topology::{Emitter, OutputRecord, Record, TopologyError};
@@ -67,6 +67,42 @@ impl TestState {
             }
             Err(error) => {
                 self.part.undo_record();
+                Err(error)
+            }
+        }
+    }
+
+    /// Sets the wall clock the topology sees (ms since the Unix epoch) from now on; without
+    /// it, the system clock.
+    pub fn set_wall_clock(&mut self, now: i64) {
+        self.part.wall_now = Some(now);
+    }
+
+    /// Fires the wall-clock timers due at `now` (as the engine does, input or not) and
+    /// commits; sets the wall clock to `now`. On an error nothing of the firing remains.
+    pub fn fire_wall_timers(
+        &mut self,
+        topology: &mut dyn StatefulTopology,
+        now: i64,
+    ) -> Result<Vec<OutputRecord<'static>>, TopologyError> {
+        self.part
+            .begin_record(None)
+            .map_err(|e| TopologyError::unavailable(e.to_string()))?;
+        self.part.wall_now = Some(now);
+        match fire_wall_on(&mut self.part, topology, now) {
+            Ok(out) => {
+                self.part.end_record();
+                let mut sent = Vec::new();
+                self.part.take_changelog(&mut sent);
+                self.part
+                    .committed(|_| None)
+                    .map_err(|e| TopologyError::unavailable(e.to_string()))?;
+                self.part.wall_now = Some(now);
+                Ok(out)
+            }
+            Err(error) => {
+                self.part.undo_record();
+                self.part.wall_now = Some(now);
                 Err(error)
             }
         }

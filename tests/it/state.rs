@@ -11,6 +11,8 @@ use std::time::Duration;
 use crate::common;
 
 pub mod rebalance;
+#[cfg(feature = "fault-injection")]
+pub mod wall;
 
 use common::kills::{drain_then_stop, kill_repeatedly};
 use common::raw::RawWriter;

@@ -214,16 +214,18 @@ impl TxnCore {
     }
 
     /// A record of a partition new to the batch (or the first of a batch): begins the
-    /// transaction when none is open.
+    /// transaction when none is open. `consumed: false`: no record, only wall-clock timers of
+    /// the partition fire in the batch.
     pub(crate) fn record(
         &mut self,
         topic: &str,
         partition: i32,
         offset: i64,
+        consumed: bool,
     ) -> Result<OnRecord, EngineError> {
         let step = self
             .state
-            .record(topic, partition, offset)
+            .record_with(topic, partition, offset, consumed)
             .map_err(illegal)?;
         if step == OnRecord::Begin {
             self.begin()?;

@@ -165,25 +165,43 @@ impl TxnState {
     }
 
     /// A record of a partition the batch has not read yet (or the first record of a batch).
+    #[cfg(test)]
     pub(crate) fn record(
         &mut self,
         topic: &str,
         partition: i32,
         offset: i64,
     ) -> Result<OnRecord, Illegal> {
+        self.record_with(topic, partition, offset, true)
+    }
+
+    /// As [`Self::record`]; `consumed: false` when no record of the partition was read, only
+    /// its wall-clock timers fired (`offset`: where its consumer stands).
+    pub(crate) fn record_with(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        consumed: bool,
+    ) -> Result<OnRecord, Illegal> {
+        let starting = || {
+            let mut span = Span::default();
+            span.add_with(topic, partition, offset, consumed);
+            span
+        };
         match self {
             Self::Idle => {
-                *self = Self::Open(Span::starting(topic, partition, offset));
+                *self = Self::Open(starting());
                 Ok(OnRecord::Begin)
             }
             Self::Open(span) => {
-                span.add(topic, partition, offset);
+                span.add_with(topic, partition, offset, consumed);
                 Ok(OnRecord::Send)
             }
             Self::Committing { next, .. } => {
                 match next {
-                    Some(span) => span.add(topic, partition, offset),
-                    None => *next = Some(Span::starting(topic, partition, offset)),
+                    Some(span) => span.add_with(topic, partition, offset, consumed),
+                    None => *next = Some(starting()),
                 }
                 Ok(OnRecord::Hold)
             }

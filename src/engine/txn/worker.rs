@@ -164,7 +164,7 @@ impl WorkerTxn {
         let new_partition = batch.note(topic, partition, offset, bytes);
         self.stats.records_in += 1;
         if new_partition || self.phase == OnRecord::Begin {
-            self.locked(|core| core.record(topic, partition, offset))?;
+            self.locked(|core| core.record(topic, partition, offset, true))?;
         }
         Ok(())
     }
