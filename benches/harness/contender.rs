@@ -29,6 +29,10 @@ pub enum Kind {
     #[value(name = "kstage-eos-b2b")]
     #[serde(rename = "kstage-eos-b2b")]
     KstageEosB2b,
+    /// kstage exactly_once with `--commit-policy target_latency --target-latency 20ms`.
+    #[value(name = "kstage-eos-target")]
+    #[serde(rename = "kstage-eos-target")]
+    KstageEosTarget,
     /// kstage exactly_once with `--pipelined-commits true` (the interval policy).
     KstageEosPipelined,
     /// kstage exactly_once with `--commit-policy back_to_back --pipelined-commits true`.
@@ -66,6 +70,7 @@ impl Kind {
             Kind::KstageAlo => "kstage-alo",
             Kind::KstageEos2w => "kstage-eos-2w",
             Kind::KstageEosB2b => "kstage-eos-b2b",
+            Kind::KstageEosTarget => "kstage-eos-target",
             Kind::KstageEosPipelined => "kstage-eos-pipelined",
             Kind::KstageEosB2bPipelined => "kstage-eos-b2b-pipelined",
             Kind::RawCopy => "raw-copy",
@@ -83,6 +88,9 @@ impl Kind {
             Kind::KstageAlo => "kstage at_least_once, bench-enrich",
             Kind::KstageEos2w => "kstage exactly_once with --workers 2, bench-enrich",
             Kind::KstageEosB2b => "kstage exactly_once, --commit-policy back_to_back",
+            Kind::KstageEosTarget => {
+                "kstage exactly_once, --commit-policy target_latency --target-latency 20ms"
+            }
             Kind::KstageEosPipelined => "kstage exactly_once, --pipelined-commits true",
             Kind::KstageEosB2bPipelined => {
                 "kstage exactly_once, --commit-policy back_to_back --pipelined-commits true"
@@ -111,6 +119,7 @@ impl Kind {
             Kind::KstageEos
                 | Kind::KstageEos2w
                 | Kind::KstageEosB2b
+                | Kind::KstageEosTarget
                 | Kind::KstageEosPipelined
                 | Kind::KstageEosB2bPipelined
                 | Kind::KafkaStreamsEos
@@ -214,6 +223,7 @@ pub fn command(kind: Kind, programs: &Programs, job: &Job) -> Command {
         | Kind::KstageAlo
         | Kind::KstageEos2w
         | Kind::KstageEosB2b
+        | Kind::KstageEosTarget
         | Kind::KstageEosPipelined
         | Kind::KstageEosB2bPipelined => {
             let mut command = Command::new(&programs.kstage);
@@ -240,6 +250,14 @@ pub fn command(kind: Kind, programs: &Programs, job: &Job) -> Command {
             }
             if matches!(kind, Kind::KstageEosB2b | Kind::KstageEosB2bPipelined) {
                 command.args(["--commit-policy", "back_to_back"]);
+            }
+            if kind == Kind::KstageEosTarget {
+                command.args([
+                    "--commit-policy",
+                    "target_latency",
+                    "--target-latency",
+                    "20ms",
+                ]);
             }
             if matches!(kind, Kind::KstageEosPipelined | Kind::KstageEosB2bPipelined) {
                 command.args(["--pipelined-commits", "true"]);
@@ -337,6 +355,7 @@ pub fn check_program(kind: Kind, programs: &Programs) -> Result<()> {
         | Kind::KstageAlo
         | Kind::KstageEos2w
         | Kind::KstageEosB2b
+        | Kind::KstageEosTarget
         | Kind::KstageEosPipelined
         | Kind::KstageEosB2bPipelined => &programs.kstage,
         Kind::RawCopy => &programs.raw_copy,

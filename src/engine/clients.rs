@@ -69,13 +69,27 @@ pub(crate) fn consumer_config(config: &StageConfig, client_id: &str) -> ClientCo
     client
 }
 
+/// The producer's `retry.backoff.ms` (librdkafka's default: 100).
+pub(crate) const RETRY_BACKOFF_MS: &str = "10";
+/// The producer's `retry.backoff.max.ms` (librdkafka's default: 1000).
+pub(crate) const RETRY_BACKOFF_MAX_MS: &str = "50";
+
 /// The producer's settings, transactional in exactly_once mode.
 pub(crate) fn producer_config(config: &StageConfig, transactional_id: &str) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         // Where Java producers and Kafka Streams would put a key (librdkafka's default differs).
         .set("partitioner", "murmur2_random")
-        .set("client.id", transactional_id);
+        .set("client.id", transactional_id)
+        // A transaction begun right after a commit meets CONCURRENT_TRANSACTIONS until the
+        // coordinator has written the previous one's markers. librdkafka 2.12.1 retries
+        // AddOffsetsToTxn after retry.backoff.ms, doubling up to retry.backoff.max.ms
+        // (rdkafka_txnmgr.c, rd_kafka_txn_handle_AddOffsetsToTxn; rdkafka_broker.c,
+        // rd_kafka_broker_buf_retry), so at its defaults (100 ms / 1 s) every back-to-back
+        // send_offsets_to_transaction took about 110 ms. Measured in docs/BENCHMARKS.md ("The
+        // commit's own cost"); a user's producer settings still win.
+        .set("retry.backoff.ms", RETRY_BACKOFF_MS)
+        .set("retry.backoff.max.ms", RETRY_BACKOFF_MAX_MS);
     config.security.apply(&mut client);
     for (key, value) in config.kafka.iter().chain(&config.producer) {
         client.set(key, value);
@@ -236,6 +250,31 @@ mod tests {
         assert_eq!(
             consumer_config(&at_least_once, "app-0").get("group.instance.id"),
             None
+        );
+    }
+
+    #[test]
+    fn producer_retries_quickly_by_default_and_user_settings_win() {
+        let client = producer_config(&config(), "app-0");
+        assert_eq!(client.get("retry.backoff.ms"), Some(RETRY_BACKOFF_MS));
+        assert_eq!(
+            client.get("retry.backoff.max.ms"),
+            Some(RETRY_BACKOFF_MAX_MS)
+        );
+        assert_ne!(RETRY_BACKOFF_MS, "100", "not librdkafka's default");
+        let mut config = config();
+        config
+            .producer
+            .insert("retry.backoff.ms".into(), "100".into());
+        config
+            .kafka
+            .insert("retry.backoff.max.ms".into(), "1000".into());
+        let client = producer_config(&config, "app-0");
+        assert_eq!(client.get("retry.backoff.ms"), Some("100"));
+        assert_eq!(client.get("retry.backoff.max.ms"), Some("1000"));
+        assert!(
+            client.create::<rdkafka::producer::BaseProducer>().is_ok(),
+            "librdkafka accepts the settings"
         );
     }
 
