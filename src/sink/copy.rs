@@ -45,9 +45,12 @@ impl CopyPlan {
     ) -> Self {
         let list = columns.join(", ");
         let direct = conflict.is_empty()
-            && casts
-                .iter()
-                .all(|cast| cast == "{}" || (cast.starts_with("{}::") && !cast[4..].contains('(')));
+            && casts.iter().all(|cast| {
+                cast == "{}"
+                    || cast
+                        .strip_prefix("{}::")
+                        .is_some_and(|ty| !ty.contains('('))
+            });
         if direct {
             return Self {
                 copy: format!("COPY {table} ({list}) FROM STDIN"),
@@ -116,21 +119,15 @@ pub(super) fn encode_row(buffer: &mut BytesMut, values: &[Option<String>]) {
         match value {
             None => buffer.put_slice(b"\\N"),
             Some(text) => {
-                let bytes = text.as_bytes();
-                let mut start = 0;
-                for (at, &byte) in bytes.iter().enumerate() {
-                    let escape: &[u8] = match byte {
-                        b'\\' => b"\\\\",
-                        b'\t' => b"\\t",
-                        b'\n' => b"\\n",
-                        b'\r' => b"\\r",
-                        _ => continue,
-                    };
-                    buffer.put_slice(&bytes[start..at]);
-                    buffer.put_slice(escape);
-                    start = at + 1;
+                for &byte in text.as_bytes() {
+                    match byte {
+                        b'\\' => buffer.put_slice(b"\\\\"),
+                        b'\t' => buffer.put_slice(b"\\t"),
+                        b'\n' => buffer.put_slice(b"\\n"),
+                        b'\r' => buffer.put_slice(b"\\r"),
+                        other => buffer.put_u8(other),
+                    }
                 }
-                buffer.put_slice(&bytes[start..]);
             }
         }
     }
@@ -181,7 +178,13 @@ mod tests {
              timestamp with time zone FROM kstage_stage_1"
         );
 
-        let upsert = CopyPlan::new(0, "\"t\"", &columns, &plain, " ON CONFLICT (\"id\") DO NOTHING");
+        let upsert = CopyPlan::new(
+            0,
+            "\"t\"",
+            &columns,
+            &plain,
+            " ON CONFLICT (\"id\") DO NOTHING",
+        );
         let (_, insert) = upsert.staged.expect("a staged plan");
         assert_eq!(
             insert,

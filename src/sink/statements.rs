@@ -12,8 +12,8 @@
 use std::collections::HashMap;
 
 use super::broken::Broken;
-use super::copy::CopyPlan;
 use super::config::{ColumnSource, OnConflict, SinkConfig, SinkMode};
+use super::copy::CopyPlan;
 use super::db::{quoted, ColumnType};
 use super::mapping::Row;
 
