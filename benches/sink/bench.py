@@ -4,6 +4,8 @@ PostgreSQL, the same preloaded records for every contender:
 
   kstage-txn   kstage sink, mode transactional (rows and offsets in one DB transaction)
   kstage-idem  kstage sink, mode idempotent (upsert on id, Kafka offsets after the DB commit)
+  kstage-txn-insert, kstage-idem-insert
+               the same with write = "insert" (multi-row INSERTs instead of COPY), for A/B
   copy         psql \\copy of the same rows from a file: the limit
   debezium     the Debezium JDBC sink connector on Kafka Connect standalone, insert.mode=upsert
 
@@ -183,9 +185,10 @@ def latency(url, table):
     return {"rows": int(rows), "p50_ms": float(p50), "p99_ms": float(p99), "p999_ms": float(p999)}
 
 
-def kstage_config(args, topic, table, mode, group, directory):
+def kstage_config(args, topic, table, mode, group, directory, write="copy"):
     path = os.path.join(directory, f"{group}.toml")
     key = 'key_columns = ["id"]\n' if mode == "idempotent" else ""
+    key += f'write = "{write}"\n'
     with open(path, "w") as f:
         f.write(f'bootstrap_servers = "{args.bootstrap}"\ninputs = ["{topic}"]\napp_id = "{group}"\n'
                 f'instance_id = "bench"\ncommit_interval = "{args.commit_interval}"\n'
@@ -196,8 +199,8 @@ def kstage_config(args, topic, table, mode, group, directory):
     return path
 
 
-def start_kstage(args, topic, table, mode, group, directory):
-    config = kstage_config(args, topic, table, mode, group, directory)
+def start_kstage(args, topic, table, mode, group, directory, write="copy"):
+    config = kstage_config(args, topic, table, mode, group, directory, write)
     logf = open(os.path.join(directory, f"{group}.log"), "w")
     return subprocess.Popen([args.kstage, "sink", "-c", config, "--metrics-address", "off"],
                             stdout=logf, stderr=logf, env={**os.environ, "RUST_LOG": "warn"})
@@ -250,7 +253,7 @@ def stop(proc):
 def run_contender(args, name, topic, records, copy_file, directory, tag):
     table = f"bench_{name.replace('-', '_')}_{tag}"
     group = f"bench-{name}-{tag}"
-    create_table(args.pg_url, table, primary_key=name in ("kstage-idem", "debezium"))
+    create_table(args.pg_url, table, primary_key=name.startswith("kstage-idem") or name == "debezium")
     cpu_before = server_cpu(args.pg_data)
     started = time.time()
     proc, cpu, rss = None, 0.0, 0.0
@@ -265,8 +268,9 @@ def run_contender(args, name, topic, records, copy_file, directory, tag):
         if name == "debezium":
             proc = start_debezium(args, topic, table, group, directory)
         else:
-            mode = "transactional" if name == "kstage-txn" else "idempotent"
-            proc = start_kstage(args, topic, table, mode, group, directory)
+            mode = "transactional" if name.startswith("kstage-txn") else "idempotent"
+            write = "insert" if name.endswith("-insert") else "copy"
+            proc = start_kstage(args, topic, table, mode, group, directory, write)
         wait_rows(args.pg_url, table, records, proc, args.timeout)
         cpu, rss = process_usage(proc.pid)
         stop(proc)

@@ -61,6 +61,18 @@ pub enum OnConflict {
     Nothing,
 }
 
+/// How a batch's rows reach the database (the row-by-row search for a rejected row always uses
+/// INSERTs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMethod {
+    /// `COPY ... FROM STDIN` in the batch's transaction (upserts: through a staging table).
+    #[default]
+    Copy,
+    /// Multi-row INSERTs of `rows_per_statement` rows.
+    Insert,
+}
+
 /// Where a column's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ColumnSource {
@@ -146,6 +158,9 @@ pub struct SinkConfig {
     /// Rows per INSERT statement (a batch is written in statements of at most this many rows).
     #[serde(default = "default_rows_per_statement")]
     pub rows_per_statement: usize,
+    /// `copy` (the default) or `insert`: how a batch's rows are written.
+    #[serde(default)]
+    pub write: WriteMethod,
 }
 
 /// `kstage_offsets`: the name the issue and docs/SINK.md use.
@@ -179,6 +194,7 @@ impl fmt::Debug for SinkConfig {
             .field("offsets_table", &self.offsets_table)
             .field("retry_timeout", &self.retry_timeout)
             .field("rows_per_statement", &self.rows_per_statement)
+            .field("write", &self.write)
             .finish()
     }
 }
@@ -405,6 +421,7 @@ mod tests {
             offsets_table: default_offsets_table(),
             retry_timeout: default_retry_timeout(),
             rows_per_statement: 10,
+            write: WriteMethod::Copy,
         };
         let keys: Vec<String> = config.check().into_iter().map(|e| e.key).collect();
         assert_eq!(keys, vec!["sink.columns.id", "sink.key_columns"]);

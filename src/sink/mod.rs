@@ -28,6 +28,7 @@ mod batch;
 mod broken;
 pub mod config;
 mod context;
+mod copy;
 mod db;
 mod dead_letter;
 pub mod error;

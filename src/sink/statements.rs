@@ -6,12 +6,14 @@
 //! ([`super::mapping::parameter_sql`]), so one statement shape fits every row. Upserts write
 //! only the last row of each key in a batch (one statement may not update a row twice, and the
 //! last write wins anyway); the negative control `sink_plain_insert` writes every row, without
-//! ON CONFLICT.
+//! ON CONFLICT. Each table also has its COPY plan ([`super::copy::CopyPlan`]) with the same
+//! casts and conflict clause.
 
 use std::collections::HashMap;
 
 use super::broken::Broken;
 use super::config::{ColumnSource, OnConflict, SinkConfig, SinkMode};
+use super::copy::CopyPlan;
 use super::db::{quoted, ColumnType};
 use super::mapping::Row;
 
@@ -35,11 +37,19 @@ pub(super) struct TableStatements {
     /// Indexes of the key columns (upserts).
     keys: Vec<usize>,
     conflict: String,
+    /// The same rows through COPY ([`super::copy`]).
+    pub(super) copy: CopyPlan,
 }
 
 impl TableStatements {
-    pub(super) fn new(sink: &SinkConfig, target: &TableTarget, types: &[ColumnType]) -> Self {
-        let casts = target
+    /// The statements of table number `index` (its position among the sink's tables).
+    pub(super) fn new(
+        sink: &SinkConfig,
+        index: usize,
+        target: &TableTarget,
+        types: &[ColumnType],
+    ) -> Self {
+        let casts: Vec<String> = target
             .sources
             .iter()
             .zip(types)
@@ -73,12 +83,16 @@ impl TableStatements {
             }
             (SinkMode::Idempotent, _) => format!(" ON CONFLICT ({key}) DO NOTHING"),
         };
+        let table = quoted(&target.table);
+        let columns: Vec<String> = target.columns.iter().map(|c| quoted(c)).collect();
+        let copy = CopyPlan::new(index, &table, &columns, &casts, &conflict);
         Self {
-            table: quoted(&target.table),
-            columns: target.columns.iter().map(|c| quoted(c)).collect(),
+            table,
+            columns,
             casts,
             keys,
             conflict,
+            copy,
         }
     }
 
@@ -167,8 +181,8 @@ mod tests {
             2
         ];
         let tables = vec![
-            TableStatements::new(&sink, &target("a"), &types),
-            TableStatements::new(&sink, &target("b"), &types),
+            TableStatements::new(&sink, 0, &target("a"), &types),
+            TableStatements::new(&sink, 1, &target("b"), &types),
         ];
         let rows = vec![
             row(1, "x", 1),

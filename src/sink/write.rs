@@ -3,7 +3,9 @@
 //!
 //! ```text
 //!  BEGIN ─► UPDATE offsets SET next_offset WHERE owner_epoch = ours (per partition; 0 rows:
-//!  │        fenced, ROLLBACK, stop) ─► INSERT rows (multi-row statements, ON CONFLICT for upserts)
+//!  │        fenced, ROLLBACK, stop) ─► the rows: COPY per table (`write = "copy"`, the
+//!  │        default; upserts through a staging table, see [`super::copy`]) or multi-row INSERTs
+//!  │        (`write = "insert"`; ON CONFLICT for upserts)
 //!  │        └─ a row rejected (class 22/23): ROLLBACK, then again row by row, each inside a
 //!  │           SAVEPOINT, collecting the rejected rows with the database's error text
 //!  ├─► on_rejected(rejected): the poison policy (fail: ROLLBACK and stop; skip; dead_letter:
@@ -24,7 +26,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Statement;
 
 use super::broken::Broken;
-use super::config::{SinkConfig, SinkMode};
+use super::config::{SinkConfig, SinkMode, WriteMethod};
 use super::db::{quoted, ColumnType, Db};
 use super::error::{classify, db_message, DbErrorClass, SinkError};
 use super::mapping::Row;
@@ -74,6 +76,8 @@ pub(super) struct Writer {
     /// The INSERT of each table, by the table index of a [`Row`].
     tables: Vec<TableStatements>,
     rows_per_statement: usize,
+    /// The fast path: COPY (else multi-row INSERTs).
+    copy: bool,
     /// The offsets table, quoted for SQL, and as configured.
     offsets_table: String,
     offsets_name: String,
@@ -99,9 +103,11 @@ impl Writer {
             tables: targets
                 .iter()
                 .zip(types)
-                .map(|(target, types)| TableStatements::new(sink, target, types))
+                .enumerate()
+                .map(|(index, (target, types))| TableStatements::new(sink, index, target, types))
                 .collect(),
             rows_per_statement: sink.rows_per_statement,
+            copy: sink.write == WriteMethod::Copy,
             offsets_table: quoted(&sink.offsets_table),
             offsets_name: sink.offsets_table.clone(),
             group_id: group_id.to_string(),
@@ -218,8 +224,12 @@ impl Writer {
         };
         let mut statements: HashMap<(usize, usize), Statement> = HashMap::new();
         let mut chunks = Vec::new();
-        // `ordered` is grouped by table: chunk each table's run of rows.
+        let copy = self.copy && !row_by_row;
+        // `ordered` is grouped by table: chunk each table's run of rows (COPY: one run each).
         for run in ordered.chunk_by(|a, b| a.1.table == b.1.table) {
+            if copy {
+                break;
+            }
             let Some(table) = run.first().and_then(|(_, row)| self.tables.get(row.table)) else {
                 continue;
             };
@@ -304,6 +314,18 @@ impl Writer {
                             });
                         }
                         Err(error) => return Err(error),
+                    }
+                }
+            } else if copy {
+                for run in ordered.chunk_by(|a, b| a.1.table == b.1.table) {
+                    let Some(table) = run.first().and_then(|(_, row)| self.tables.get(row.table))
+                    else {
+                        continue;
+                    };
+                    let values = run.iter().map(|(_, row)| &row.values[..]);
+                    if let Err(error) = table.copy.write(client, values).await {
+                        let _ = client.batch_execute("ROLLBACK").await;
+                        return Err(error);
                     }
                 }
             } else {
