@@ -9,6 +9,7 @@ pub mod bench_enrich;
 pub mod count;
 pub mod dedupe;
 pub mod order_lines;
+pub mod order_totals;
 pub mod orders;
 pub mod orders_avro;
 pub mod passthrough;
@@ -32,6 +33,11 @@ pub fn registry() -> Registry {
         )
         .register("orders", orders::DESCRIPTION, orders::build)
         .register("orders-avro", orders_avro::DESCRIPTION, orders_avro::build)
+        .register(
+            "order-totals",
+            order_totals::DESCRIPTION,
+            order_totals::build,
+        )
         .register(
             "bench-enrich",
             bench_enrich::DESCRIPTION,
