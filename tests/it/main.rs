@@ -72,6 +72,9 @@ fn main() -> std::process::ExitCode {
     trials.extend(sink::trials());
     trials.extend(state::trials());
     trials.extend(state::rebalance::trials());
+    trials.extend(state::typed::trials());
+    #[cfg(feature = "fault-injection")]
+    trials.extend(state::typed::crashes::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(state::rebalance::broken::trials());
     #[cfg(feature = "fault-injection")]

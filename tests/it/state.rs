@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::common;
 
 pub mod rebalance;
+pub mod typed;
 #[cfg(feature = "fault-injection")]
 pub mod wall;
 
