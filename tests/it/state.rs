@@ -12,6 +12,8 @@ use crate::common;
 
 pub mod rebalance;
 #[cfg(feature = "fault-injection")]
+pub mod restore_failover;
+#[cfg(feature = "fault-injection")]
 pub mod wall;
 
 use common::kills::{drain_then_stop, kill_repeatedly};
