@@ -78,6 +78,8 @@ fn main() -> std::process::ExitCode {
     #[cfg(feature = "fault-injection")]
     trials.extend(state::rebalance::broken::trials());
     #[cfg(feature = "fault-injection")]
+    trials.extend(state::restore_failover::trials());
+    #[cfg(feature = "fault-injection")]
     trials.extend(state::wall::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(state::fail_points::trials());

@@ -13,6 +13,8 @@ use crate::common;
 pub mod rebalance;
 pub mod typed;
 #[cfg(feature = "fault-injection")]
+pub mod restore_failover;
+#[cfg(feature = "fault-injection")]
 pub mod wall;
 
 use common::kills::{drain_then_stop, kill_repeatedly};
