@@ -17,6 +17,10 @@
 //! transaction has committed (its input offsets are visible) but its marker on the changelog is
 //! not written yet.
 //!
+//! A watermark read that fails on what heals when the cluster does (a changelog leader killed or
+//! moving, a broker unreachable for a while) is retried with backoff for `patience`, then
+//! reported; any other error ends the restore at once.
+//!
 //! Compaction is harmless: offsets may be missing, and a `from` below the log start resets to
 //! the earliest offset (`auto.offset.reset=earliest`). The stored offset after a restore is the
 //! last record read + 1: a lower bound, so the markers after it are read again next time, which
@@ -102,10 +106,13 @@ impl Restorer {
         let topic = &*def.changelog;
         let timeout = Duration::from_secs(10);
         let from = local.offset(&def.name)?;
-        let (low, high) = self
-            .uncommitted
-            .fetch_watermarks(topic, partition, timeout)
-            .map_err(|e| kafka("reading the high watermark", def, partition, e))?;
+        let (low, high) = self.watermarks(
+            &self.uncommitted,
+            def,
+            partition,
+            timeout,
+            "reading the high watermark",
+        )?;
         let high = u64::try_from(high).unwrap_or(0);
         let mut restored = Restored {
             records: 0,
@@ -140,6 +147,32 @@ impl Restorer {
         Ok(restored)
     }
 
+    /// `consumer`'s watermarks of the changelog partition, retried with backoff (100 ms doubling
+    /// to 2 s) for `patience` while the error is one that heals with the cluster.
+    fn watermarks(
+        &self,
+        consumer: &BaseConsumer<RestoreContext>,
+        def: &StoreDef,
+        partition: i32,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<(i64, i64), StateError> {
+        let deadline = Instant::now() + self.patience;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match consumer.fetch_watermarks(&def.changelog, partition, timeout) {
+                Ok(marks) => return Ok(marks),
+                Err(error) if heals(&error) && Instant::now() + backoff < deadline => {
+                    tracing::warn!(%error, changelog = %def.changelog, partition,
+                        "Reading a changelog watermark failed; the restore retries.");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(error) => return Err(kafka(what, def, partition, error)),
+            }
+        }
+    }
+
     /// Waits until the last stable offset reaches `high`.
     fn await_stable(
         &self,
@@ -150,9 +183,13 @@ impl Restorer {
     ) -> Result<(), StateError> {
         let deadline = Instant::now() + self.patience;
         loop {
-            let (_, stable) = reader
-                .fetch_watermarks(&def.changelog, partition, Duration::from_secs(10))
-                .map_err(|e| kafka("reading the last stable offset", def, partition, e))?;
+            let (_, stable) = self.watermarks(
+                reader,
+                def,
+                partition,
+                Duration::from_secs(10),
+                "reading the last stable offset",
+            )?;
             if u64::try_from(stable).unwrap_or(0) >= high {
                 return Ok(());
             }
@@ -220,5 +257,51 @@ impl Restorer {
         local.apply([(def.name.as_str(), &chunk, Some(next))])?;
         progress(restored.records, 0);
         Ok(())
+    }
+}
+
+/// Whether a watermark read's error heals when the cluster does: a leader moving or not yet
+/// elected, a broker down or slow. Anything else (authorization, an unknown topic) is final.
+fn heals(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::NotLeaderForPartition
+                | Code::LeaderNotAvailable
+                | Code::BrokerTransportFailure
+                | Code::AllBrokersDown
+                | Code::BrokerNotAvailable
+                | Code::ReplicaNotAvailable
+                | Code::NetworkException
+                | Code::RequestTimedOut
+                | Code::OperationTimedOut
+                | Code::TimedOutQueue
+                | Code::FencedLeaderEpoch
+                | Code::UnknownLeaderEpoch
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+
+    use super::heals;
+
+    #[test]
+    fn a_moving_leader_heals_and_an_authorization_error_does_not() {
+        assert!(heals(&KafkaError::MetadataFetch(
+            Code::NotLeaderForPartition
+        )));
+        assert!(heals(&KafkaError::MetadataFetch(Code::LeaderNotAvailable)));
+        assert!(heals(&KafkaError::MetadataFetch(Code::OperationTimedOut)));
+        assert!(!heals(&KafkaError::MetadataFetch(
+            Code::TopicAuthorizationFailed
+        )));
+        assert!(!heals(&KafkaError::MetadataFetch(
+            Code::UnknownTopicOrPartition
+        )));
     }
 }

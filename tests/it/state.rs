@@ -11,9 +11,9 @@ use std::time::Duration;
 use crate::common;
 
 pub mod rebalance;
-pub mod typed;
 #[cfg(feature = "fault-injection")]
 pub mod restore_failover;
+pub mod typed;
 #[cfg(feature = "fault-injection")]
 pub mod wall;
 
