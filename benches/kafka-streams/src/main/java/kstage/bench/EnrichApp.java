@@ -5,10 +5,8 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
 import java.io.UncheckedIOException;
-import java.util.HashMap;
 import java.util.Map;
 import java.util.Properties;
-import java.util.concurrent.CountDownLatch;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.streams.KafkaStreams;
 import org.apache.kafka.streams.StreamsBuilder;
@@ -57,26 +55,9 @@ public final class EnrichApp {
   }
 
   public static void main(String[] args) throws InterruptedException {
-    Map<String, String> options = new HashMap<>();
-    Properties props = new Properties();
-    for (int i = 0; i < args.length; i++) {
-      if (i + 1 >= args.length) {
-        usage("missing a value after " + args[i]);
-      }
-      String name = args[i];
-      String value = args[++i];
-      if (name.equals("--config")) {
-        int eq = value.indexOf('=');
-        if (eq <= 0) {
-          usage("--config takes KEY=VALUE, not " + value);
-        }
-        props.put(value.substring(0, eq), value.substring(eq + 1));
-      } else if (name.startsWith("--")) {
-        options.put(name.substring(2), value);
-      } else {
-        usage("unexpected argument " + name);
-      }
-    }
+    Peer.CommandLine line = Peer.parse(args, EnrichApp::usage);
+    Map<String, String> options = line.options;
+    Properties props = line.props;
     String input = required(options, "input");
     String output = required(options, "output");
     double taxFactor = 1.0 + Double.parseDouble(options.getOrDefault("tax-rate", "0.2"));
@@ -99,36 +80,16 @@ public final class EnrichApp {
         .to(output, Produced.with(Serdes.String(), Serdes.ByteArray()));
 
     KafkaStreams streams = new KafkaStreams(builder.build(), props);
-    CountDownLatch done = new CountDownLatch(1);
-    streams.setStateListener(
-        (now, before) -> {
-          if (now == KafkaStreams.State.ERROR || now == KafkaStreams.State.NOT_RUNNING) {
-            done.countDown();
-          }
-        });
-    Runtime.getRuntime()
-        .addShutdownHook(
-            new Thread(
-                () -> {
-                  streams.close();
-                  done.countDown();
-                },
-                "kstage-bench-shutdown"));
-    streams.start();
-    System.err.println("kstage-bench-streams: started " + props.get(StreamsConfig.APPLICATION_ID_CONFIG));
-    done.await();
-    if (streams.state() == KafkaStreams.State.ERROR) {
-      System.err.println("kstage-bench-streams: the application stopped in state ERROR");
-      System.exit(1);
-    }
+    System.err.println("kstage-bench-streams: starting " + props.get(StreamsConfig.APPLICATION_ID_CONFIG));
+    Peer.runUntilStopped(
+        streams,
+        (now, before) -> {},
+        false,
+        problem -> System.err.println("kstage-bench-streams: " + problem));
   }
 
   private static String required(Map<String, String> options, String name) {
-    String value = options.get(name);
-    if (value == null) {
-      usage("--" + name + " is required");
-    }
-    return value;
+    return Peer.required(options, name, EnrichApp::usage);
   }
 
   private static void usage(String problem) {

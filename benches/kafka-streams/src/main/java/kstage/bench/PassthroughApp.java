@@ -1,7 +1,6 @@
 package kstage.bench;
 
 import java.util.Properties;
-import java.util.concurrent.CountDownLatch;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.streams.KafkaStreams;
 import org.apache.kafka.streams.StreamsBuilder;
@@ -68,33 +67,12 @@ public final class PassthroughApp {
         .to(output, Produced.with(Serdes.ByteArray(), Serdes.ByteArray()));
 
     KafkaStreams streams = new KafkaStreams(builder.build(), props);
-    CountDownLatch done = new CountDownLatch(1);
-    streams.setStateListener(
-        (now, before) -> {
-          System.err.println("kstage-failover-streams: state " + before + " -> " + now);
-          if (now == KafkaStreams.State.ERROR || now == KafkaStreams.State.NOT_RUNNING) {
-            done.countDown();
-          }
-        });
-    Runtime.getRuntime()
-        .addShutdownHook(
-            new Thread(
-                () -> {
-                  streams.close();
-                  done.countDown();
-                  // A clean stop is exit 0 (the JVM's own status on SIGTERM is 143); an
-                  // application in ERROR keeps its exit 1.
-                  if (streams.state() != KafkaStreams.State.ERROR) {
-                    Runtime.getRuntime().halt(0);
-                  }
-                },
-                "kstage-failover-shutdown"));
-    streams.start();
-    done.await();
-    if (streams.state() == KafkaStreams.State.ERROR) {
-      System.err.println("kstage-failover-streams: the application stopped in state ERROR");
-      System.exit(1);
-    }
+    Peer.runUntilStopped(
+        streams,
+        (now, before) ->
+            System.err.println("kstage-failover-streams: state " + before + " -> " + now),
+        true,
+        problem -> System.err.println("kstage-failover-streams: " + problem));
   }
 
   private static void usage(String problem) {

@@ -5,7 +5,6 @@ import java.time.Duration;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.Properties;
-import java.util.concurrent.CountDownLatch;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.common.utils.Bytes;
@@ -125,26 +124,9 @@ public final class StateApp {
   }
 
   public static void main(String[] args) throws InterruptedException {
-    Map<String, String> options = new HashMap<>();
-    Properties props = new Properties();
-    for (int i = 0; i < args.length; i++) {
-      if (i + 1 >= args.length) {
-        usage("missing a value after " + args[i]);
-      }
-      String name = args[i];
-      String value = args[++i];
-      if (name.equals("--config")) {
-        int eq = value.indexOf('=');
-        if (eq <= 0) {
-          usage("--config takes KEY=VALUE, not " + value);
-        }
-        props.put(value.substring(0, eq), value.substring(eq + 1));
-      } else if (name.startsWith("--")) {
-        options.put(name.substring(2), value);
-      } else {
-        usage("unexpected argument " + name);
-      }
-    }
+    Peer.CommandLine line = Peer.parse(args, StateApp::usage);
+    Map<String, String> options = line.options;
+    Properties props = line.props;
     String input = required(options, "input");
     String output = required(options, "output");
     String topology = required(options, "topology");
@@ -202,37 +184,13 @@ public final class StateApp {
                     + ms);
           }
         });
-    CountDownLatch done = new CountDownLatch(1);
-    streams.setStateListener(
-        (now, before) -> {
-          log("state=" + now + " from=" + before);
-          if (now == KafkaStreams.State.ERROR || now == KafkaStreams.State.NOT_RUNNING) {
-            done.countDown();
-          }
-        });
-    Runtime.getRuntime()
-        .addShutdownHook(
-            new Thread(
-                () -> {
-                  streams.close();
-                  done.countDown();
-                },
-                "kstage-bench-shutdown"));
     log("starting application.id=" + props.get(StreamsConfig.APPLICATION_ID_CONFIG));
-    streams.start();
-    done.await();
-    if (streams.state() == KafkaStreams.State.ERROR) {
-      log("the application stopped in state ERROR");
-      System.exit(1);
-    }
+    Peer.runUntilStopped(
+        streams, (now, before) -> log("state=" + now + " from=" + before), false, StateApp::log);
   }
 
   private static String required(Map<String, String> options, String name) {
-    String value = options.get(name);
-    if (value == null) {
-      usage("--" + name + " is required");
-    }
-    return value;
+    return Peer.required(options, name, StateApp::usage);
   }
 
   private static void usage(String problem) {
