@@ -16,6 +16,10 @@ use common::{Pipeline, StageSpec, Verdict, PATIENCE};
 const TRANSACTION_TIMEOUT: &str = "4s";
 /// How long the fail point blocks the call: well past the watchdog (8 s).
 const HANG: &str = "sleep(20000)";
+/// How long the abort's fail point blocks: past the test's whole patience (120 s), so only a
+/// bounded abort lets the stage drain. Before the abort had a watchdog (issue 11, item 10) it ran
+/// unbounded on the worker thread and this hang stopped the stage for good.
+const ENDLESS_HANG: &str = "sleep(600000)";
 /// What a re-creation logs.
 const RECREATED: &str = "Re-created the transactional producer";
 
@@ -63,7 +67,7 @@ fn a_commit_that_hangs_past_the_watchdog_is_settled_by_a_new_producer() {
 
 fn an_abort_that_hangs_past_the_watchdog_is_settled_by_a_new_producer() {
     hung_call_is_settled_without_an_exit(&format!(
-        "kstage::inject_abort=1*return;kstage::before_abort=1*{HANG}"
+        "kstage::inject_abort=1*return;kstage::before_abort=1*{ENDLESS_HANG}"
     ));
 }
 
