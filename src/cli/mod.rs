@@ -144,7 +144,7 @@ pub fn main(registry: Registry) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Demo(args) => demo::run(args, &registry),
-        Command::Verify(args) => verify::run(args),
+        Command::Verify(args) => verify::run(args, &registry),
         Command::State {
             action: StateCommand::Inspect(args),
         } => state::inspect(args),
