@@ -5,6 +5,7 @@
 
 mod args;
 mod demo;
+mod demo_postgres;
 mod settings;
 mod signals;
 mod sink;
