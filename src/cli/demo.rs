@@ -6,6 +6,10 @@
 //! transactional isolation: its read_committed consumers see aborted and open transactions, it
 //! does not store offsets sent in a transaction and fences nothing. So the demo shows the wiring,
 //! never the guarantee; the integration tests prove that against a real broker.
+//!
+//! With `--postgres URL` the demo goes on into a database: a transactional sink copies the
+//! stage's default output topic into a table and `kstage verify --sink`'s checks compare them
+//! ([`super::demo_postgres`]). Without it the demo touches no database and is as fast as before.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -34,6 +38,11 @@ pub struct DemoArgs {
     /// How many sample input records to produce.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub records: u32,
+    /// Also sink the stage's output into this PostgreSQL database (a URL such as
+    /// `scripts/postgres.sh start` prints) and verify the table. Replaces the table
+    /// `kstage_demo_<topology>` there.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
 }
 
 /// Runs the demo; prints a report on stdout.
@@ -143,6 +152,38 @@ fn demo(args: &DemoArgs, registry: &Registry) -> Result<(), String> {
         .collect();
     if let Some(sample) = first_record(&bootstrap, &shown)? {
         println!("  a sample output record: {sample}");
+    }
+    if let Some(url) = &args.postgres {
+        let Some(topic) = shown.values().next() else {
+            return Err(format!(
+                "topology {:?} has no output to sink",
+                args.topology
+            ));
+        };
+        let records = counts.get(topic).copied().unwrap_or(0);
+        let outcome = super::demo_postgres::sink_output(
+            url,
+            &bootstrap,
+            &args.topology,
+            topic,
+            records,
+            registry,
+        )?;
+        println!(
+            "  sink: {topic} -> table {} at {} (transactional): {} rows in {:.1} s",
+            outcome.table,
+            crate::sink::config::redact_url(url),
+            outcome.rows,
+            outcome.elapsed.as_secs_f64()
+        );
+        println!();
+        println!("{}", outcome.verify);
+        if !outcome.passed {
+            return Err(format!(
+                "the table {} does not match {topic}",
+                outcome.table
+            ));
+        }
     }
     println!();
     println!("NOTE: this ran on librdkafka's mock cluster, which does NOT enforce transactional");

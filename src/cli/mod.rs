@@ -5,6 +5,7 @@
 
 mod args;
 mod demo;
+mod demo_postgres;
 mod settings;
 mod signals;
 mod sink;
@@ -144,7 +145,7 @@ pub fn main(registry: Registry) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Demo(args) => demo::run(args, &registry),
-        Command::Verify(args) => verify::run(args),
+        Command::Verify(args) => verify::run(args, &registry),
         Command::State {
             action: StateCommand::Inspect(args),
         } => state::inspect(args),

@@ -214,9 +214,9 @@ pub(super) fn progress_bar(show: bool) -> Option<Bar> {
 }
 
 /// Runs `kstage verify`.
-pub(crate) fn run(args: VerifyArgs) -> ExitCode {
+pub(crate) fn run(args: VerifyArgs, registry: &crate::topology::Registry) -> ExitCode {
     if let Some(path) = args.sink.clone() {
-        return super::verify_table::run(&path, args);
+        return super::verify_table::run(&path, args, registry);
     }
     if let Some(expect) = &args.expect {
         return run_stateful(&args, expect);

@@ -34,8 +34,8 @@ mod dead_letter;
 pub mod error;
 pub mod mapping;
 mod poison;
-mod rows;
-mod statements;
+pub(crate) mod rows;
+pub(crate) mod statements;
 pub mod topology;
 mod worker;
 mod write;
@@ -178,12 +178,12 @@ pub fn run(
 }
 
 /// The config keys naming a table, its columns and its key, for start-up errors.
-type TableKeys = (String, String, String);
+pub(crate) type TableKeys = (String, String, String);
 
 /// The tables a sink writes and where its rows come from: the config-only mapping (one table,
 /// `[sink.columns]`), or the typed sink topology `sink.topology` with its tables mapped by
 /// `[sink.tables]`.
-fn row_source(
+pub(crate) fn row_source(
     config: &StageConfig,
     sink: &SinkConfig,
     registry: &Registry,

@@ -14,7 +14,7 @@ use crate::codec::Codecs;
 use crate::topology::TopologyErrorKind;
 
 /// The config-only mapping, or a typed sink topology with its tables and codecs.
-pub(super) enum RowSource {
+pub(crate) enum RowSource {
     Mapping(Mapping),
     Topology {
         topology: Box<dyn SinkTopology>,
@@ -36,7 +36,7 @@ impl std::fmt::Debug for RowSource {
 
 impl RowSource {
     /// The rows of one record, or why it has none.
-    pub(super) fn rows(&mut self, record: &RecordView<'_>) -> Result<Vec<Row>, MapError> {
+    pub(crate) fn rows(&mut self, record: &RecordView<'_>) -> Result<Vec<Row>, MapError> {
         match self {
             Self::Mapping(mapping) => mapping.row(record).map(|row| vec![row]),
             Self::Topology {

@@ -20,7 +20,7 @@ use super::mapping::Row;
 /// A table a sink writes: its name, columns (in the order of a row's values), where each
 /// column's value comes from (`None`: a typed topology's text), and its upsert key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct TableTarget {
+pub(crate) struct TableTarget {
     pub table: String,
     pub columns: Vec<String>,
     pub sources: Vec<Option<ColumnSource>>,

@@ -32,7 +32,8 @@
 //! The verifier only reads: assign-only consumers, never joining a group.
 //!
 //! [`verify_table`] (`kstage verify --sink FILE`) compares a sink's PostgreSQL table with its
-//! input topics instead (the `table` module says how).
+//! input topics instead (the `table` module says how), and [`verify_topology_tables`] each
+//! table a typed sink topology writes, by running the topology again (`table_topology`).
 //!
 //! [`check_records`] runs the same record-level checks over records a caller already read (one
 //! view of a topic: read_uncommitted, or what a live reader saw); the integration tests use it.
@@ -49,6 +50,7 @@ pub mod stateful;
 mod table;
 mod table_db;
 mod table_report;
+mod table_topology;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -62,6 +64,7 @@ pub use records::{check_records, Record, TopicRecords};
 pub use report::{Finding, GroupPartition, PartitionEnds, Report, TopicSummary};
 pub use table::verify_table;
 pub use table_report::TableReport;
+pub use table_topology::{verify_topology_tables, TablesReport};
 
 /// Default number of examples kept per check.
 pub const DEFAULT_EXAMPLES: usize = 10;

@@ -24,11 +24,15 @@
 //! expected. Not copied to the temporary table: CHECK, foreign-key and unique constraints, and
 //! triggers, so a record the sink lost to one of those shows as lost.
 //!
+//! A typed sink topology's tables are verified the same way, one table at a time
+//! ([`super::table_topology`]): the verifier runs the topology itself on every input record
+//! (so its mapping must be deterministic), and each table's identity is the key its
+//! [`crate::sink::topology::SinkTable`] declares.
+//!
 //! The verifier only reads: Kafka through assign-only consumers; the database through one
-//! session whose temporary table disappears with it.
+//! session whose temporary tables disappear with it.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use rdkafka::Message;
 use tokio_postgres::types::ToSql;
@@ -40,6 +44,7 @@ use super::VerifyError;
 use crate::config::StageConfig;
 use crate::sink::config::{ColumnSource, OnConflict, SinkConfig, SinkMode};
 use crate::sink::mapping::{MapError, Mapping, RecordView, Row};
+use crate::sink::rows::RowSource;
 
 /// An expected row: where its record came from, and its values as the sink sends them.
 struct Expected {
@@ -49,6 +54,74 @@ struct Expected {
     row: Row,
 }
 
+/// One table under verification: where its rows go, how each column's text is cast, which
+/// columns identify a row, and the rows the sink should have written into it.
+pub(super) struct TablePlan {
+    /// Each column's source, for its cast (a topology's columns: [`ColumnSource::Value`], cast
+    /// as the sink casts them).
+    pub(super) sources: Vec<(String, ColumnSource)>,
+    /// Indexes (into `sources`) of the identity columns.
+    pub(super) identity: Vec<usize>,
+    expected: Vec<Expected>,
+    /// Idempotent mode: the identity's index in `expected`.
+    last_of_key: HashMap<Vec<Option<String>>, usize>,
+    /// The report filled in for this table.
+    pub(super) report: TableReport,
+}
+
+impl TablePlan {
+    /// A table `table` of columns `sources`, identified by the columns at `identity`.
+    pub(super) fn new(
+        table: &str,
+        sink: &SinkConfig,
+        sources: Vec<(String, ColumnSource)>,
+        identity: Vec<usize>,
+    ) -> Self {
+        let report = TableReport {
+            table: table.to_string(),
+            mode: sink.mode.as_str().to_string(),
+            identity: identity
+                .iter()
+                .filter_map(|&i| sources.get(i).map(|(c, _)| c.clone()))
+                .collect(),
+            ..TableReport::default()
+        };
+        Self {
+            sources,
+            identity,
+            expected: Vec::new(),
+            last_of_key: HashMap::new(),
+            report,
+        }
+    }
+
+    /// Adds a row the sink should have written: every row (transactional), or the last of its
+    /// key (idempotent `DO UPDATE`), or the first (`DO NOTHING`).
+    fn add(&mut self, sink: &SinkConfig, entry: Expected) {
+        if sink.mode != SinkMode::Idempotent {
+            self.expected.push(entry);
+            return;
+        }
+        let key = self
+            .identity
+            .iter()
+            .map(|&i| entry.row.values.get(i).cloned().flatten());
+        match self.last_of_key.entry(key.collect()) {
+            std::collections::hash_map::Entry::Occupied(slot) => {
+                if sink.on_conflict == OnConflict::Update {
+                    if let Some(kept) = self.expected.get_mut(*slot.get()) {
+                        *kept = entry;
+                    }
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(self.expected.len());
+                self.expected.push(entry);
+            }
+        }
+    }
+}
+
 /// Reads the sink's input topics and its table, and runs the checks. `Err` only when the
 /// verification could not be carried out; failed checks are in the report.
 pub fn verify_table(
@@ -56,162 +129,227 @@ pub fn verify_table(
     examples: usize,
     progress: &dyn Progress,
 ) -> Result<TableReport, VerifyError> {
-    let started = Instant::now();
+    let started = std::time::Instant::now();
     let sink = config
         .sink
         .as_ref()
         .ok_or_else(|| VerifyError::Config("the config has no [sink] section".into()))?;
     if sink.topology.is_some() {
         return Err(VerifyError::Config(
-            "kstage verify --sink compares tables written by the config-only mapping              ([sink.columns]); a sink topology's rows are its own code's"
+            "the sink maps records with a sink topology; verify it with \
+             kstage::verify::verify_topology_tables (kstage verify --sink does)"
                 .into(),
         ));
     }
-    let problems = sink.check();
-    if !problems.is_empty() {
-        return Err(VerifyError::Config(
-            crate::config::ConfigErrors(problems).to_string(),
-        ));
-    }
+    checked(sink)?;
     let sources = sink
         .sources()
         .map_err(|e| VerifyError::Config(crate::config::ConfigErrors(e).to_string()))?;
-    let mut report = TableReport {
-        table: sink.table.clone(),
-        mode: sink.mode.as_str().to_string(),
-        ..TableReport::default()
-    };
-    let client = Client::new(
-        &config.bootstrap_servers,
-        &config
-            .kafka
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<Vec<_>>(),
-    );
-    let metadata = client.consumer(Isolation::ReadCommitted, None)?;
-    let mut partitions = HashMap::new();
-    for topic in &config.inputs {
-        partitions.insert(topic.clone(), client.partitions(&metadata, topic)?);
-    }
-    let identity = identity_columns(sink, &sources, &partitions)?;
-    report.identity = identity
-        .iter()
-        .filter_map(|&i| sources.get(i).map(|(c, _)| c.clone()))
-        .collect();
-
+    let inputs = Inputs::open(config)?;
+    let identity = identity_columns(sink, &sources, &inputs.partitions)?;
+    let mut plans = vec![TablePlan::new(&sink.table, sink, sources.clone(), identity)];
     let mut db = TableDb::connect(&sink.connection_string())?;
-    let columns: Vec<String> = sources.iter().map(|(c, _)| c.clone()).collect();
-    let types = db.column_types(&sink.table, &columns)?;
+    let mut rows = RowSource::Mapping(Mapping::new(sources, std::sync::Arc::new(codecs(config)?)));
+    inputs.read(config, sink, &mut rows, &mut plans, examples, progress)?;
+    let mut plan = plans
+        .pop()
+        .ok_or_else(|| VerifyError::Config("no table".into()))?;
+    compare_table(&mut db, sink, &mut plan, 0, examples)?;
+    plan.report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(plan.report)
+}
 
-    let codecs = crate::codec::Codecs::new(
+/// The sink section's own checks, as a config error.
+pub(super) fn checked(sink: &SinkConfig) -> Result<(), VerifyError> {
+    let problems = sink.check();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(VerifyError::Config(
+            crate::config::ConfigErrors(problems).to_string(),
+        ))
+    }
+}
+
+/// The stage's codecs (`[formats]`, the schema registry), as the sink builds them.
+pub(super) fn codecs(config: &StageConfig) -> Result<crate::codec::Codecs, VerifyError> {
+    crate::codec::Codecs::new(
         config.default_format.clone(),
         config.formats.clone(),
         config.schema_registry.as_ref(),
     )
-    .map_err(VerifyError::Config)?;
-    let mapping = Mapping::new(sources.clone(), std::sync::Arc::new(codecs));
-    let mut unavailable = None;
-    let mut expected: Vec<Expected> = Vec::new();
-    let mut last_of_key: HashMap<Vec<Option<String>>, usize> = HashMap::new();
-    for topic in &config.inputs {
-        let count = partitions.get(topic).copied().unwrap_or(0);
-        let bounds: Vec<Bounds> = client
-            .watermarks(&metadata, topic, count)?
-            .into_iter()
-            .zip(0..)
-            .map(|((start, end), partition)| Bounds {
-                partition,
-                start,
-                end,
-            })
+    .map_err(VerifyError::Config)
+}
+
+/// The sink's input topics: a client, a metadata consumer and each topic's partition count.
+pub(super) struct Inputs {
+    client: Client,
+    metadata: super::read::VerifyConsumer,
+    pub(super) partitions: HashMap<String, i32>,
+}
+
+impl Inputs {
+    /// Connects with the stage's bootstrap servers and `[kafka]` settings.
+    pub(super) fn open(config: &StageConfig) -> Result<Self, VerifyError> {
+        let settings: Vec<_> = config
+            .kafka
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let read = client.read(topic, Isolation::ReadCommitted, &bounds, progress, |m| {
-            let view = RecordView {
-                key: m.key(),
-                value: m.payload(),
-                timestamp: m.timestamp().to_millis(),
-                topic,
-                partition: m.partition(),
-                offset: m.offset(),
-            };
-            match mapping.row(&view) {
-                Ok(row) => {
-                    let entry = Expected {
-                        topic: topic.clone(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        row,
-                    };
-                    if sink.mode == SinkMode::Idempotent {
-                        let key = identity
-                            .iter()
-                            .map(|&i| entry.row.values.get(i).cloned().flatten());
-                        match last_of_key.entry(key.collect()) {
-                            std::collections::hash_map::Entry::Occupied(slot) => {
-                                // DO UPDATE: the last write wins; DO NOTHING: the first.
-                                if sink.on_conflict == OnConflict::Update {
-                                    if let Some(kept) = expected.get_mut(*slot.get()) {
-                                        *kept = entry;
-                                    }
+        let client = Client::new(&config.bootstrap_servers, &settings);
+        let metadata = client.consumer(Isolation::ReadCommitted, None)?;
+        let mut partitions = HashMap::new();
+        for topic in &config.inputs {
+            partitions.insert(topic.clone(), client.partitions(&metadata, topic)?);
+        }
+        Ok(Self {
+            client,
+            metadata,
+            partitions,
+        })
+    }
+
+    /// Reads every input read_committed to its end offsets (taken first), maps each record
+    /// with `rows`, and adds each row to the plan of its table. A record `rows` cannot map is
+    /// poison in every table's report (none of its rows is expected anywhere).
+    pub(super) fn read(
+        &self,
+        config: &StageConfig,
+        sink: &SinkConfig,
+        rows: &mut RowSource,
+        plans: &mut [TablePlan],
+        examples: usize,
+        progress: &dyn Progress,
+    ) -> Result<(), VerifyError> {
+        for topic in &config.inputs {
+            let count = self.partitions.get(topic).copied().unwrap_or(0);
+            let bounds: Vec<Bounds> = self
+                .client
+                .watermarks(&self.metadata, topic, count)?
+                .into_iter()
+                .zip(0..)
+                .map(|((start, end), partition)| Bounds {
+                    partition,
+                    start,
+                    end,
+                })
+                .collect();
+            let mut unavailable = None;
+            let mut missing_table = None;
+            let read =
+                self.client
+                    .read(topic, Isolation::ReadCommitted, &bounds, progress, |m| {
+                        let view = RecordView {
+                            key: m.key(),
+                            value: m.payload(),
+                            timestamp: m.timestamp().to_millis(),
+                            topic,
+                            partition: m.partition(),
+                            offset: m.offset(),
+                        };
+                        match rows.rows(&view) {
+                            Ok(mapped) => {
+                                for row in mapped {
+                                    let Some(plan) = plans.get_mut(row.table) else {
+                                        missing_table.get_or_insert(row.table);
+                                        continue;
+                                    };
+                                    let entry = Expected {
+                                        topic: topic.clone(),
+                                        partition: m.partition(),
+                                        offset: m.offset(),
+                                        row,
+                                    };
+                                    plan.add(sink, entry);
                                 }
                             }
-                            std::collections::hash_map::Entry::Vacant(slot) => {
-                                slot.insert(expected.len());
-                                expected.push(entry);
+                            Err(MapError::Poison(error)) => {
+                                for plan in plans.iter_mut() {
+                                    plan.report.unmappable.add(examples, || {
+                                        format!(
+                                            "{topic}[{}]@{}: {error}",
+                                            m.partition(),
+                                            m.offset()
+                                        )
+                                    });
+                                }
+                            }
+                            Err(error @ (MapError::Unavailable(_) | MapError::Panic(_))) => {
+                                unavailable.get_or_insert(error);
                             }
                         }
-                    } else {
-                        expected.push(entry);
-                    }
+                    })?;
+            match unavailable {
+                Some(MapError::Unavailable(message)) => {
+                    return Err(VerifyError::Config(format!(
+                        "the schema registry did not answer: {message}"
+                    )))
                 }
-                Err(MapError::Poison(error)) => report.unmappable.add(examples, || {
-                    format!("{topic}[{}]@{}: {error}", m.partition(), m.offset())
-                }),
-                Err(MapError::Unavailable(error) | MapError::Panic(error)) => {
-                    unavailable.get_or_insert(error);
-                }
+                Some(error) => return Err(VerifyError::Config(error.to_string())),
+                None => {}
             }
-        })?;
-        if let Some(message) = unavailable.take() {
-            return Err(VerifyError::Config(format!(
-                "the schema registry did not answer: {message}"
-            )));
+            if let Some(table) = missing_table {
+                return Err(VerifyError::Config(format!(
+                    "the mapping produced a row for table number {table}, which it does not declare"
+                )));
+            }
+            for plan in plans.iter_mut() {
+                plan.report.inputs.push((topic.clone(), read));
+            }
         }
-        report.inputs.push((topic.clone(), read));
+        Ok(())
     }
+}
+
+/// Loads `plan`'s expected rows into temporary table number `index` and compares them with the
+/// table, filling `plan.report` (and `passed`).
+pub(super) fn compare_table(
+    db: &mut TableDb,
+    sink: &SinkConfig,
+    plan: &mut TablePlan,
+    index: usize,
+    examples: usize,
+) -> Result<(), VerifyError> {
+    let table = plan.report.table.clone();
+    let columns: Vec<String> = plan.sources.iter().map(|(c, _)| c.clone()).collect();
+    let types = db.column_types(&table, &columns)?;
+    let casts: Vec<ColumnSource> = plan.sources.iter().map(|(_, s)| s.clone()).collect();
+    let expected_table = format!("kstage_expected_{index}");
+    let report = &mut plan.report;
     report.rejected = db.load_expected(
-        &sink.table,
+        &expected_table,
+        &table,
         &types,
-        &sources,
-        expected
+        &casts,
+        plan.expected
             .iter()
             .map(|e| (e.topic.as_str(), e.partition, e.offset, &e.row)),
         examples,
     )?;
-    report.expected_rows = expected.len() as u64 - report.rejected.count;
-    if sink.mode == SinkMode::Transactional && last_of_key.is_empty() {
-        let duplicates = db.expected_identity_duplicates(&report.identity)?;
+    report.expected_rows = plan.expected.len() as u64 - report.rejected.count;
+    if sink.mode == SinkMode::Transactional {
+        let duplicates = db.expected_identity_duplicates(&expected_table, &report.identity)?;
         if duplicates > 0 {
             return Err(VerifyError::Config(format!(
-                "{duplicates} input records share an identity ({}); map the record's provenance \
-                 (offset, partition, topic) to columns to verify a transactional sink",
+                "{duplicates} expected rows of table {table} share an identity ({}); map the \
+                 record's provenance (offset, partition, topic) to columns, or declare a key \
+                 that identifies a row, to verify a transactional sink",
                 report.identity.join(", ")
             )));
         }
     }
-    let identity_names = report.identity.clone();
+    let identity = report.identity.clone();
     db.compare(
-        &sink.table,
-        &identity_names,
+        &expected_table,
+        &table,
+        &identity,
         &columns,
         examples,
-        &mut report,
+        report,
     )?;
-    report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     report.passed =
         report.lost.ok() && report.duplicated.ok() && report.unexpected.ok() && report.values.ok();
-    Ok(report)
+    Ok(())
 }
 
 /// The indexes (into `sources`) of the columns that name a row's record or key.

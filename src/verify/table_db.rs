@@ -20,9 +20,6 @@ use super::VerifyError;
 use crate::sink::config::{redact_url, ColumnSource};
 use crate::sink::mapping::{parameter_sql, Row};
 
-/// The temporary table of expected rows.
-const EXPECTED: &str = "kstage_expected";
-
 /// Rows per INSERT into the temporary table.
 const CHUNK: usize = 500;
 
@@ -114,27 +111,28 @@ impl TableDb {
             .collect()
     }
 
-    /// Creates the temporary table (the mapped columns of `table`, their types and NOT NULL, plus
+    /// Creates the temporary table `expected` (the mapped columns of `table`, their types and NOT NULL, plus
     /// the record's coordinates) and inserts the expected rows. Returns the rows it rejected.
     pub(super) fn load_expected<'a>(
         &mut self,
+        expected: &str,
         table: &str,
         types: &[ColumnInfo],
-        sources: &[(String, ColumnSource)],
+        sources: &[ColumnSource],
         rows: impl Iterator<Item = (&'a str, i32, i64, &'a Row)>,
         examples: usize,
     ) -> Result<Finding, VerifyError> {
         let names: Vec<String> = types.iter().map(|c| quoted(&c.name)).collect();
         let mut setup = format!(
-            "CREATE TEMP TABLE {EXPECTED} AS SELECT {} \
-             FROM {} WITH NO DATA; ALTER TABLE {EXPECTED} ADD COLUMN kstage_topic text, \
+            "CREATE TEMP TABLE {expected} AS SELECT {} \
+             FROM {} WITH NO DATA; ALTER TABLE {expected} ADD COLUMN kstage_topic text, \
              ADD COLUMN kstage_partition int, ADD COLUMN kstage_offset bigint;",
             names.join(", "),
             quoted(table)
         );
         for column in types.iter().filter(|c| c.not_null) {
             setup.push_str(&format!(
-                " ALTER TABLE {EXPECTED} ALTER COLUMN {} SET NOT NULL;",
+                " ALTER TABLE {expected} ALTER COLUMN {} SET NOT NULL;",
                 quoted(&column.name)
             ));
         }
@@ -144,7 +142,7 @@ impl TableDb {
         let casts: Vec<String> = sources
             .iter()
             .zip(types)
-            .map(|((_, source), column)| parameter_sql(source, &column.base_type))
+            .map(|(source, column)| parameter_sql(source, &column.base_type))
             .chain(["{}", "{}::int", "{}::bigint"].map(String::from))
             .collect();
         let insert = |count: usize| {
@@ -160,7 +158,7 @@ impl TableDb {
                 })
                 .collect();
             format!(
-                "INSERT INTO {EXPECTED} ({}, kstage_topic, kstage_partition, kstage_offset) VALUES {}",
+                "INSERT INTO {expected} ({}, kstage_topic, kstage_partition, kstage_offset) VALUES {}",
                 names.join(", "),
                 tuples.join(", ")
             )
@@ -206,6 +204,7 @@ impl TableDb {
     /// Identities that several expected rows share (transactional mode, keyed identity).
     pub(super) fn expected_identity_duplicates(
         &mut self,
+        expected: &str,
         identity: &[String],
     ) -> Result<u64, VerifyError> {
         let columns = identity
@@ -214,13 +213,14 @@ impl TableDb {
             .collect::<Vec<_>>()
             .join(", ");
         self.count(&format!(
-            "SELECT count(*) FROM (SELECT 1 FROM {EXPECTED} GROUP BY {columns} HAVING count(*) > 1) d"
+            "SELECT count(*) FROM (SELECT 1 FROM {expected} GROUP BY {columns} HAVING count(*) > 1) d"
         ))
     }
 
     /// Runs the four checks into `report`.
     pub(super) fn compare(
         &mut self,
+        expected: &str,
         table: &str,
         identity: &[String],
         columns: &[String],
@@ -265,7 +265,7 @@ impl TableDb {
                 (
                     &mut report.lost,
                     format!(
-                        "SELECT {at} FROM {EXPECTED} e WHERE NOT EXISTS (SELECT 1 FROM {target} t \
+                        "SELECT {at} FROM {expected} e WHERE NOT EXISTS (SELECT 1 FROM {target} t \
                      WHERE {on})"
                     ),
                 ),
@@ -282,7 +282,7 @@ impl TableDb {
                     &mut report.unexpected,
                     format!(
                     "SELECT format('(%s)', {}) FROM {target} t WHERE NOT EXISTS (SELECT 1 FROM \
-                     {EXPECTED} e WHERE {on})",
+                     {expected} e WHERE {on})",
                     id_text("t")
                 ),
                 ),
@@ -290,7 +290,7 @@ impl TableDb {
                     &mut report.values,
                     format!(
                     "SELECT format('%s: the table has (%s), the input says (%s)', {at}, {}, {}) \
-                     FROM {EXPECTED} e JOIN {target} t ON {on} WHERE {differ}",
+                     FROM {expected} e JOIN {target} t ON {on} WHERE {differ}",
                     row_text("t"),
                     row_text("e")
                 ),

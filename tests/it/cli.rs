@@ -1,4 +1,5 @@
-//! The command line, without a broker: listing topologies, the mock-cluster demo, and the exit code 2
+//! The command line, without a broker: listing topologies, the mock-cluster demo (and its path into
+//! PostgreSQL, `--postgres`), and the exit code 2
 //! contract for bad flags, bad config files and raw Kafka settings that would break exactly-once.
 
 use std::io::Write;
@@ -126,6 +127,58 @@ fn demo_runs_on_the_mock_cluster_and_says_it_is_not_a_guarantee() {
     );
 }
 
+fn demo_with_postgres_ends_in_a_table_holding_each_output_record_once() {
+    let url = crate::common::sink::pg_url();
+    let output = kstage(
+        &["demo", "--records", "300", "--postgres", &url],
+        Duration::from_secs(180),
+    );
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "`kstage demo --postgres` failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        text(&output.stderr)
+    );
+    // 300 sample orders, every 10th invalid: 270 on the default output.
+    let mut pg = crate::common::sink::Pg::connect(&url);
+    let table = "kstage_demo_orders";
+    assert_eq!(pg.count(&format!("SELECT count(*) FROM {table}")), 270);
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT count(DISTINCT (src_partition, src_offset)) FROM {table} \
+             WHERE src_topic = 'demo-orders-out'"
+        )),
+        270,
+        "one row per output record"
+    );
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT count(*) FROM {table} WHERE key = value->>'id' AND value ? 'total'"
+        )),
+        270,
+        "each row holds its record's key and enriched value"
+    );
+    assert!(
+        stdout.contains(&format!("table {table} at ")) && stdout.contains("270 rows"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("kstage verify: PASSED (table {table}")),
+        "{stdout}"
+    );
+    let password = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('@').next())
+        .and_then(|user| user.split(':').nth(1))
+        .unwrap_or("");
+    assert!(
+        password.is_empty() || !stdout.contains(&format!(":{password}@")),
+        "the password is printed: {stdout}"
+    );
+}
+
 fn unknown_delivery_mode_exits_2_naming_the_flag_and_valid_values() {
     let output = kstage(
         &run_args(&["--delivery", "exactly-twice"]),
@@ -181,6 +234,7 @@ fn kafka_settings_that_exactly_once_depends_on_are_rejected_with_exit_2() {
 trials! {
     topologies_lists_the_built_in_topologies => [],
     demo_runs_on_the_mock_cluster_and_says_it_is_not_a_guarantee => [],
+    demo_with_postgres_ends_in_a_table_holding_each_output_record_once => [Postgres],
     unknown_delivery_mode_exits_2_naming_the_flag_and_valid_values => [],
     config_file_with_an_unknown_key_exits_2_naming_the_key => [],
     kafka_settings_that_exactly_once_depends_on_are_rejected_with_exit_2 => [],

@@ -86,6 +86,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(sink::verify_table::trials());
     trials.extend(sink::avro::trials());
     trials.extend(sink::topology::trials());
+    trials.extend(sink::copy_staged::trials());
     #[cfg(feature = "fault-injection")]
     trials.extend(sink::fail_points::trials());
     #[cfg(feature = "fault-injection")]

@@ -31,6 +31,9 @@ pub mod topology;
 /// Avro input through the schema registry.
 pub mod avro;
 
+/// The staged COPY path (a timestamp from epoch ms): exact rows and values.
+pub mod copy_staged;
+
 /// `kstage verify --sink`: a sink's table against its input.
 pub mod verify_table;
 

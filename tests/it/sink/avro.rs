@@ -76,7 +76,7 @@ fn avro_records_become_rows_and_a_record_that_is_not_avro_is_poison() {
         "value.items.0.qty indexes the list"
     );
 
-    let (code, report) = verify(&spec);
+    let (code, report): (i32, kstage::verify::TableReport) = verify(&spec);
     assert_eq!(code, 0, "{report}");
     assert_eq!(
         (

@@ -1,17 +1,27 @@
 //! A typed sink topology (`order-lines`, built in): each JSON order becomes one row in one
 //! table and one row per line in another, in one transaction with the offsets, across a SIGKILL
 //! of the sink; an invalid order is poison (skipped). The tables have no unique keys, so a
-//! duplicate would show.
+//! duplicate would show. `kstage verify --sink` checks both tables by running the topology
+//! again, and names a deleted line and a copied order.
 
 use super::common;
 use common::orders::order;
 use common::raw::{RawRecord, RawWriter};
 use common::sink::exact::Exact;
 use common::PATIENCE;
+use kstage::verify::TablesReport;
 
-fn a_sink_topology_writes_an_order_and_its_lines_to_two_tables_exactly_once() {
-    let (broker, url) = (require_broker!(), common::sink::pg_url());
-    let mut test = Exact::new(&broker.bootstrap, &url, 2);
+use super::verify_table::{counts, verify};
+
+/// The `order-lines` sink topology's two tables (no unique keys, so duplicates show), `count`
+/// valid orders (order n has 1 + n % 4 lines) and one invalid order (no lines) at partition 0,
+/// offset `count / 2`, and the sink's spec (poison skipped). Returns the spec, the tables'
+/// names and the number of lines.
+fn order_tables(
+    test: &mut Exact,
+    url: &str,
+    count: usize,
+) -> (common::sink::SinkSpec, String, String, usize) {
     let (orders, lines) = (
         format!("{}_orders", test.table),
         format!("{}_lines", test.table),
@@ -20,14 +30,13 @@ fn a_sink_topology_writes_an_order_and_its_lines_to_two_tables_exactly_once() {
         "CREATE TABLE {orders} (id text, customer text, currency text, channel text, item_count int, total numeric(12,2));
          CREATE TABLE {lines} (order_id text, line int, sku text, qty int, unit_price numeric(10,2));"
     ));
-    let mut writer = RawWriter::new(&broker.bootstrap, &test.input, 2);
+    let mut writer = RawWriter::new(&test.bootstrap, &test.input, 2);
     let mut expected_lines = 0;
-    const ORDERS: usize = 3_000;
-    for n in 0..ORDERS {
+    for n in 0..count {
         let id = format!("o-{n}");
-        let count = 1 + n % 4;
-        expected_lines += count;
-        let value = serde_json::to_vec(&order(&id, count, 2, 1_250, "web")).expect("json");
+        let lines = 1 + n % 4;
+        expected_lines += lines;
+        let value = serde_json::to_vec(&order(&id, lines, 2, 1_250, "web")).expect("json");
         writer.write((n % 2) as i32, RawRecord::new(Some(&id), Some(value)));
     }
     let invalid = serde_json::json!({"id": "bad", "customer": "c", "currency": "EUR", "items": []});
@@ -37,10 +46,10 @@ fn a_sink_topology_writes_an_order_and_its_lines_to_two_tables_exactly_once() {
     );
     writer.flush();
     let spec = common::sink::SinkSpec::new(
-        &broker.bootstrap,
+        &test.bootstrap,
         &test.input,
         &test.app_id,
-        &url,
+        url,
         "transactional",
         "",
         "",
@@ -50,6 +59,14 @@ fn a_sink_topology_writes_an_order_and_its_lines_to_two_tables_exactly_once() {
     .tables(&format!(
         "[sink.tables]\norders = \"{orders}\"\norder_lines = \"{lines}\""
     ));
+    (spec, orders, lines, expected_lines)
+}
+
+fn a_sink_topology_writes_an_order_and_its_lines_to_two_tables_exactly_once() {
+    let (broker, url) = (require_broker!(), common::sink::pg_url());
+    let mut test = Exact::new(&broker.bootstrap, &url, 2);
+    const ORDERS: usize = 3_000;
+    let (spec, orders, lines, expected_lines) = order_tables(&mut test, &url, ORDERS);
     let mut sink = spec.spawn("i0");
     let pg = &mut test.pg;
     sink.wait_until(PATIENCE, "some orders", || {
@@ -110,6 +127,64 @@ fn a_sink_topology_writes_an_order_and_its_lines_to_two_tables_exactly_once() {
     );
 }
 
+fn verify_checks_each_table_of_a_sink_topology_and_names_what_is_wrong() {
+    let (broker, url) = (require_broker!(), common::sink::pg_url());
+    let mut test = Exact::new(&broker.bootstrap, &url, 2);
+    const ORDERS: usize = 400;
+    let (spec, orders, lines, expected_lines) = order_tables(&mut test, &url, ORDERS);
+    let mut sink = spec.spawn("i0");
+    let app = test.app_id.clone();
+    let stored =
+        format!("SELECT sum(next_offset)::bigint FROM kstage_offsets WHERE group_id = '{app}'");
+    let pg = &mut test.pg;
+    sink.wait_until(PATIENCE, "the sink stored the whole input", || {
+        pg.count(&stored) == ORDERS as i64 + 1
+    });
+    assert_eq!(sink.stop(), Some(0));
+
+    let (code, report): (i32, TablesReport) = verify(&spec);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.passed, "{report}");
+    let tables: Vec<_> = report.tables.iter().map(|t| t.table.clone()).collect();
+    assert_eq!(tables, [orders.clone(), lines.clone()]);
+    let (o, l) = (&report.tables[0], &report.tables[1]);
+    assert_eq!(
+        (o.rows_in_table, o.expected_rows),
+        (ORDERS as u64, ORDERS as u64)
+    );
+    assert_eq!(
+        (l.rows_in_table, l.expected_rows),
+        (expected_lines as u64, expected_lines as u64)
+    );
+    assert_eq!(o.identity, ["id"]);
+    assert_eq!(l.identity, ["order_id", "line"]);
+    // The invalid order is poison in both tables' reports, expected in neither.
+    assert_eq!((o.unmappable.count, l.unmappable.count), (1, 1), "{report}");
+
+    // One line deleted, one order copied.
+    test.pg.execute(&format!(
+        "DELETE FROM {lines} WHERE order_id = 'o-7' AND line = 2;
+         INSERT INTO {orders} SELECT * FROM {orders} WHERE id = 'o-11';"
+    ));
+    let (code, report): (i32, TablesReport) = verify(&spec);
+    assert_eq!(code, 1, "{report}");
+    assert!(!report.passed);
+    let (o, l) = (&report.tables[0], &report.tables[1]);
+    assert_eq!(counts(o), (0, 1, 0, 0), "{report}");
+    assert_eq!(counts(l), (1, 0, 0, 0), "{report}");
+    assert_eq!(o.duplicated.examples, ["(o-11) in 2 rows"]);
+    // o-7 is the 8th order, the 4th of partition 1 (odd n): offset 3.
+    assert_eq!(l.lost.examples, [format!("{}[1]@3", test.input)]);
+    let text = report.to_string();
+    assert!(
+        text.contains(&format!(
+            "FAILED (sink topology order-lines, 2 of 2 tables: {orders}, {lines})"
+        )),
+        "{text}"
+    );
+}
+
 trials! {
     a_sink_topology_writes_an_order_and_its_lines_to_two_tables_exactly_once => [Broker, Postgres],
+    verify_checks_each_table_of_a_sink_topology_and_names_what_is_wrong => [Broker, Postgres],
 }

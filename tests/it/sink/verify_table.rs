@@ -12,8 +12,9 @@ use common::sink::{pg_url, Pg, SinkSpec};
 use common::{create_topic, unique_name, PATIENCE};
 use kstage::verify::TableReport;
 
-/// Runs `kstage verify --sink` on `spec`'s config; returns the exit code and the JSON report.
-pub fn verify(spec: &SinkSpec) -> (i32, TableReport) {
+/// Runs `kstage verify --sink` on `spec`'s config; returns the exit code and the JSON report
+/// (a `TableReport`, or a `TablesReport` for a sink topology).
+pub fn verify<R: serde::de::DeserializeOwned>(spec: &SinkSpec) -> (i32, R) {
     let dir = tempfile::tempdir().expect("a directory for the sink config");
     let path = dir.path().join("sink.toml");
     std::fs::write(&path, &spec.toml).expect("write the sink config");
@@ -35,7 +36,7 @@ pub fn verify(spec: &SinkSpec) -> (i32, TableReport) {
 }
 
 /// (lost, duplicated, unexpected, values) counts of a report.
-fn counts(report: &TableReport) -> (u64, u64, u64, u64) {
+pub fn counts(report: &TableReport) -> (u64, u64, u64, u64) {
     (
         report.lost.count,
         report.duplicated.count,
