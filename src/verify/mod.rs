@@ -42,6 +42,7 @@ mod collect;
 pub mod dead_letter;
 mod lineage;
 mod offsets;
+mod order_totals;
 pub mod read;
 pub mod records;
 mod report;
