@@ -85,7 +85,9 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// Check a stateful topology's output instead, against what its one input says it must
-    /// be: `count`, `windowed-count:SIZE[:GRACE]` (tumbling), `dedupe[:RETENTION[:ID_FIELD]]`.
+    /// be: `count`, `windowed-count:SIZE[:GRACE[:IDLE_CLOSE]]` (tumbling; IDLE_CLOSE as the
+    /// stage's `idle_close`: windows open at the input's end are expected too),
+    /// `dedupe[:RETENTION[:ID_FIELD]]`, `order-totals` (JSON values).
     #[arg(long, value_name = "TOPOLOGY[:PARAMS]", value_parser = verify::stateful::parse_expectation)]
     pub expect: Option<verify::stateful::Expectation>,
 }

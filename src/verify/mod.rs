@@ -43,6 +43,7 @@ mod collect;
 pub mod dead_letter;
 mod lineage;
 mod offsets;
+mod order_totals;
 pub mod read;
 pub mod records;
 mod report;

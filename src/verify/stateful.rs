@@ -1,4 +1,4 @@
-//! `kstage verify --expect count|windowed-count|dedupe`: the outputs of the stateful built-in
+//! `kstage verify --expect count|windowed-count|dedupe|order-totals`: the outputs of the stateful built-in
 //! topologies, checked against what the input says they must be, computed here from the input
 //! alone (no code shared with the engine or the topologies).
 //!
@@ -8,13 +8,19 @@
 //!   compare: count          per key, the updates are exactly 1, 2, ..., n in order
 //!            windowed-count per (key, window) exactly one result with the expected count
 //!            dedupe         exactly the first occurrences within the retention, each once
+//!            order-totals   per customer, totals 1..n orders in order, each with the running
+//!                           sum of the amounts (the `order_totals` module)
 //! ```
 //!
 //! The rules, restated: stream time is per input partition, the largest timestamp so far,
 //! this record's included. A window `[s, s + size)` (tumbling) is closed once stream time
 //! reaches `s + size + grace`; a record of a closed window is late and counts nowhere; a
 //! window is emitted when it closes, so windows still open at the input's end are not
-//! expected. Dedupe forwards a record unless its id was forwarded less than `retention` ms
+//! expected, unless the stage closes quiet partitions' windows (`idle_close`): then they are
+//! expected too. The verifier cannot know when the stage was idle, so it assumes what a run
+//! that drains its input and then idles gives: no record arrived for a window after its
+//! partition closed it on idle (such a record would be late, and its window's count short:
+//! `wrong`). Dedupe forwards a record unless its id was forwarded less than `retention` ms
 //! (event time) before it; outputs are traced to inputs by the provenance headers.
 
 use std::collections::BTreeMap;
@@ -38,7 +44,12 @@ pub enum Expectation {
         size: i64,
         /// Grace period, ms.
         grace: i64,
+        /// `idle_close` (wall ms), if the stage closes quiet partitions' windows: then the
+        /// windows still open at the input's end are expected too.
+        idle_close: Option<i64>,
     },
+    /// `order-totals` (JSON values): a running total per customer.
+    OrderTotals,
     /// `dedupe`.
     Dedupe {
         /// How long an id is remembered, ms of event time.
@@ -90,7 +101,7 @@ impl StatefulReport {
         self.missing == 0 && self.duplicated == 0 && self.wrong == 0 && self.unexpected == 0
     }
 
-    fn example(&mut self, text: String) {
+    pub(super) fn example(&mut self, text: String) {
         if self.examples.len() < 10 {
             self.examples.push(text);
         }
@@ -129,7 +140,12 @@ pub fn check(
 ) -> StatefulReport {
     match expect {
         Expectation::Count => check_count(input, output),
-        Expectation::WindowedCount { size, grace } => check_windows(*size, *grace, input, output),
+        Expectation::WindowedCount {
+            size,
+            grace,
+            idle_close,
+        } => check_windows(*size, *grace, idle_close.is_some(), input, output),
+        Expectation::OrderTotals => super::order_totals::check(input, output),
         Expectation::Dedupe {
             retention,
             id_field,
@@ -187,6 +203,7 @@ fn check_count(input: &[TimedRecord], output: &[TimedRecord]) -> StatefulReport 
 fn check_windows(
     size: i64,
     grace: i64,
+    idle_close: bool,
     input: &[TimedRecord],
     output: &[TimedRecord],
 ) -> StatefulReport {
@@ -202,13 +219,15 @@ fn check_windows(
             *counts.entry((key, start, record.partition)).or_insert(0) += 1;
         }
     }
-    // Only windows closed by the input's end are emitted.
+    // Only windows closed by the input's end are emitted; with idle_close, the stage closes
+    // the rest once the input stops.
     let expected: BTreeMap<(Vec<u8>, i64), u64> = counts
         .into_iter()
         .filter(|((_, start, partition), _)| {
-            stream_time
-                .get(partition)
-                .is_some_and(|now| *now >= start + size + grace)
+            idle_close
+                || stream_time
+                    .get(partition)
+                    .is_some_and(|now| *now >= start + size + grace)
         })
         .map(|((key, start, _), n)| ((key, start), n))
         .collect();
@@ -364,7 +383,8 @@ pub fn read_timed(client: &Client, topic: &str) -> Result<Vec<TimedRecord>, Veri
     Ok(records)
 }
 
-/// Parses `--expect`: `count`, `windowed-count:SIZE[:GRACE]`, `dedupe[:RETENTION[:ID_FIELD]]`.
+/// Parses `--expect`: `count`, `windowed-count:SIZE[:GRACE[:IDLE_CLOSE]]`,
+/// `dedupe[:RETENTION[:ID_FIELD]]`, `order-totals`.
 pub fn parse_expectation(raw: &str) -> Result<Expectation, String> {
     let millis = |text: &str| -> Result<i64, String> {
         humantime::parse_duration(text)
@@ -374,21 +394,32 @@ pub fn parse_expectation(raw: &str) -> Result<Expectation, String> {
     let mut parts = raw.split(':');
     match parts.next() {
         Some("count") => Ok(Expectation::Count),
+        Some("order-totals") if parts.next().is_none() => Ok(Expectation::OrderTotals),
         Some("windowed-count") => {
-            let size = millis(
-                parts
-                    .next()
-                    .ok_or("windowed-count:SIZE[:GRACE], e.g. windowed-count:1m:10s")?,
-            )?;
+            let size = millis(parts.next().ok_or(
+                "windowed-count:SIZE[:GRACE[:IDLE_CLOSE]], e.g. windowed-count:1m:10s:30s",
+            )?)?;
             let grace = parts.next().map(millis).transpose()?.unwrap_or(0);
-            Ok(Expectation::WindowedCount { size, grace })
+            let idle_close = parts.next().map(millis).transpose()?;
+            if size <= 0 || idle_close.is_some_and(|idle| idle <= 0) {
+                return Err(format!(
+                    "{raw:?}: SIZE and IDLE_CLOSE must be longer than 0 ms, e.g. \
+                     windowed-count:1m:10s:30s"
+                ));
+            }
+            Ok(Expectation::WindowedCount {
+                size,
+                grace,
+                idle_close,
+            })
         }
         Some("dedupe") => Ok(Expectation::Dedupe {
             retention: parts.next().map(millis).transpose()?.unwrap_or(3_600_000),
             id_field: parts.next().map(str::to_string),
         }),
         _ => Err(format!(
-            "{raw:?}: expected count, windowed-count:SIZE[:GRACE] or dedupe[:RETENTION[:ID_FIELD]]"
+            "{raw:?}: expected count, windowed-count:SIZE[:GRACE[:IDLE_CLOSE]], \
+             dedupe[:RETENTION[:ID_FIELD]] or order-totals"
         )),
     }
 }

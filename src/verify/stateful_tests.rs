@@ -53,7 +53,11 @@ fn window(key: &str, start: i64, count: u64) -> TimedRecord {
 
 #[test]
 fn windowed_count_expects_one_result_per_closed_window_and_skips_late_records() {
-    let expect = Expectation::WindowedCount { size: 10, grace: 5 };
+    let expect = Expectation::WindowedCount {
+        size: 10,
+        grace: 5,
+        idle_close: None,
+    };
     // [0,10): a at 1, 8; a at 3 arrives after stream time 16 (late); [10,20) closes at 25,
     // which the input reaches with the record at 30; [30,40) stays open.
     let input = [
@@ -133,9 +137,24 @@ fn expectations_parse_from_the_flag() {
         parse_expectation("windowed-count:1s:200ms"),
         Ok(Expectation::WindowedCount {
             size: 1000,
-            grace: 200
+            grace: 200,
+            idle_close: None,
         })
     );
+    assert_eq!(
+        parse_expectation("windowed-count:1h:0s:6s"),
+        Ok(Expectation::WindowedCount {
+            size: 3_600_000,
+            grace: 0,
+            idle_close: Some(6_000),
+        })
+    );
+    assert!(parse_expectation("windowed-count:1h:0s:0s").is_err());
+    assert_eq!(
+        parse_expectation("order-totals"),
+        Ok(Expectation::OrderTotals)
+    );
+    assert!(parse_expectation("order-totals:1s").is_err());
     assert_eq!(
         parse_expectation("dedupe:10m:id"),
         Ok(Expectation::Dedupe {
@@ -144,4 +163,136 @@ fn expectations_parse_from_the_flag() {
         })
     );
     assert!(parse_expectation("sum").is_err());
+}
+
+#[test]
+fn windowed_count_with_idle_close_also_expects_the_windows_open_at_the_input_end() {
+    let expect = Expectation::WindowedCount {
+        size: 10,
+        grace: 0,
+        idle_close: Some(1_000),
+    };
+    // [0,10) closes by event time (the record at 12); [10,20) is open at the end and closed
+    // on idle; the record at 5 after 12 is late.
+    let input = [
+        rec(0, 0, "a", "", 1),
+        rec(0, 1, "a", "", 12),
+        rec(0, 2, "a", "", 5),
+        rec(1, 0, "b", "", 3),
+    ];
+    let good = [window("a", 0, 1), window("a", 10, 1), window("b", 0, 1)];
+    let report = check(&expect, &input, &good);
+    assert!(report.ok(), "{report}");
+    assert_eq!(report.expected, 3);
+    // Without idle_close only [0,10) of `a` is closed: the rest is unexpected.
+    let event_time_only = Expectation::WindowedCount {
+        size: 10,
+        grace: 0,
+        idle_close: None,
+    };
+    assert_eq!(check(&event_time_only, &input, &good).unexpected, 2);
+    // An idle window never emitted, emitted twice, or with a wrong count.
+    assert_eq!(
+        check(&expect, &input, &[window("a", 0, 1), window("a", 10, 1)]).missing,
+        1
+    );
+    let twice = [
+        window("a", 0, 1),
+        window("a", 10, 1),
+        window("b", 0, 1),
+        window("b", 0, 1),
+    ];
+    assert_eq!(check(&expect, &input, &twice).duplicated, 1);
+    let wrong = [window("a", 0, 2), window("a", 10, 1), window("b", 0, 1)];
+    assert_eq!(check(&expect, &input, &wrong).wrong, 1);
+}
+
+fn order(customer: &str, items: &str) -> String {
+    format!(r#"{{"id":"o","customer":"{customer}","currency":"EUR","items":[{items}]}}"#)
+}
+
+fn total(partition: i32, offset: i64, customer: &str, orders: i64, cents: i64) -> TimedRecord {
+    let value = serde_json::json!({"customer": customer, "orders": orders, "total_cents": cents});
+    rec(partition, offset, customer, &value.to_string(), 0)
+}
+
+#[test]
+fn order_totals_expects_each_customers_running_total_of_its_valid_orders() {
+    let input = [
+        rec(
+            0,
+            0,
+            "a",
+            &order("a", r#"{"sku":"x","qty":2,"unit_price":1.25}"#),
+            0,
+        ),
+        rec(
+            0,
+            1,
+            "b",
+            &order("b", r#"{"sku":"x","qty":1,"unit_price":0.1}"#),
+            0,
+        ),
+        // Invalid: key is not the customer; zero quantity; no items; not JSON.
+        rec(
+            0,
+            2,
+            "b",
+            &order("a", r#"{"sku":"x","qty":1,"unit_price":1}"#),
+            0,
+        ),
+        rec(
+            0,
+            3,
+            "a",
+            &order("a", r#"{"sku":"x","qty":0,"unit_price":1}"#),
+            0,
+        ),
+        rec(0, 4, "a", &order("a", ""), 0),
+        rec(0, 5, "a", "not json", 0),
+        rec(
+            0,
+            6,
+            "a",
+            &order(
+                "a",
+                r#"{"sku":"x","qty":3,"unit_price":0.01},{"sku":"y","qty":1,"unit_price":2}"#,
+            ),
+            0,
+        ),
+    ];
+    let good = [
+        total(0, 0, "a", 1, 250),
+        total(0, 1, "b", 1, 10),
+        total(0, 2, "a", 2, 453),
+    ];
+    let expect = Expectation::OrderTotals;
+    let report = check(&expect, &input, &good);
+    assert!(report.ok(), "{report}");
+    assert_eq!(report.expected, 2);
+    // An order added twice (an update repeated), an order counted twice into the total, a
+    // customer never updated, an update for no order.
+    let repeated = [
+        total(0, 0, "a", 1, 250),
+        total(0, 1, "a", 1, 250),
+        total(0, 2, "b", 1, 10),
+        total(0, 3, "a", 2, 453),
+    ];
+    assert_eq!(check(&expect, &input, &repeated).duplicated, 1);
+    let over = [
+        total(0, 0, "a", 1, 250),
+        total(0, 1, "b", 1, 10),
+        total(0, 2, "a", 2, 453),
+        total(0, 3, "a", 3, 656),
+    ];
+    assert_eq!(check(&expect, &input, &over).wrong, 1);
+    let lost = [total(0, 0, "a", 1, 250), total(0, 2, "a", 2, 453)];
+    assert_eq!(check(&expect, &input, &lost).missing, 1);
+    let stray = [
+        total(0, 0, "a", 1, 250),
+        total(0, 1, "b", 1, 10),
+        total(0, 2, "a", 2, 453),
+        total(0, 3, "c", 1, 5),
+    ];
+    assert_eq!(check(&expect, &input, &stray).unexpected, 1);
 }

@@ -82,6 +82,8 @@ fn main() -> std::process::ExitCode {
     #[cfg(feature = "fault-injection")]
     trials.extend(state::wall::trials());
     #[cfg(feature = "fault-injection")]
+    trials.extend(state::kills::trials());
+    #[cfg(feature = "fault-injection")]
     trials.extend(state::fail_points::trials());
     trials.extend(sink::verify_table::trials());
     trials.extend(sink::avro::trials());

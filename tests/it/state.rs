@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use crate::common;
 
+#[cfg(feature = "fault-injection")]
+pub mod kills;
 pub mod rebalance;
 #[cfg(feature = "fault-injection")]
 pub mod restore_failover;
@@ -20,7 +22,7 @@ pub mod wall;
 use common::kills::{drain_then_stop, kill_repeatedly};
 use common::raw::RawWriter;
 use common::read::read_topic;
-use common::state::{changelog, check_counts, write_keyed, StatePipeline};
+use common::state::{changelog, check_counts, verify_expect, write_keyed, StatePipeline};
 use common::{Isolation, PATIENCE};
 
 /// The count per key in the changelog (read_committed, last value per key).
@@ -39,26 +41,9 @@ fn changelog_counts(pipeline: &StatePipeline) -> BTreeMap<String, u64> {
     counts
 }
 
-/// `kstage verify --expect count` on a pipeline's input and output: its exit code (0: the
-/// output is what the input says, 1: it is not) and its report.
+/// `kstage verify --expect count` on a pipeline's input and output.
 fn verify_counts(p: &common::Pipeline) -> (Option<i32>, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kstage"))
-        .args(["verify", "--expect", "count", "--no-progress"])
-        .args([
-            "--bootstrap-servers",
-            &p.bootstrap,
-            "--input",
-            &p.input,
-            "--output",
-            &p.output,
-        ])
-        .output()
-        .expect("run kstage verify");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr),
-    )
+    verify_expect(p, "count")
 }
 
 fn counts_are_exact_and_changelogged_on_a_clean_run() {

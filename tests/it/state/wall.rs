@@ -18,7 +18,7 @@ use common::orders_stage::stop_cleanly;
 use common::raw::RawWriter;
 use common::read::{read_topic, Isolation};
 use common::stage::{exit_code, exit_signal};
-use common::state::{write_keyed, StatePipeline};
+use common::state::{verify_expect, write_keyed, StatePipeline};
 use common::PATIENCE;
 
 /// Per key, the windows emitted (start -> how many times) and the counts they carried.
@@ -37,10 +37,14 @@ fn emitted(bootstrap: &str, topic: &str) -> Emitted {
     out
 }
 
-/// Runs the three incarnations; returns the true counts and what was emitted.
+/// What `kstage verify --expect windowed-count:1h:0s:6s` said: exit code and report.
+type Verified = (Option<i32>, String);
+
+/// Runs the three incarnations; returns the true counts, what was emitted, and the verifier's
+/// verdict.
 fn idle_close_across_a_crash_in_the_timers_transaction(
     broken: Option<&str>,
-) -> (BTreeMap<String, u64>, Emitted) {
+) -> (BTreeMap<String, u64>, Emitted, Verified) {
     let broker = require_broker!();
     let pipeline = StatePipeline::new(&broker, 2, &["windows", "timers"]);
     let p = &pipeline.pipeline;
@@ -82,13 +86,13 @@ fn idle_close_across_a_crash_in_the_timers_transaction(
     std::thread::sleep(Duration::from_secs(2));
     let out = emitted(&p.bootstrap, &p.output);
     stop_cleanly(&mut stage);
-    (truth, out)
+    (truth, out, verify_expect(p, "windowed-count:1h:0s:6s"))
 }
 
 /// Every key's windows are emitted with no input, once each, and their counts sum to the
-/// key's true count.
+/// key's true count; `kstage verify` with the stage's `idle_close` agrees.
 fn idle_windows_are_emitted_once_without_input_across_a_crash_in_the_timers_transaction() {
-    let (truth, out) = idle_close_across_a_crash_in_the_timers_transaction(None);
+    let (truth, out, (code, said)) = idle_close_across_a_crash_in_the_timers_transaction(None);
     for (key, count) in &truth {
         let windows = out.get(key).cloned().unwrap_or_default();
         let mut starts: Vec<i64> = windows.iter().map(|(s, _)| *s).collect();
@@ -106,18 +110,28 @@ fn idle_windows_are_emitted_once_without_input_across_a_crash_in_the_timers_tran
         );
     }
     assert_eq!(out.len(), truth.len(), "keys emitted: {out:?}");
+    assert_eq!(
+        code,
+        Some(0),
+        "kstage verify --expect windowed-count: {said}"
+    );
 }
 
 /// Negative control: with the state written before the commit, the crashed firing's deletes
-/// stay in the local store and the windows are never emitted.
+/// stay in the local store and the windows are never emitted; `kstage verify` fails too.
 fn state_written_before_the_commit_loses_idle_windows_across_the_crash() {
-    let (truth, out) =
+    let (truth, out, (code, said)) =
         idle_close_across_a_crash_in_the_timers_transaction(Some("state_before_commit"));
     let emitted: u64 = out.values().flatten().map(|(_, c)| c).sum();
     let total: u64 = truth.values().sum();
     assert!(
         emitted < total,
         "state_before_commit should lose the windows of the crashed firing: {emitted} of {total}"
+    );
+    assert_eq!(
+        code,
+        Some(1),
+        "kstage verify --expect windowed-count should fail too: {said}"
     );
 }
 

@@ -7,6 +7,7 @@
 //! record shows as a gap or a short final count; a record counted twice as a repeat or an
 //! over-count; an update of an aborted transaction leaking as a repeat.
 
+pub mod totals;
 pub mod windows;
 
 use std::collections::BTreeMap;
@@ -163,4 +164,26 @@ pub fn check_counts(
             .push((key, 0, seen.last().copied().unwrap_or(0)));
     }
     report
+}
+
+/// `kstage verify --expect EXPECT` on a pipeline's input and output: its exit code (0: the
+/// output is what the input says, 1: it is not) and what it printed.
+pub fn verify_expect(p: &Pipeline, expect: &str) -> (Option<i32>, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kstage"))
+        .args(["verify", "--expect", expect, "--no-progress"])
+        .args([
+            "--bootstrap-servers",
+            &p.bootstrap,
+            "--input",
+            &p.input,
+            "--output",
+            &p.output,
+        ])
+        .output()
+        .expect("run kstage verify");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
 }
