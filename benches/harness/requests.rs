@@ -10,9 +10,10 @@
 //!
 //! The counts are the broker's, so they include every client of the window: the contender, and
 //! for `Produce` also the harness's own load producer (its batches at `linger.ms=1`); the
-//! transaction requests (AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn) come only
-//! from the contender, and WriteTxnMarkers from the broker's transaction coordinator to itself
-//! on behalf of the contender's commits and aborts. A broker the harness did not start has no
+//! clients' transaction requests (AddPartitionsToTxn v0-3, AddOffsetsToTxn, TxnOffsetCommit,
+//! EndTxn) come only from the contender, and the broker's own (AddPartitionsToTxn v4+,
+//! AddPartitionsToTxnVerification, WriteTxnMarkers: the single broker sends them to itself) on
+//! behalf of the contender's transactions. A broker the harness did not start has no
 //! JMX here and gets no counts.
 
 use std::collections::BTreeMap;
@@ -22,10 +23,15 @@ use std::process::Command;
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
-/// The request types whose counts the harness reports.
-pub const COUNTED: [&str; 6] = [
+/// The request types whose counts the harness reports. AddPartitionsToTxn versions 0-3 are the
+/// clients' own; versions 4 and up are sent only by brokers (a partition leader adding a
+/// partition for a KIP-890 "transaction v2" client, or verifying one,
+/// `AddPartitionsToTxnVerification`), so [`parse`] counts them apart as `AddPartitionsToTxn v4+`.
+pub const COUNTED: [&str; 8] = [
     "Produce",
     "AddPartitionsToTxn",
+    "AddPartitionsToTxn v4+",
+    "AddPartitionsToTxnVerification",
     "AddOffsetsToTxn",
     "TxnOffsetCommit",
     "EndTxn",
@@ -111,7 +117,7 @@ impl Jmx {
 
 /// Sums JmxTool's `properties` lines
 /// (`kafka.network:type=RequestMetrics,name=RequestsPerSec,request=Produce,version=11:Count=5`)
-/// per request type; other lines are ignored.
+/// per request type (AddPartitionsToTxn v4+ apart, see [`COUNTED`]); other lines are ignored.
 pub fn parse(output: &str) -> BTreeMap<String, u64> {
     let mut totals = BTreeMap::new();
     for line in output.lines() {
@@ -127,7 +133,15 @@ pub fn parse(output: &str) -> BTreeMap<String, u64> {
         else {
             continue;
         };
-        *totals.entry(request.to_string()).or_insert(0) += count as u64;
+        let version = name
+            .split(',')
+            .find_map(|part| part.strip_prefix("version="))
+            .and_then(|v| v.parse::<u32>().ok());
+        let key = match (request, version) {
+            ("AddPartitionsToTxn", Some(v)) if v >= 4 => "AddPartitionsToTxn v4+".to_string(),
+            _ => request.to_string(),
+        };
+        *totals.entry(key).or_insert(0) += count as u64;
     }
     totals
 }
@@ -198,11 +212,15 @@ mod tests {
              time=1796287755280\n\
              kafka.network:type=RequestMetrics,name=RequestsPerSec,request=Produce,version=9:Count=5\n\
              kafka.network:type=RequestMetrics,name=RequestsPerSec,request=Produce,version=11:Count=7\n\
-             kafka.network:type=RequestMetrics,name=RequestsPerSec,request=EndTxn,version=1:Count=3.0\n";
+             kafka.network:type=RequestMetrics,name=RequestsPerSec,request=EndTxn,version=1:Count=3.0\n\
+             kafka.network:type=RequestMetrics,name=RequestsPerSec,request=AddPartitionsToTxn,version=0:Count=4\n\
+             kafka.network:type=RequestMetrics,name=RequestsPerSec,request=AddPartitionsToTxn,version=5:Count=6\n";
         let totals = parse(output);
         assert_eq!(totals.get("Produce"), Some(&12));
         assert_eq!(totals.get("EndTxn"), Some(&3));
-        assert_eq!(totals.len(), 2);
+        assert_eq!(totals.get("AddPartitionsToTxn"), Some(&4));
+        assert_eq!(totals.get("AddPartitionsToTxn v4+"), Some(&6));
+        assert_eq!(totals.len(), 4);
     }
 
     #[test]
