@@ -171,6 +171,20 @@ pub fn points(loads: &Loads, summaries: &[Summary], kind: Kind) -> Vec<(Option<f
     vec![(None, rate)]
 }
 
+/// What the load phase of a run measured.
+struct Load {
+    /// Records sent.
+    sent: u64,
+    /// Seconds the load took.
+    load_s: f64,
+    /// The contender's CPU seconds over the load.
+    cpu_s: f64,
+    /// The broker's CPU seconds over the load.
+    broker_cpu_s: Option<f64>,
+    /// The broker's requests from just before the load until the output was read.
+    requests: Option<RequestCounts>,
+}
+
 /// Runs one contender at `rate` records per second on the fresh topics of `job`.
 pub fn run(
     kind: Kind,
@@ -210,7 +224,7 @@ pub fn run(
 
     // Everything that can fail runs in here, so the contender and the reader are stopped
     // whatever happens.
-    let load = (|| -> Result<(u64, f64, f64, Option<f64>, Option<RequestCounts>)> {
+    let load = (|| -> Result<Load> {
         let producer = data::producer(&job.bootstrap, 1)?;
         let mut buffer = Vec::with_capacity(settings.record_size + 64);
         // Probe until the contender is up.
@@ -280,13 +294,13 @@ pub fn run(
             }
             _ => None,
         };
-        Ok((
+        Ok(Load {
             sent,
             load_s,
-            cpu_after.cpu_s - cpu_before.cpu_s,
+            cpu_s: cpu_after.cpu_s - cpu_before.cpu_s,
             broker_cpu_s,
             requests,
-        ))
+        })
     })();
     stop.store(true, Ordering::Relaxed);
     let histogram = reader
@@ -296,9 +310,7 @@ pub fn run(
     let (histogram, by_second) = histogram?;
     write_by_second(&job.dir.join("latency-by-second.csv"), &by_second);
     let (sent, load_s, cpu_s, broker_cpu_s, broker_requests, error) = match load {
-        Ok((sent, load_s, cpu_s, broker_cpu_s, requests)) => {
-            (sent, load_s, cpu_s, broker_cpu_s, requests, None)
-        }
+        Ok(l) => (l.sent, l.load_s, l.cpu_s, l.broker_cpu_s, l.requests, None),
         Err(error) => (0, 1.0, 0.0, None, None, Some(format!("{error:#}"))),
     };
     let got = received.load(Ordering::Relaxed);
