@@ -3,6 +3,8 @@
 //! By default the harness starts a private single-node broker with `scripts/kafka.sh` on its own
 //! port and data directory (so it does not disturb other brokers on the machine) and stops it when
 //! it is done, whatever happens. With `--bootstrap` it uses a running cluster and leaves it alone.
+//! A broker the harness starts also opens remote JMX on 127.0.0.1 (requests.rs reads its request
+//! counts there).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +22,8 @@ pub struct Broker {
     pub bootstrap: String,
     /// Set when the harness started the broker: the script and its environment.
     managed: Option<Managed>,
+    /// The broker's JMX, when the harness started it.
+    jmx: Option<crate::requests::Jmx>,
 }
 
 struct Managed {
@@ -34,7 +38,11 @@ impl Managed {
         command
             .args(args)
             .env("KSTAGE_KAFKA_PORT", self.port.to_string())
-            .env("KSTAGE_KAFKA_DATA", &self.data_dir);
+            .env("KSTAGE_KAFKA_DATA", &self.data_dir)
+            .env(
+                "KSTAGE_KAFKA_JVM_OPTS",
+                crate::requests::jvm_opts(crate::requests::jmx_port(self.port)),
+            );
         command
     }
 }
@@ -67,6 +75,10 @@ impl Broker {
         Ok(Self {
             bootstrap,
             managed: Some(managed),
+            jmx: Some(crate::requests::Jmx::new(
+                repo,
+                crate::requests::jmx_port(port),
+            )),
         })
     }
 
@@ -75,7 +87,13 @@ impl Broker {
         Self {
             bootstrap,
             managed: None,
+            jmx: None,
         }
+    }
+
+    /// The broker's JMX (request counts), when the harness started it.
+    pub fn jmx(&self) -> Option<&crate::requests::Jmx> {
+        self.jmx.as_ref()
     }
 
     /// The broker's process id, when the harness started it (for its CPU time).

@@ -8,7 +8,8 @@
 //!             group has committed the whole input; CPU s and peak RSS from /proc; output checked
 //! latency:    rounds again, each contender at one load (or at fractions of its own median
 //!             throughput, --latency-loads: the curves) on fresh topics; created -> visible
-//!             read_committed, HdrHistogram percentiles, CPU per record, markers written
+//!             read_committed, HdrHistogram percentiles, CPU per record, markers written,
+//!             the broker's transaction requests counted over JMX (requests.rs)
 //! distant:    --rtt-ms puts a delaying proxy in front of the broker (proxy.rs)
 //! report:     results.json, report.md (medians, ratios per run pair), chart.svg
 //! ```
@@ -25,6 +26,7 @@ mod procfs;
 mod profile;
 mod proxy;
 mod report;
+mod requests;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -368,16 +370,11 @@ fn run(
                     round + 1,
                     kind.name()
                 );
-                let mut run = latency::run(
-                    kind,
-                    round,
-                    programs,
-                    &job,
-                    rate,
-                    &lat_settings,
-                    broker.pid(),
-                )
-                .unwrap_or_else(|error| latency::LatencyRun::failed(kind, round, rate, &error));
+                let mut run =
+                    latency::run(kind, round, programs, &job, rate, &lat_settings, broker)
+                        .unwrap_or_else(|error| {
+                            latency::LatencyRun::failed(kind, round, rate, &error)
+                        });
                 run.load_fraction = fraction;
                 let input_end = admin.end_offsets(&job.input, args.partitions);
                 let output_end = admin.end_offsets(&job.output, args.partitions);

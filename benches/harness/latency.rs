@@ -6,6 +6,7 @@
 //! probe: one record every 200 ms until one comes out (the contender is up and assigned)
 //! load:  `rate` records/s for warm-up + measured seconds, each stamped `ts_us` when it is sent
 //! read:  read_committed, fetch.wait.max.ms=10; records after the warm-up go in the histogram
+//! count: the broker's requests (requests.rs) from just before the load until the output is read
 //! ```
 //!
 //! The clock is the harness's own (producer and consumer are threads of one process), so no
@@ -26,9 +27,11 @@ use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
+use crate::broker::Broker;
 use crate::contender::{self, Job, Kind, Programs};
 use crate::data;
 use crate::report::Summary;
+use crate::requests::RequestCounts;
 
 /// Key prefix of the latency records.
 const LOAD_PREFIX: &str = "lat-";
@@ -86,6 +89,9 @@ pub struct LatencyRun {
     /// per output partition a transaction wrote to. Its end offsets minus the input's (the
     /// transforms are one record in, one record out).
     pub output_markers: Option<i64>,
+    /// The broker's requests from just before the load until the output was read (the
+    /// harness's own broker only).
+    pub broker_requests: Option<RequestCounts>,
     /// How the contender exited when stopped.
     pub exit: String,
     /// Why the run failed, if it did.
@@ -112,6 +118,7 @@ impl LatencyRun {
             broker_cpu_per_s: None,
             input_records: None,
             output_markers: None,
+            broker_requests: None,
             exit: String::new(),
             error: Some(format!("{error:#}")),
         }
@@ -164,6 +171,20 @@ pub fn points(loads: &Loads, summaries: &[Summary], kind: Kind) -> Vec<(Option<f
     vec![(None, rate)]
 }
 
+/// What the load phase of a run measured.
+struct Load {
+    /// Records sent.
+    sent: u64,
+    /// Seconds the load took.
+    load_s: f64,
+    /// The contender's CPU seconds over the load.
+    cpu_s: f64,
+    /// The broker's CPU seconds over the load.
+    broker_cpu_s: Option<f64>,
+    /// The broker's requests from just before the load until the output was read.
+    requests: Option<RequestCounts>,
+}
+
 /// Runs one contender at `rate` records per second on the fresh topics of `job`.
 pub fn run(
     kind: Kind,
@@ -172,8 +193,9 @@ pub fn run(
     job: &Job,
     rate: f64,
     settings: &LatencySettings,
-    broker_pid: Option<u32>,
+    broker: &Broker,
 ) -> Result<LatencyRun> {
+    let broker_pid = broker.pid();
     let total_s = (settings.warmup + settings.measured).as_secs_f64();
     let to_send = (rate * total_s).round() as u64;
     let warmup_records = (rate * settings.warmup.as_secs_f64()).round() as u64;
@@ -202,7 +224,7 @@ pub fn run(
 
     // Everything that can fail runs in here, so the contender and the reader are stopped
     // whatever happens.
-    let load = (|| -> Result<(u64, f64, f64, Option<f64>)> {
+    let load = (|| -> Result<Load> {
         let producer = data::producer(&job.bootstrap, 1)?;
         let mut buffer = Vec::with_capacity(settings.record_size + 64);
         // Probe until the contender is up.
@@ -228,6 +250,7 @@ pub fn run(
             probes += 1;
             std::thread::sleep(Duration::from_millis(200));
         }
+        let requests_before = broker.jmx().map(|jmx| (jmx.totals(), Instant::now()));
         let cpu_before = crate::procfs::sample(running.pid()).unwrap_or_default();
         let broker_before = broker_pid.and_then(crate::procfs::sample);
         // The load: at each tick, send what is due by now.
@@ -257,12 +280,27 @@ pub fn run(
         while received.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok((
+        let requests = match (requests_before, broker.jmx()) {
+            (Some((Ok(before), at)), Some(jmx)) => {
+                let window_s = at.elapsed().as_secs_f64();
+                jmx.totals()
+                    .map(|after| RequestCounts::between(&before, &after, window_s, sent))
+                    .map_err(|e| eprintln!("harness: broker request counts: {e:#}"))
+                    .ok()
+            }
+            (Some((Err(error), _)), _) => {
+                eprintln!("harness: broker request counts: {error:#}");
+                None
+            }
+            _ => None,
+        };
+        Ok(Load {
             sent,
             load_s,
-            cpu_after.cpu_s - cpu_before.cpu_s,
+            cpu_s: cpu_after.cpu_s - cpu_before.cpu_s,
             broker_cpu_s,
-        ))
+            requests,
+        })
     })();
     stop.store(true, Ordering::Relaxed);
     let histogram = reader
@@ -271,9 +309,9 @@ pub fn run(
     let exit = running.stop(Duration::from_secs(30));
     let (histogram, by_second) = histogram?;
     write_by_second(&job.dir.join("latency-by-second.csv"), &by_second);
-    let (sent, load_s, cpu_s, broker_cpu_s, error) = match load {
-        Ok((sent, load_s, cpu_s, broker_cpu_s)) => (sent, load_s, cpu_s, broker_cpu_s, None),
-        Err(error) => (0, 1.0, 0.0, None, Some(format!("{error:#}"))),
+    let (sent, load_s, cpu_s, broker_cpu_s, broker_requests, error) = match load {
+        Ok(l) => (l.sent, l.load_s, l.cpu_s, l.broker_cpu_s, l.requests, None),
+        Err(error) => (0, 1.0, 0.0, None, None, Some(format!("{error:#}"))),
     };
     let got = received.load(Ordering::Relaxed);
     let ms = |us: u64| us as f64 / 1000.0;
@@ -294,6 +332,7 @@ pub fn run(
         broker_cpu_per_s: broker_cpu_s.map(|s| s / load_s),
         input_records: None,
         output_markers: None,
+        broker_requests,
         exit,
         error,
     };

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::contender::Kind;
 use crate::drain::DrainRun;
 use crate::latency::LatencyRun;
+use crate::requests::{RequestCounts, COUNTED};
 
 /// The median of some values (the mean of the middle two for an even count); `None` if empty.
 pub fn median(mut values: Vec<f64>) -> Option<f64> {
@@ -263,8 +264,60 @@ pub fn markdown(
                 r.error.as_deref().unwrap_or(""),
             );
         }
+        broker_requests(&mut md, latencies);
     }
     md
+}
+
+/// The broker's request counts of each latency run that has them: per 1,000 records offered,
+/// and per second in brackets.
+fn broker_requests(md: &mut String, latencies: &[LatencyRun]) {
+    let counted: Vec<(&LatencyRun, &RequestCounts)> = latencies
+        .iter()
+        .filter_map(|r| r.broker_requests.as_ref().map(|c| (r, c)))
+        .collect();
+    if counted.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n### Broker requests per latency run\n\nCounted by the broker (JMX \
+         `kafka.network:type=RequestMetrics,name=RequestsPerSec`) from just before the load until \
+         the output was read: per 1,000 records offered (per second in brackets). Produce \
+         includes the harness's load producer.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| round | contender | load × own max | offered rec/s | window s | {} |",
+        COUNTED.join(" | ")
+    );
+    let _ = writeln!(
+        md,
+        "|---:|---|---:|---:|---:{}|",
+        "|---:".repeat(COUNTED.len())
+    );
+    for (r, counts) in counted {
+        let cells: Vec<String> = COUNTED
+            .iter()
+            .map(|name| {
+                format!(
+                    "{} ({})",
+                    num(counts.per_1k(name), 2),
+                    num(counts.per_second(name), 1)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {:.1} | {} |",
+            r.round + 1,
+            r.contender.name(),
+            num(r.load_fraction, 2),
+            thousands(Some(r.rate)),
+            counts.window_s,
+            cells.join(" | ")
+        );
+    }
 }
 
 #[cfg(test)]
