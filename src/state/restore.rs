@@ -157,8 +157,8 @@ impl Restorer {
             store = %def.name,
             partition,
             records = restored.records,
-            stable_ms = stable.as_millis() as u64,
-            read_ms = (began.elapsed() - stable).as_millis() as u64,
+            stable_ms = u64::try_from(stable.as_millis()).unwrap_or(u64::MAX),
+            read_ms = u64::try_from((began.elapsed() - stable).as_millis()).unwrap_or(u64::MAX),
             "Restore timings: until the last stable offset reached the high watermark (a new \
              consumer's first request included), then reading to the end."
         );
