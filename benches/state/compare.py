@@ -93,7 +93,8 @@ class App:
         self.state = os.path.join(self.dir, "state")
         os.makedirs(self.dir, exist_ok=True)
         self.proc, self.runs = None, 0
-        if kind == "kstage":
+        if kind.startswith("kstage"):
+            self.binary = args.kstage_before if kind == "kstage-before" else args.kstage
             self.config = os.path.join(self.dir, "stage.toml")
             params = ""
             if topology == "windowed-count":
@@ -104,12 +105,12 @@ class App:
                         f'inputs = ["{input_topic}"]\napp_id = "{app_id}"\n'
                         f'instance_id = "0"\nstate_dir = "{self.state}"\n'
                         f'[outputs]\ndefault = "{self.output}"\n{params}')
-            subprocess.run([args.kstage, "topics", "create", "--config", self.config],
+            subprocess.run([self.binary, "topics", "create", "--config", self.config],
                            check=True, stdout=subprocess.DEVNULL)
 
     def command(self):
-        if self.kind == "kstage":
-            return [self.args.kstage, "run", "--config", self.config,
+        if self.kind.startswith("kstage"):
+            return [self.binary, "run", "--config", self.config,
                     "--metrics-address", "off"]
         return (["java"] + self.args.jvm_opts.split() +
                 ["-cp", self.args.streams_jar, "kstage.bench.StateApp",
@@ -141,7 +142,7 @@ class App:
         """The app's own restore lines of the current run: (records, seconds, running_at)."""
         text = re.sub(r"\x1b\[[0-9;]*m", "", open(self.log, errors="replace").read())
         records, seconds, running = 0, 0.0, None
-        if self.kind == "kstage":
+        if self.kind.startswith("kstage"):
             for m in re.finditer(r"The partition's state is restored.*", text):
                 line = m.group(0)
                 r = re.search(r"records=(\d+)", line)
@@ -280,7 +281,10 @@ def main():
     p.add_argument("--kill-chunk", type=int, default=200_000)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--topologies", default="count,windowed-count")
-    p.add_argument("--apps", default="kstage,kafka-streams")
+    p.add_argument("--apps", default="kstage,kafka-streams",
+                   help="kstage, kafka-streams, kstage-before (the --kstage-before binary)")
+    p.add_argument("--kstage-before", help="an earlier kstage binary, as app kstage-before "
+                   "(a before/after comparison in the same run)")
     p.add_argument("--size-ms", type=int, default=60_000)
     p.add_argument("--grace-ms", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=7)

@@ -4,6 +4,8 @@
 # Usage: KSTAGE_TEST_BOOTSTRAP=127.0.0.1:9092 benches/state/restore.sh [RECORDS] [KEYS]
 #   (defaults 1000000 and 100000; needs a running broker, scripts/kafka.sh start, and
 #   target/release/kstage: cargo build --release --bin kstage)
+#   KSTAGE_BIN=PATH runs another binary; KSTAGE_WORK=DIR (empty, existing) keeps the stage logs
+#   there (run1.log ... run4.log; with RUST_LOG=kstage=debug, each restore's timings).
 #
 # 1. `count` over RECORDS keyed records (KEYS keys, 6 partitions): processing time and rate.
 # 2. Restore from nothing: the state directory deleted, the restart restores every key.
@@ -18,12 +20,16 @@ BOOT="${KSTAGE_TEST_BOOTSTRAP:?set KSTAGE_TEST_BOOTSTRAP to a broker}"
 RECORDS="${1:-1000000}"
 KEYS="${2:-100000}"
 PY="$("${ROOT}/scripts/python-env.sh")"
-BIN="${ROOT}/target/release/kstage"
-WORK="$(mktemp -d)"
+BIN="${KSTAGE_BIN:-${ROOT}/target/release/kstage}"
+WORK="${KSTAGE_WORK:-$(mktemp -d)}"
 APP="bench-state-$RANDOM$RANDOM"
 IN="${APP}-in"
 OUT="${APP}-out"
-trap 'kill "${PID:-0}" 2>/dev/null || true; rm -rf "${WORK}"' EXIT
+if [[ -n "${KSTAGE_WORK:-}" ]]; then
+  trap 'kill "${PID:-0}" 2>/dev/null || true' EXIT   # keeps the logs in KSTAGE_WORK
+else
+  trap 'kill "${PID:-0}" 2>/dev/null || true; rm -rf "${WORK}"' EXIT
+fi
 
 cat > "${WORK}/stage.toml" <<TOML
 topology = "count"

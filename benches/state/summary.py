@@ -49,13 +49,13 @@ def main(path):
     print("|---|---|---|---|---|---|")
     for topology in dict.fromkeys(r["topology"] for r in runs):
         med = {}
-        for app in ("kstage", "kafka-streams"):
+        for app in ("kstage", "kafka-streams", "kstage-before"):
             good = [r for r in runs if r["topology"] == topology and r["app"] == app and ok(r)]
             if good:
                 med[app] = {c: statistics.median(r[c] for r in good)
                             for c in ("records_per_s", "cpu_us_per_record", "peak_rss_mib",
                                       "deleted_ready_s", "killed_ready_s")}
-        if len(med) < 2:
+        if "kstage" not in med or "kafka-streams" not in med:
             print(f"| {topology} | no exact runs of both apps | | | | |")
             continue
         k, s = med["kstage"], med["kafka-streams"]
@@ -64,6 +64,13 @@ def main(path):
               f"{k['peak_rss_mib'] / s['peak_rss_mib']:.3f} | "
               f"{s['deleted_ready_s'] / k['deleted_ready_s']:.2f} | "
               f"{s['killed_ready_s'] / k['killed_ready_s']:.2f} |")
+        if "kstage-before" in med:
+            b = med["kstage-before"]
+            print(f"| {topology}, kstage-before | {b['records_per_s'] / s['records_per_s']:.2f} | "
+                  f"{s['cpu_us_per_record'] / b['cpu_us_per_record']:.2f} | "
+                  f"{b['peak_rss_mib'] / s['peak_rss_mib']:.3f} | "
+                  f"{s['deleted_ready_s'] / b['deleted_ready_s']:.2f} | "
+                  f"{s['killed_ready_s'] / b['killed_ready_s']:.2f} |")
 
 
 if __name__ == "__main__":

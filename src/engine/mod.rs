@@ -68,6 +68,11 @@ use crate::topology::{StageInfo, Topology};
 /// How long start-up waits for the cluster to answer before it gives up.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `fetch.wait.max.ms` of the restore consumers: how long the fetch at a changelog's end waits
+/// before the partition EOF that ends a restore (librdkafka's default is 500 ms; measured in
+/// docs/BENCHMARKS.md, "Stateful").
+const RESTORE_FETCH_WAIT_MS: &str = "10";
+
 /// Runs one stage until `shutdown` is set (then commits the open transactions, leaves the group
 /// and returns its counters) or a fatal error.
 ///
@@ -307,7 +312,13 @@ fn stateful_runtime(
     restore
         .set("enable.partition.eof", "true")
         .set("statistics.interval.ms", "0")
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", "read_committed")
+        // A restore ends at partition EOF, which the fetch at the end reports only once the
+        // broker gives up waiting for new data: librdkafka's 500 ms default cost every restore
+        // half a second, even one with nothing committed to read (after a kill, the changelog
+        // tail is the killed transaction's aborted records). A fetch with data returns at once
+        // either way (fetch.min.bytes = 1), so this costs reading nothing.
+        .set("fetch.wait.max.ms", RESTORE_FETCH_WAIT_MS);
     use crate::state::runtime::RestoreContext;
     let committed = restore.clone();
     restore.set("isolation.level", "read_uncommitted");

@@ -21,6 +21,13 @@
 //! moving, a broker unreachable for a while) is retried with backoff for `patience`, then
 //! reported; any other error ends the restore at once.
 //!
+//! What a restore costs besides its records (measured, docs/BENCHMARKS.md, "Stateful"): the
+//! fetch at the changelog's end waits `fetch.wait.max.ms` before it reports the EOF, so the
+//! restore consumers set it to 10 ms (librdkafka's 500 ms cost every restore half a second,
+//! even one with only a killed transaction's aborted records to skip); and a consumer's destroy
+//! waits for its threads, so it is dropped on a thread of its own. `RUST_LOG=kstage=debug`
+//! logs each restore's timings.
+//!
 //! Compaction is harmless: offsets may be missing, and a `from` below the log start resets to
 //! the earliest offset (`auto.offset.reset=earliest`). The stored offset after a restore is the
 //! last record read + 1: a lower bound, so the markers after it are read again next time, which
@@ -122,11 +129,13 @@ impl Restorer {
         if from >= high {
             return Ok(restored);
         }
+        let began = Instant::now();
         let reader: BaseConsumer<RestoreContext> = self
             .committed
             .create_with_context(RestoreContext)
             .map_err(|e| kafka("creating the restore consumer", def, partition, e))?;
         self.await_stable(&reader, def, partition, high)?;
+        let stable = began.elapsed();
         let start = from.max(u64::try_from(low).unwrap_or(0));
         let mut assignment = TopicPartitionList::new();
         assignment
@@ -144,6 +153,16 @@ impl Restorer {
             &mut restored,
             &mut progress,
         )?;
+        tracing::debug!(
+            store = %def.name,
+            partition,
+            records = restored.records,
+            stable_ms = u64::try_from(stable.as_millis()).unwrap_or(u64::MAX),
+            read_ms = u64::try_from((began.elapsed() - stable).as_millis()).unwrap_or(u64::MAX),
+            "Restore timings: until the last stable offset reached the high watermark (a new \
+             consumer's first request included), then reading to the end."
+        );
+        close_in_background(reader);
         Ok(restored)
     }
 
@@ -258,6 +277,17 @@ impl Restorer {
         progress(restored.records, 0);
         Ok(())
     }
+}
+
+/// Drops a restore consumer on a thread of its own: librdkafka's destroy waits for the client's
+/// threads to end, about 100 ms per restore (measured, docs/BENCHMARKS.md, "Stateful"), which
+/// the partition's processing need not wait for. The consumer is assign-only (no group, nothing
+/// to commit), so nothing depends on when it is gone. If no thread can be made, the closure,
+/// and with it the consumer, is dropped here.
+fn close_in_background(reader: BaseConsumer<RestoreContext>) {
+    let _closing = std::thread::Builder::new()
+        .name("kstage-restore-close".into())
+        .spawn(move || drop(reader));
 }
 
 /// Whether a watermark read's error heals when the cluster does: a leader moving or not yet

@@ -60,7 +60,11 @@ fn order_amount(customer: &str, value: &[u8]) -> Option<i64> {
         if qty < 1 || price < 0.0 {
             return None;
         }
-        cents += i64::from(qty) * (price * 100.0).round() as i64;
+        // The price rounded to cents; `as` saturates (a price beyond i64 cents is absurd, and
+        // saturates the same way in the topology).
+        #[allow(clippy::cast_possible_truncation)]
+        let unit_cents = (price * 100.0).round() as i64;
+        cents = cents.saturating_add(i64::from(qty).saturating_mul(unit_cents));
     }
     Some(cents)
 }
