@@ -80,6 +80,22 @@ pub struct Bounds {
     pub end: i64,
 }
 
+impl Bounds {
+    /// The bounds of whole partitions, from `(start, end)` watermarks listed by partition
+    /// number (partition 0 first), as [`VerifyClient::watermarks`] returns them.
+    pub fn whole(watermarks: Vec<(i64, i64)>) -> Vec<Self> {
+        watermarks
+            .into_iter()
+            .zip(0..)
+            .map(|((start, end), partition)| Self {
+                partition,
+                start,
+                end,
+            })
+            .collect()
+    }
+}
+
 /// The verifier's client context: end-of-partition events are expected (reads stop there), so
 /// they are not logged as errors; other client errors are warnings, since librdkafka retries
 /// and a read that gets nowhere fails on its own ([`STALL_TIMEOUT`]).

@@ -349,16 +349,7 @@ fn check_dedupe(
 pub fn read_timed(client: &Client, topic: &str) -> Result<Vec<TimedRecord>, VerifyError> {
     let consumer = client.consumer(Isolation::ReadCommitted, None)?;
     let partitions = client.partitions(&consumer, topic)?;
-    let bounds: Vec<Bounds> = client
-        .watermarks(&consumer, topic, partitions)?
-        .into_iter()
-        .zip(0..)
-        .map(|((start, end), partition)| Bounds {
-            partition,
-            start,
-            end,
-        })
-        .collect();
+    let bounds = Bounds::whole(client.watermarks(&consumer, topic, partitions)?);
     let mut records = Vec::new();
     client.read(topic, Isolation::ReadCommitted, &bounds, &NoProgress, |m| {
         let header = |name: &str| -> Option<i64> {

@@ -223,17 +223,7 @@ impl Inputs {
     ) -> Result<(), VerifyError> {
         for topic in &config.inputs {
             let count = self.partitions.get(topic).copied().unwrap_or(0);
-            let bounds: Vec<Bounds> = self
-                .client
-                .watermarks(&self.metadata, topic, count)?
-                .into_iter()
-                .zip(0..)
-                .map(|((start, end), partition)| Bounds {
-                    partition,
-                    start,
-                    end,
-                })
-                .collect();
+            let bounds = Bounds::whole(self.client.watermarks(&self.metadata, topic, count)?);
             let mut unavailable = None;
             let mut missing_table = None;
             let read =
