@@ -199,10 +199,10 @@ def kstage_config(args, topic, table, mode, group, directory, write="copy"):
     return path
 
 
-def start_kstage(args, topic, table, mode, group, directory, write="copy"):
+def start_kstage(args, topic, table, mode, group, directory, write="copy", binary=None):
     config = kstage_config(args, topic, table, mode, group, directory, write)
     logf = open(os.path.join(directory, f"{group}.log"), "w")
-    return subprocess.Popen([args.kstage, "sink", "-c", config, "--metrics-address", "off"],
+    return subprocess.Popen([binary or args.kstage, "sink", "-c", config, "--metrics-address", "off"],
                             stdout=logf, stderr=logf, env={**os.environ, "RUST_LOG": "warn"})
 
 
@@ -269,8 +269,13 @@ def run_contender(args, name, topic, records, copy_file, directory, tag):
             proc = start_debezium(args, topic, table, group, directory)
         else:
             mode = "transactional" if name.startswith("kstage-txn") else "idempotent"
-            write = "insert" if name.endswith("-insert") else "copy"
-            proc = start_kstage(args, topic, table, mode, group, directory, write)
+            write = "insert" if "-insert" in name else "copy"
+            binary = None
+            if name.endswith("-before"):
+                if not args.kstage_before:
+                    raise RuntimeError(f"{name} needs --kstage-before PATH")
+                binary = args.kstage_before
+            proc = start_kstage(args, topic, table, mode, group, directory, write, binary)
         wait_rows(args.pg_url, table, records, proc, args.timeout)
         cpu, rss = process_usage(proc.pid)
         stop(proc)
@@ -339,6 +344,10 @@ def main():
     parser.add_argument("--pg-url", required=True)
     parser.add_argument("--pg-data", required=True, help="the server's data directory (CPU)")
     parser.add_argument("--kstage", required=True)
+    parser.add_argument("--kstage-before", default="",
+                        help="another kstage binary (e.g. a build of the previous commit): the "
+                             "contenders kstage-txn-before and kstage-idem-before run it, for an "
+                             "A/B of a change side by side in one run")
     parser.add_argument("--connect-libs", required=True)
     parser.add_argument("--connect-port", type=int, default=44083)
     parser.add_argument("--records", type=int, default=1_000_000)

@@ -6,7 +6,8 @@
 # Steps:
 #   1. cargo build --release --bin kstage (skip with KSTAGE_BENCH_SKIP_BUILD=1)
 #   2. the Debezium JDBC sink connector and Kafka Connect's runtime with their runtime
-#      dependencies from Maven Central into ${KSTAGE_CACHE}/debezium-jdbc-sink (once)
+#      dependencies from Maven Central into ${KSTAGE_CACHE}/debezium-jdbc-sink (once; skipped
+#      when --contenders names no debezium)
 #   3. the Python client (scripts/python-env.sh)
 #   4. a single-node Kafka (scripts/kafka.sh) and a private PostgreSQL (scripts/postgres.sh)
 #      with track_commit_timestamp = on, on the ports and data directories of KSTAGE_KAFKA_PORT,
@@ -26,7 +27,12 @@ if [[ "${KSTAGE_BENCH_SKIP_BUILD:-0}" != "1" ]]; then
   log "building kstage (release)"
   (cd "${ROOT}" && cargo build --release --bin kstage)
 fi
-if [[ ! -f "${LIBS}/.complete" ]]; then
+# Debezium is fetched only when a contender needs it (the default set does).
+NEED_DEBEZIUM=1
+if [[ " $* " == *" --contenders"* && "$*" != *debezium* ]]; then
+  NEED_DEBEZIUM=0
+fi
+if [[ "${NEED_DEBEZIUM}" == "1" && ! -f "${LIBS}/.complete" ]]; then
   log "fetching the Debezium JDBC sink and Kafka Connect from Maven Central"
   rm -rf "${LIBS}"
   mkdir -p "${LIBS}"

@@ -12,14 +12,17 @@
 //!
 //! A path step that is a number indexes an array (`value.items.0.sku`). A JSON field that is
 //! missing or `null` becomes SQL `NULL`; strings are sent as they are,
-//! numbers and booleans as their JSON text, objects and arrays as JSON text.
+//! numbers and booleans as their JSON text, objects and arrays as JSON text. When every JSON
+//! column is a field path (no whole `value` column) and the value's format is `json`, only the
+//! mapped fields are decoded, in one streaming pass ([`super::fields`]); the rows are the same.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::config::ColumnSource;
-use crate::codec::{CodecError, Codecs, Part};
+use super::fields::FieldTrie;
+use crate::codec::{CodecError, Codecs, Format, Part};
 
 /// Why a record has no row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +77,9 @@ pub struct Mapping {
     /// Column name and source, in the order of a row's values.
     pub columns: Vec<(String, ColumnSource)>,
     needs_json: bool,
+    /// The field paths' trie, when every JSON column is a field (no whole `value`): a JSON
+    /// value is then read in one streaming pass ([`super::fields`]).
+    fields: Option<FieldTrie>,
     /// How values are decoded (per topic).
     codecs: Arc<Codecs>,
 }
@@ -84,16 +90,43 @@ impl Mapping {
         let needs_json = columns
             .iter()
             .any(|(_, s)| matches!(s, ColumnSource::Value | ColumnSource::Field(_)));
+        let whole_value = columns.iter().any(|(_, s)| *s == ColumnSource::Value);
+        let fields = (needs_json && !whole_value).then(|| {
+            FieldTrie::new(
+                columns
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (_, s))| match s {
+                        ColumnSource::Field(path) => Some((i, path.as_slice())),
+                        _ => None,
+                    }),
+            )
+        });
         Self {
             columns,
             needs_json,
+            fields,
             codecs,
         }
     }
 
+    /// The JSON columns of a JSON-format value, read in one streaming pass; `None` when the
+    /// value is not in the `json` format or not JSON (the full parse then decides).
+    fn streamed(&self, record: &RecordView<'_>) -> Option<Vec<Option<String>>> {
+        let trie = self.fields.as_ref()?;
+        let value = record.value?;
+        if self.codecs.format_of(record.topic).value != Format::Json {
+            return None;
+        }
+        let mut out = vec![None; self.columns.len()];
+        trie.read(value, &mut out)?;
+        Some(out)
+    }
+
     /// The row for one record, or why the record cannot be mapped.
     pub fn row(&self, record: &RecordView<'_>) -> Result<Row, MapError> {
-        let json = if self.needs_json && record.value.is_some() {
+        let streamed = self.streamed(record);
+        let json = if self.needs_json && record.value.is_some() && streamed.is_none() {
             match self
                 .codecs
                 .decode_json(record.topic, Part::Value, record.value)
@@ -125,6 +158,9 @@ impl Mapping {
                 ColumnSource::Partition => Some(record.partition.to_string()),
                 ColumnSource::Offset => Some(record.offset.to_string()),
                 ColumnSource::Value => json.as_ref().and_then(text_of),
+                ColumnSource::Field(_) if streamed.is_some() => streamed
+                    .as_ref()
+                    .and_then(|s| s.get(values.len()).cloned().flatten()),
                 ColumnSource::Field(path) => json
                     .as_ref()
                     .and_then(|j| path.iter().try_fold(j, |v, p| step(v, p)))
@@ -151,14 +187,14 @@ pub fn parameter_sql(source: &ColumnSource, base_type: &str) -> String {
 
 /// One step of a field path: an object's field, or an array's element by its index
 /// (`value.items.0.sku`).
-fn step<'v>(value: &'v Value, part: &str) -> Option<&'v Value> {
+pub(super) fn step<'v>(value: &'v Value, part: &str) -> Option<&'v Value> {
     match value {
         Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
         other => other.get(part),
     }
 }
 
-fn text_of(value: &Value) -> Option<String> {
+pub(super) fn text_of(value: &Value) -> Option<String> {
     match value {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),

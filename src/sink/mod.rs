@@ -32,6 +32,7 @@ mod copy;
 mod db;
 mod dead_letter;
 pub mod error;
+mod fields;
 pub mod mapping;
 mod poison;
 pub(crate) mod rows;
