@@ -218,12 +218,9 @@ fn transactional_is_exact_when_postgres_is_killed_and_backends_terminated() {
     eprintln!("killing PostgreSQL (immediate) at {} rows", test.rows());
     own.kill();
     own.restart();
-
-    let stored =
-        format!("SELECT sum(next_offset)::bigint FROM kstage_offsets WHERE group_id = '{app}'");
     let pg = &mut test.pg;
     sinks[0].wait_until(PATIENCE, "the whole input is in the offsets table", || {
-        pg.count(&stored) == RECORDS
+        pg.stored_offsets(&app) == RECORDS
     });
     // Kafka's offsets are for lag monitoring only, but they must converge too, even where a
     // commit to Kafka was refused during the rebalance.

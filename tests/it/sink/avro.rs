@@ -50,11 +50,9 @@ fn avro_records_become_rows_and_a_record_that_is_not_avro_is_poison() {
         ));
     let mut sink = spec.spawn("i0");
     let app = test.app_id.clone();
-    let stored =
-        format!("SELECT sum(next_offset)::bigint FROM kstage_offsets WHERE group_id = '{app}'");
     let pg = &mut test.pg;
     sink.wait_until(PATIENCE, "the sink stored the whole input", || {
-        pg.count(&stored) == 51
+        pg.stored_offsets(&app) == 51
     });
     assert_eq!(sink.stop(), Some(0));
     assert!(

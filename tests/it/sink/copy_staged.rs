@@ -50,10 +50,8 @@ fn sink_rows(bootstrap: &str, url: &str, input: &str, write: &str) -> (Expected,
     .top("max_records_per_txn = 400")
     .sink_lines(&format!("write = \"{write}\""));
     let mut sink = spec.spawn("i0");
-    let stored =
-        format!("SELECT sum(next_offset)::bigint FROM kstage_offsets WHERE group_id = '{app_id}'");
     sink.wait_until(PATIENCE, "the sink stored the whole input", || {
-        pg.count(&stored) == RECORDS as i64
+        pg.stored_offsets(&app_id) == RECORDS as i64
     });
     assert_eq!(sink.stop(), Some(0), "{}", sink.stderr());
     let rows = pg

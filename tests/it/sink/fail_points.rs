@@ -153,11 +153,9 @@ fn zombie(broken: bool) {
     writer.write(2_000);
     writer.flush();
     let mut successor = spec.spawn("successor");
-    let stored =
-        format!("SELECT sum(next_offset)::bigint FROM kstage_offsets WHERE group_id = '{app}'");
     let pg = &mut test.pg;
     successor.wait_until(PATIENCE, "the successor stored the whole input", || {
-        pg.count(&stored) == 4_000
+        pg.stored_offsets(&app) == 4_000
     });
     assert_eq!(process_state(pid), Some('T'), "the zombie stayed stopped");
     assert_eq!(

@@ -65,8 +65,6 @@ fn transactional_under_kills(broken: bool) -> ((usize, usize), i64, u64) {
     let (table, app) = (test.table.clone(), test.app_id.clone());
     let kafka = test.offsets();
     let plan = KillPlan::new(records, kills, Aim::InTransaction);
-    let stored =
-        format!("SELECT sum(next_offset)::bigint FROM kstage_offsets WHERE group_id = '{app}'");
     let mut pg = Pg::connect(&url);
     let log = run_with_kills(
         &spec,
@@ -84,7 +82,7 @@ fn transactional_under_kills(broken: bool) -> ((usize, usize), i64, u64) {
                 // The broken mode keeps its offsets in Kafka only.
                 kafka.caught_up(&writer.borrow().end_offsets())
             } else {
-                pg.count(&stored) == i64::try_from(records).expect("records fit")
+                pg.stored_offsets(&app) == i64::try_from(records).expect("records fit")
             }
         },
     );

@@ -78,11 +78,9 @@ fn a_sink_topology_writes_an_order_and_its_lines_to_two_tables_exactly_once() {
     let first_log = sink.stderr();
     let mut sink = spec.spawn("i0");
     let app = test.app_id.clone();
-    let stored =
-        format!("SELECT sum(next_offset)::bigint FROM kstage_offsets WHERE group_id = '{app}'");
     let pg = &mut test.pg;
     sink.wait_until(PATIENCE, "the sink stored the whole input", || {
-        pg.count(&stored) == ORDERS as i64 + 1
+        pg.stored_offsets(&app) == ORDERS as i64 + 1
     });
     assert_eq!(sink.stop(), Some(0));
     // Skipped by either instance (by both if the first one's batch died uncommitted).
@@ -134,11 +132,9 @@ fn verify_checks_each_table_of_a_sink_topology_and_names_what_is_wrong() {
     let (spec, orders, lines, expected_lines) = order_tables(&mut test, &url, ORDERS);
     let mut sink = spec.spawn("i0");
     let app = test.app_id.clone();
-    let stored =
-        format!("SELECT sum(next_offset)::bigint FROM kstage_offsets WHERE group_id = '{app}'");
     let pg = &mut test.pg;
     sink.wait_until(PATIENCE, "the sink stored the whole input", || {
-        pg.count(&stored) == ORDERS as i64 + 1
+        pg.stored_offsets(&app) == ORDERS as i64 + 1
     });
     assert_eq!(sink.stop(), Some(0));
 

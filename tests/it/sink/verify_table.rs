@@ -52,11 +52,9 @@ fn verify_passes_a_transactional_sink_table_and_names_each_defect() {
     let spec = test.spec("transactional");
     let mut sink = spec.spawn("i0");
     let (table, app) = (test.table.clone(), test.app_id.clone());
-    let stored =
-        format!("SELECT sum(next_offset)::bigint FROM kstage_offsets WHERE group_id = '{app}'");
     let pg = &mut test.pg;
     sink.wait_until(PATIENCE, "the sink stored the whole input", || {
-        pg.count(&stored) == 2_000
+        pg.stored_offsets(&app) == 2_000
     });
     assert_eq!(sink.stop(), Some(0));
     assert_eq!(test.check(&writer.written), (0, 0));

@@ -87,6 +87,18 @@ impl Pg {
         }
     }
 
+    /// The sum of the next offsets the sink stored for `group` in `kstage_offsets`: 0 until the
+    /// first sink on this database has created that table (a query of a table that does not
+    /// exist yet would fail the test on a fresh database).
+    pub fn stored_offsets(&mut self, group: &str) -> i64 {
+        if self.count("SELECT (to_regclass('kstage_offsets') IS NOT NULL)::int::bigint") == 0 {
+            return 0;
+        }
+        self.count(&format!(
+            "SELECT sum(next_offset)::bigint FROM kstage_offsets WHERE group_id = '{group}'"
+        ))
+    }
+
     /// A single bigint (`SELECT count(*) ...`).
     pub fn count(&mut self, sql: &str) -> i64 {
         let rows = self.query(sql);
