@@ -6,7 +6,7 @@
 //! the commit; the negative control runs the same crashes with the state written before the
 //! commit (`KSTAGE_BROKEN_MODE=state_before_commit`) and must over-count.
 
-use kstage::codec::{Codecs, Part};
+use kstage::codec::Part;
 
 use crate::common;
 
@@ -15,8 +15,8 @@ use common::orders_stage::stop_cleanly;
 use common::raw::RawWriter;
 use common::read::Isolation;
 use common::registry::{avro_codecs, latest_schema};
-use common::state::totals::{check, write_orders, Report};
-use common::state::{verify_expect, StatePipeline};
+use common::state::totals::{check, write_orders};
+use common::state::StatePipeline;
 
 /// Avro on both sides through the registry, one clean run: the totals are exact, and the
 /// stage registered `kstage.examples.CustomerTotal` for the output.
@@ -62,7 +62,10 @@ fn order_totals_are_exact_in_avro_through_the_registry() {
 pub mod crashes {
     use super::*;
     use common::stage::{exit_code, exit_signal};
+    use common::state::totals::Report;
+    use common::state::verify_expect;
     use common::PATIENCE;
+    use kstage::codec::Codecs;
 
     /// JSON on both sides; the stage crashes `CRASHES` times at the fail point between the
     /// changelog send and the commit (after a random number of passes), then drains. Returns
