@@ -24,7 +24,7 @@ pub(super) fn run(path: &Path, args: VerifyArgs, registry: &Registry) -> ExitCod
             return ExitCode::from(2);
         }
     };
-    if let Some(bootstrap) = args.bootstrap_servers {
+    if let Some(bootstrap) = args.bootstrap_servers.clone() {
         config.bootstrap_servers = bootstrap;
     }
     if args.examples == 0 {
@@ -39,29 +39,27 @@ pub(super) fn run(path: &Path, args: VerifyArgs, registry: &Registry) -> ExitCod
     let topology = config.sink.as_ref().is_some_and(|s| s.topology.is_some());
     if topology {
         let result = verify::verify_topology_tables(&config, registry, args.examples, progress);
-        if let Some(bar) = &bar {
-            bar.0.finish_and_clear();
-        }
-        return match result {
-            Ok(report) => emit(
-                &report,
-                &report.to_string(),
-                report.passed,
-                args.json,
-                args.report_file,
-            ),
-            Err(error) => failed(&error),
-        };
+        return conclude(result.map(|r| (r.passed, r)), bar, args);
     }
     let result = verify::verify_table(&config, args.examples, progress);
+    conclude(result.map(|r| (r.passed, r)), bar, args)
+}
+
+/// Clears the progress bar, then prints and returns what the verification found: its report
+/// (with whether it passed), or why it could not be carried out.
+fn conclude<R: serde::Serialize + std::fmt::Display>(
+    result: Result<(bool, R), VerifyError>,
+    bar: Option<super::verify::Bar>,
+    args: VerifyArgs,
+) -> ExitCode {
     if let Some(bar) = &bar {
         bar.0.finish_and_clear();
     }
     match result {
-        Ok(report) => emit(
+        Ok((passed, report)) => emit(
             &report,
             &report.to_string(),
-            report.passed,
+            passed,
             args.json,
             args.report_file,
         ),

@@ -218,47 +218,21 @@ fn total(partition: i32, offset: i64, customer: &str, orders: i64, cents: i64) -
 
 #[test]
 fn order_totals_expects_each_customers_running_total_of_its_valid_orders() {
+    // An order on partition 0 at `offset`, keyed `key`, by `customer`, with these items.
+    let placed = |offset, key, customer, items| rec(0, offset, key, &order(customer, items), 0);
     let input = [
-        rec(
-            0,
-            0,
-            "a",
-            &order("a", r#"{"sku":"x","qty":2,"unit_price":1.25}"#),
-            0,
-        ),
-        rec(
-            0,
-            1,
-            "b",
-            &order("b", r#"{"sku":"x","qty":1,"unit_price":0.1}"#),
-            0,
-        ),
+        placed(0, "a", "a", r#"{"sku":"x","qty":2,"unit_price":1.25}"#),
+        placed(1, "b", "b", r#"{"sku":"x","qty":1,"unit_price":0.1}"#),
         // Invalid: key is not the customer; zero quantity; no items; not JSON.
-        rec(
-            0,
-            2,
-            "b",
-            &order("a", r#"{"sku":"x","qty":1,"unit_price":1}"#),
-            0,
-        ),
-        rec(
-            0,
-            3,
-            "a",
-            &order("a", r#"{"sku":"x","qty":0,"unit_price":1}"#),
-            0,
-        ),
-        rec(0, 4, "a", &order("a", ""), 0),
+        placed(2, "b", "a", r#"{"sku":"x","qty":1,"unit_price":1}"#),
+        placed(3, "a", "a", r#"{"sku":"x","qty":0,"unit_price":1}"#),
+        placed(4, "a", "a", ""),
         rec(0, 5, "a", "not json", 0),
-        rec(
-            0,
+        placed(
             6,
             "a",
-            &order(
-                "a",
-                r#"{"sku":"x","qty":3,"unit_price":0.01},{"sku":"y","qty":1,"unit_price":2}"#,
-            ),
-            0,
+            "a",
+            r#"{"sku":"x","qty":3,"unit_price":0.01},{"sku":"y","qty":1,"unit_price":2}"#,
         ),
     ];
     let good = [

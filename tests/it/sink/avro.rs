@@ -8,7 +8,6 @@ use common::orders::order;
 use common::raw::{RawRecord, RawWriter};
 use common::registry::avro_codecs;
 use common::sink::exact::Exact;
-use common::PATIENCE;
 use kstage::codec::Part;
 
 fn avro_records_become_rows_and_a_record_that_is_not_avro_is_poison() {
@@ -49,12 +48,7 @@ fn avro_records_become_rows_and_a_record_that_is_not_avro_is_poison() {
             test.input
         ));
     let mut sink = spec.spawn("i0");
-    let app = test.app_id.clone();
-    let pg = &mut test.pg;
-    sink.wait_until(PATIENCE, "the sink stored the whole input", || {
-        pg.stored_offsets(&app) == 51
-    });
-    assert_eq!(sink.stop(), Some(0));
+    test.drain_and_stop(&mut sink, 51);
     assert!(
         sink.stderr().contains("Skipped a record"),
         "the junk is skipped"

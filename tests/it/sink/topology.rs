@@ -77,12 +77,7 @@ fn a_sink_topology_writes_an_order_and_its_lines_to_two_tables_exactly_once() {
     // skipped (and committed) it before the kill, so its log is kept for the check below.
     let first_log = sink.stderr();
     let mut sink = spec.spawn("i0");
-    let app = test.app_id.clone();
-    let pg = &mut test.pg;
-    sink.wait_until(PATIENCE, "the sink stored the whole input", || {
-        pg.stored_offsets(&app) == ORDERS as i64 + 1
-    });
-    assert_eq!(sink.stop(), Some(0));
+    test.drain_and_stop(&mut sink, ORDERS as i64 + 1);
     // Skipped by either instance (by both if the first one's batch died uncommitted).
     assert!(
         first_log.contains("order bad has no lines")
@@ -131,12 +126,7 @@ fn verify_checks_each_table_of_a_sink_topology_and_names_what_is_wrong() {
     const ORDERS: usize = 400;
     let (spec, orders, lines, expected_lines) = order_tables(&mut test, &url, ORDERS);
     let mut sink = spec.spawn("i0");
-    let app = test.app_id.clone();
-    let pg = &mut test.pg;
-    sink.wait_until(PATIENCE, "the sink stored the whole input", || {
-        pg.stored_offsets(&app) == ORDERS as i64 + 1
-    });
-    assert_eq!(sink.stop(), Some(0));
+    test.drain_and_stop(&mut sink, ORDERS as i64 + 1);
 
     let (code, report): (i32, TablesReport) = verify(&spec);
     assert_eq!(code, 0, "{report}");

@@ -51,12 +51,8 @@ fn verify_passes_a_transactional_sink_table_and_names_each_defect() {
     let writer = common::seed(&broker.bootstrap, &test.input, 2, 2_000);
     let spec = test.spec("transactional");
     let mut sink = spec.spawn("i0");
-    let (table, app) = (test.table.clone(), test.app_id.clone());
-    let pg = &mut test.pg;
-    sink.wait_until(PATIENCE, "the sink stored the whole input", || {
-        pg.stored_offsets(&app) == 2_000
-    });
-    assert_eq!(sink.stop(), Some(0));
+    let table = test.table.clone();
+    test.drain_and_stop(&mut sink, 2_000);
     assert_eq!(test.check(&writer.written), (0, 0));
 
     let (code, report) = verify(&spec);

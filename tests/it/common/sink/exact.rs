@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::common::read::GroupOffsets;
-use crate::common::{create_topic, unique_name, InputRecord};
+use crate::common::stage::Stage;
+use crate::common::{create_topic, unique_name, InputRecord, PATIENCE};
 
 use super::{Pg, SinkSpec};
 
@@ -24,6 +25,17 @@ pub struct Exact {
 }
 
 impl Exact {
+    /// Waits until `sink` has stored `offsets` (the sum of its partitions' next offsets) in
+    /// `kstage_offsets`, i.e. it has committed the whole input, then stops it with SIGTERM and
+    /// asserts a clean exit.
+    pub fn drain_and_stop(&mut self, sink: &mut Stage, offsets: i64) {
+        let (pg, app) = (&mut self.pg, &self.app_id);
+        sink.wait_until(PATIENCE, "the sink stored the whole input", || {
+            pg.stored_offsets(app) == offsets
+        });
+        assert_eq!(sink.stop(), Some(0), "the sink did not stop cleanly");
+    }
+
     pub fn new(bootstrap: &str, url: &str, partitions: i32) -> Self {
         let (input, app_id) = (unique_name("sink-in"), unique_name("sink-app"));
         let table = unique_name("t").replace('-', "_");
