@@ -5,7 +5,8 @@
 //!  │          next_offset into the assignment itself, so fetching starts exactly there (no seek
 //!  │          race); idempotent: Kafka's committed offset, as usual
 //!  │          └─► the partition is owned with its epoch; records below next_offset are dropped
-//!  revoke / lost ──► the partition is no longer owned: the loop drops its rows from the open
+//!  revoke / lost ──► first waits for the write in flight (inflight.rs) to be settled; then
+//!                    the partition is no longer owned: the loop drops its rows from the open
 //!                    batch (they were not committed; the next owner reads them again from the
 //!                    offset in the database, or from Kafka's committed offset)
 //! ```
@@ -24,6 +25,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::broken::Broken;
 use super::db::Db;
 use super::error::SinkError;
+use super::inflight::WriteGate;
 use crate::observability::{KindLabel, Telemetry, WorkerHealth};
 
 /// A partition this instance owns.
@@ -52,6 +54,8 @@ struct Ownership {
 /// The consumer context of a sink worker.
 pub(super) struct SinkContext {
     db: Arc<Mutex<Db>>,
+    /// Whether a batch's write is in flight: a revoke waits for its outcome.
+    gate: Arc<WriteGate>,
     ownership: Mutex<Ownership>,
     /// Claim partitions in the offsets table (transactional mode, not the negative control).
     claims: Option<(String, String)>,
@@ -71,6 +75,7 @@ impl SinkContext {
         let claims = claims.filter(|_| !Broken::KafkaOffsets.active());
         Self {
             db,
+            gate: Arc::default(),
             ownership: Mutex::default(),
             claims,
             telemetry,
@@ -81,6 +86,11 @@ impl SinkContext {
     /// The database session (the loop and the callbacks share it, on one thread).
     pub(super) fn db(&self) -> MutexGuard<'_, Db> {
         self.db.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The shared session and write gate, for a write thread.
+    pub(super) fn shared(&self) -> (&Arc<Mutex<Db>>, &Arc<WriteGate>) {
+        (&self.db, &self.gate)
     }
 
     fn ownership(&self) -> MutexGuard<'_, Ownership> {
@@ -107,17 +117,38 @@ impl SinkContext {
     }
 
     /// A batch committed in the database: its partitions, where still owned under the same
-    /// epoch, now start at its ends.
-    pub(super) fn committed(&self, ends: &[super::write::PartitionEnd]) {
+    /// epoch, now start at its ends. Returns those ends (the ones to commit to Kafka: a
+    /// partition given up while its write was in flight belongs to its next owner).
+    pub(super) fn committed(
+        &self,
+        ends: &[super::write::PartitionEnd],
+    ) -> Vec<super::write::PartitionEnd> {
         let mut ownership = self.ownership();
+        let mut kept = Vec::with_capacity(ends.len());
         for end in ends {
             if let Some(owned) = ownership.owned.get_mut(&(end.topic.clone(), end.partition)) {
                 if owned.epoch == end.epoch {
                     owned.from = end.next_offset;
                     owned.stored = true;
+                    kept.push(end.clone());
                 }
             }
         }
+        kept
+    }
+
+    /// The partitions of `ends` no longer owned under the epoch they were read with.
+    pub(super) fn not_owned(&self, ends: &[super::write::PartitionEnd]) -> Vec<(String, i32)> {
+        let ownership = self.ownership();
+        ends.iter()
+            .filter(|end| {
+                ownership
+                    .owned
+                    .get(&(end.topic.clone(), end.partition))
+                    .is_none_or(|owned| owned.epoch != end.epoch)
+            })
+            .map(|end| (end.topic.clone(), end.partition))
+            .collect()
     }
 
     /// A commit to Kafka failed: copy the database's offsets again later.
@@ -141,6 +172,8 @@ impl SinkContext {
     }
 
     fn on_assign(&self, tpl: &mut TopicPartitionList) {
+        // (A claim also takes the session lock, which a write in flight holds.)
+        self.gate.wait();
         self.count("assign");
         self.health.set_in_group(true);
         let partitions: Vec<(String, i32)> = tpl
@@ -196,6 +229,9 @@ impl SinkContext {
     }
 
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        // A write in flight may hold revoked partitions: its outcome first, so that their next
+        // owner claims (and reads) only after it.
+        self.gate.wait();
         let lost = consumer.assignment_lost();
         self.count(if lost { "lost" } else { "revoke" });
         let mut ownership = self.ownership();

@@ -33,6 +33,7 @@ mod db;
 mod dead_letter;
 pub mod error;
 mod fields;
+mod inflight;
 pub mod mapping;
 mod poison;
 pub(crate) mod rows;
@@ -164,8 +165,9 @@ pub fn run(
         table = %sink.table, inputs = ?config.inputs, "Sink started.");
     let mut worker = SinkWorker {
         consumer,
-        writer,
+        writer: Arc::new(writer),
         rows,
+        in_flight: None,
         mode: sink.mode,
         policy: config.poison_policy,
         dead_letters,

@@ -6,15 +6,19 @@
 //!  │    ─► a record of an owned partition at or past its stored offset ─► row into the batch
 //!  │                                                                     └─ poison policy
 //!  ├─► batch due (commit_interval since its first record, max_records_per_txn, shutdown):
-//!  │     dead letters flushed ─► write.rs: one database transaction ─► Kafka offset commit
-//!  │     (transactional: async, monitoring only; idempotent: sync, the resume point)
+//!  │     the write in flight settled ─► dead letters flushed ─► inflight.rs: write.rs's one
+//!  │     database transaction on its own thread, while the loop polls and maps the next batch
+//!  ├─► a write's outcome known (seen after a poll, or the next batch due): Kafka offset commit
+//!  │     of the partitions still owned (transactional: async, monitoring only; idempotent:
+//!  │     sync, the resume point)
 //!  └─► Kafka's offsets may be behind the database's (a claim, a refused commit): copy them,
 //!      at most every OFFSET_COPY_INTERVAL, until a commit succeeds
 //! ```
 //!
 //! Invariants: nothing reaches Kafka's offsets before the database commit (except in the
-//! negative control `sink_kafka_offsets`); a fatal error returns at once, and the open batch,
-//! in no transaction, is simply dropped; a batch is open (for readiness) from its first record
+//! negative control `sink_kafka_offsets`); at most one write in flight, and the next starts
+//! only after its outcome is known; a fatal error first waits for the write in flight, then
+//! returns, and the open batch, in no transaction, is simply dropped; a batch is open (for readiness) from its first record
 //! to its commit.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +35,7 @@ use super::config::SinkMode;
 use super::context::SinkContext;
 use super::dead_letter::DeadLetters;
 use super::error::SinkError;
+use super::inflight::{Done, InFlight};
 use super::mapping::{MapError, RecordView};
 use super::poison;
 use super::rows::RowSource;
@@ -43,6 +48,9 @@ use crate::observability::{KindLabel, Telemetry, TopicLabel, WorkerHealth};
 /// The longest a poll blocks, so shutdown is noticed promptly.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
 
+/// The longest a poll blocks while a write is in flight, so its outcome is handled promptly.
+const IN_FLIGHT_POLL_WAIT: Duration = Duration::from_millis(5);
+
 /// How often Kafka's offsets are copied from the database while they may be behind.
 const OFFSET_COPY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -51,8 +59,10 @@ const OFFSET_COPY_INTERVAL: Duration = Duration::from_secs(1);
 pub(super) struct SinkWorker {
     /// The group member; its context claims partitions and shares the database session.
     pub(super) consumer: BaseConsumer<SinkContext>,
-    /// Builds and runs a batch's transaction.
-    pub(super) writer: Writer,
+    /// Builds and runs a batch's transaction (shared with the write thread).
+    pub(super) writer: Arc<Writer>,
+    /// The batch whose transaction runs while the next one is collected (at most one).
+    pub(super) in_flight: Option<InFlight>,
     /// Records to rows: the config-only mapping or a typed sink topology.
     pub(super) rows: RowSource,
     /// transactional or idempotent.
@@ -85,11 +95,28 @@ impl std::fmt::Debug for SinkWorker {
 
 impl SinkWorker {
     /// Consumes and commits until `shutdown` is set (then commits the open batch) or an error.
+    /// Whatever way it ends, the write in flight is settled first.
     pub(super) fn run(&mut self, shutdown: &AtomicBool) -> Result<WorkerStats, SinkError> {
+        let result = self.run_loop(shutdown);
+        if result.is_err() {
+            if let Some(in_flight) = self.in_flight.take() {
+                match in_flight.join().and_then(|done| done.result) {
+                    Ok(_) => tracing::info!("The write in flight committed before the stop."),
+                    Err(error) => tracing::warn!(%error, "The write in flight failed too."),
+                }
+            }
+        }
+        result
+    }
+
+    fn run_loop(&mut self, shutdown: &AtomicBool) -> Result<WorkerStats, SinkError> {
         let mut batch = Batch::default();
         let mut last_summary = Instant::now();
         let mut last_copy = Instant::now() - OFFSET_COPY_INTERVAL;
         while !shutdown.load(Ordering::Relaxed) {
+            if self.in_flight.as_ref().is_some_and(InFlight::is_finished) {
+                self.settle(&batch)?;
+            }
             let wait = match batch.started {
                 Some(_) if batch.records >= self.max_records => Duration::ZERO,
                 Some(started) => {
@@ -98,10 +125,15 @@ impl SinkWorker {
                 None => MAX_POLL_WAIT,
             };
             if batch.started.is_some() && wait.is_zero() {
-                self.commit(&mut batch)?;
+                self.settle(&batch)?;
+                self.launch(&mut batch)?;
                 continue;
             }
-            let polled = self.consumer.poll(wait.min(MAX_POLL_WAIT));
+            let wait = match self.in_flight {
+                Some(_) => wait.min(IN_FLIGHT_POLL_WAIT),
+                None => wait.min(MAX_POLL_WAIT),
+            };
+            let polled = self.consumer.poll(wait);
             let (given_up, error) = self.consumer.context().take_events();
             if let Some(error) = error {
                 return Err(error);
@@ -143,7 +175,9 @@ impl SinkWorker {
             }
         }
         tracing::info!("Shutting down: committing the open batch.");
-        self.commit(&mut batch)?;
+        self.settle(&batch)?;
+        self.launch(&mut batch)?;
+        self.settle(&batch)?;
         Ok(self.stats)
     }
 
@@ -219,17 +253,17 @@ impl SinkWorker {
         })
     }
 
-    /// Writes and commits the batch, then commits the Kafka offsets.
-    fn commit(&mut self, batch: &mut Batch) -> Result<(), SinkError> {
+    /// Starts the open batch's write (the previous one is settled): the dead letters flushed,
+    /// then the transaction on its own thread; the batch is empty again.
+    fn launch(&mut self, batch: &mut Batch) -> Result<(), SinkError> {
         if batch.ends.is_empty() {
             *batch = Batch::default();
             self.health.transaction_closed();
             return Ok(());
         }
         let started = Instant::now();
-        let offsets = self.kafka_offsets(&batch.ends)?;
-        let kafka_first = Broken::KafkaOffsets.active() && self.mode == SinkMode::Transactional;
-        if kafka_first {
+        if Broken::KafkaOffsets.active() && self.mode == SinkMode::Transactional {
+            let offsets = self.kafka_offsets(&batch.ends)?;
             tracing::warn!("KSTAGE_BROKEN_MODE: committing Kafka offsets before the database (negative control)");
             // A refused commit (a rebalance) is only logged: the control must keep running
             // through the same rebalances as the real sink.
@@ -240,15 +274,61 @@ impl SinkWorker {
         if let Some(dead_letters) = self.dead_letters.as_mut() {
             dead_letters.flush()?;
         }
+        let (db, gate) = self.consumer.context().shared();
+        let in_flight = InFlight::launch(&self.writer, db, gate, std::mem::take(batch), started)?;
+        self.in_flight = Some(in_flight);
+        Ok(())
+    }
+
+    /// Waits for the write in flight (if any) and finishes it: a deferred batch (rejected rows)
+    /// written here with the poison policy, then the Kafka offsets and the counters. `open` is
+    /// the batch being collected, for readiness.
+    fn settle(&mut self, open: &Batch) -> Result<(), SinkError> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let Done {
+            mut batch,
+            result,
+            deferred,
+            started,
+        } = in_flight.join()?;
+        let rejected = if deferred {
+            // Partitions given up meanwhile leave it: their next owner reads them again.
+            let gone = self.consumer.context().not_owned(&batch.ends);
+            batch.drop_partitions(&gone);
+            if batch.ends.is_empty() {
+                Vec::new()
+            } else {
+                self.write_here(&batch)?
+            }
+        } else {
+            result?
+        };
+        if !batch.ends.is_empty() {
+            self.finish(&batch, &rejected, started)?;
+        }
+        if open.started.is_none() {
+            self.health.transaction_closed();
+        }
+        Ok(())
+    }
+
+    /// Writes a batch on this thread, with the poison policy for the rows the database rejects.
+    fn write_here(&mut self, batch: &Batch) -> Result<Vec<Rejected>, SinkError> {
+        if let Some(dead_letters) = self.dead_letters.as_mut() {
+            dead_letters.flush()?;
+        }
         let (policy, stats, telemetry) = (self.policy, &mut self.stats, &self.telemetry);
         let mut dead_letters = self.dead_letters.as_mut();
-        let open = &*batch;
         let mut on_rejected = |rejected: &[Rejected]| -> Result<(), SinkError> {
             for Rejected { index, error } in rejected {
-                let message = open.message_of(*index).ok_or_else(|| SinkError::Database {
-                    operation: "finding a rejected row's record",
-                    message: format!("no record at index {index}"),
-                })?;
+                let message = batch
+                    .message_of(*index)
+                    .ok_or_else(|| SinkError::Database {
+                        operation: "finding a rejected row's record",
+                        message: format!("no record at index {index}"),
+                    })?;
                 poison::poison(
                     policy,
                     dead_letters.as_deref_mut(),
@@ -264,16 +344,26 @@ impl SinkWorker {
                 None => Ok(()),
             }
         };
-        let rejected = {
-            let mut db = self.consumer.context().db();
-            self.writer
-                .write(&mut db, &batch.rows, &batch.ends, &mut on_rejected)?
-        };
-        self.consumer.context().committed(&batch.ends);
+        let mut db = self.consumer.context().db();
+        self.writer
+            .write(&mut db, &batch.rows, &batch.ends, &mut on_rejected)
+    }
+
+    /// After the database commit of `batch`: the Kafka offsets of the partitions still owned,
+    /// and the counters.
+    fn finish(
+        &mut self,
+        batch: &Batch,
+        rejected: &[Rejected],
+        started: Instant,
+    ) -> Result<(), SinkError> {
+        let kept = self.consumer.context().committed(&batch.ends);
         write::crash_point("kstage::sink_after_db_commit");
-        if !kafka_first {
+        let kafka_first = Broken::KafkaOffsets.active() && self.mode == SinkMode::Transactional;
+        if !kafka_first && !kept.is_empty() {
             // transactional: for lag monitoring only; idempotent: the resume point. Either way
             // a failure only means more redelivery (idempotent) or a stale lag (transactional).
+            let offsets = self.kafka_offsets(&kept)?;
             let mode = if self.mode == SinkMode::Idempotent {
                 CommitMode::Sync
             } else {
@@ -311,8 +401,6 @@ impl SinkWorker {
             rows = batch.rows.len(),
             "Batch committed."
         );
-        *batch = Batch::default();
-        self.health.transaction_closed();
         Ok(())
     }
 
