@@ -140,3 +140,27 @@ impl InFlight {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writing(gate: &WriteGate) -> bool {
+        *gate.writing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[test]
+    fn a_write_thread_that_panics_still_ends_the_gate() {
+        let gate = Arc::new(WriteGate::default());
+        gate.begin();
+        let ending = Ending(Arc::clone(&gate));
+        assert!(writing(&gate));
+        let thread = std::thread::spawn(move || {
+            let _ending = ending;
+            panic!("a write that panics");
+        });
+        assert!(thread.join().is_err());
+        assert!(!writing(&gate));
+        gate.wait();
+    }
+}
