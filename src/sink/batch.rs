@@ -2,20 +2,25 @@
 //! from, and each partition's end (the offset after its last record, with the epoch it was read
 //! under), which is what the batch's transaction stores as the partitions' next offsets.
 //!
-//! Invariants: row `i` came from record `messages[origin[i]]` (a record gives zero or more rows;
-//! only records with rows are kept in `messages`); every
+//! Invariants: row `i` came from record `sources[origin[i]]` (a record gives zero or more rows;
+//! only records with rows are kept in `sources`); a source holds the record's coordinates, and
+//! its bytes (key, value, headers) only when the worker keeps them for dead letters
+//! (`poison_policy = "dead_letter"`): under `fail` and `skip` a rejected row needs only where
+//! it came from, so the batch copies no record (measured in docs/BENCHMARKS.md); every
 //! record read, poison included, moves its partition's end, so a skipped or dead-lettered record
 //! commits with the batch; a partition given up (revoked, lost) leaves the batch entirely (rows,
 //! records and end), since its records were not committed and its next owner reads them again.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 
 use super::mapping::Row;
+use super::rows::RecordRows;
 use super::write::PartitionEnd;
 
-/// The open batch: rows, the messages they came from, and each partition's end.
+/// The open batch: rows, the records they came from, and each partition's end.
 #[derive(Debug, Default)]
 pub(super) struct Batch {
     /// When its first record arrived (`None`: empty).
@@ -24,12 +29,27 @@ pub(super) struct Batch {
     pub(super) records: usize,
     /// The rows to write, in record order.
     pub(super) rows: Vec<Row>,
-    /// The index in `messages` of each row's record (same index as `rows`).
+    /// The index in `sources` of each row's record (same index as `rows`).
     pub(super) origin: Vec<usize>,
-    /// The records that gave rows, for dead letters of rejected rows.
-    pub(super) messages: Vec<OwnedMessage>,
+    /// The records that gave rows, for the poison policy of rejected rows.
+    pub(super) sources: Vec<Source>,
+    /// The topics read (one shared name each, so a source costs no allocation for its topic).
+    topics: Vec<Arc<str>>,
     /// Per partition read, the offset after its last record and the epoch it was read under.
     pub(super) ends: Vec<PartitionEnd>,
+}
+
+/// Where a row's record came from, and (kept for dead letters only) the record itself.
+#[derive(Debug)]
+pub(super) struct Source {
+    /// The input topic.
+    pub(super) topic: Arc<str>,
+    /// The input partition.
+    pub(super) partition: i32,
+    /// The record's offset.
+    pub(super) offset: i64,
+    /// The record (key, value, headers), under `poison_policy = "dead_letter"` only.
+    pub(super) message: Option<OwnedMessage>,
 }
 
 impl Batch {
@@ -56,20 +76,43 @@ impl Batch {
         }
     }
 
-    /// Adds a record's rows (none: nothing but its end, as for poison).
-    pub(super) fn add(&mut self, message: OwnedMessage, rows: Vec<Row>) {
-        if rows.is_empty() {
+    /// Adds the rows of the record at `topic/partition@offset` (none: nothing but its end, as
+    /// for poison); `message`: its copy, kept for dead letters (else only its coordinates).
+    pub(super) fn add(
+        &mut self,
+        (topic, partition, offset): (&str, i32, i64),
+        message: Option<OwnedMessage>,
+        rows: RecordRows,
+    ) {
+        let count = rows.len();
+        if count == 0 {
             return;
         }
-        let index = self.messages.len();
-        self.origin.extend(std::iter::repeat_n(index, rows.len()));
-        self.rows.extend(rows);
-        self.messages.push(message);
+        let topic = match self.topics.iter().find(|t| ***t == *topic) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared: Arc<str> = Arc::from(topic);
+                self.topics.push(Arc::clone(&shared));
+                shared
+            }
+        };
+        let index = self.sources.len();
+        self.origin.extend(std::iter::repeat_n(index, count));
+        match rows {
+            RecordRows::One(row) => self.rows.push(row),
+            RecordRows::Many(rows) => self.rows.extend(rows),
+        }
+        self.sources.push(Source {
+            topic,
+            partition,
+            offset,
+            message,
+        });
     }
 
     /// The record a row came from.
-    pub(super) fn message_of(&self, row: usize) -> Option<&OwnedMessage> {
-        self.origin.get(row).and_then(|&m| self.messages.get(m))
+    pub(super) fn source_of(&self, row: usize) -> Option<&Source> {
+        self.origin.get(row).and_then(|&m| self.sources.get(m))
     }
 
     /// Drops what the batch read from partitions given up (they were not committed).
@@ -81,10 +124,10 @@ impl Batch {
         // New index of each kept message.
         let mut kept = 0;
         let renumber: Vec<Option<usize>> = self
-            .messages
+            .sources
             .iter()
             .map(|m| {
-                (!gone(m.topic(), m.partition())).then(|| {
+                (!gone(&m.topic, m.partition)).then(|| {
                     kept += 1;
                     kept - 1
                 })
@@ -99,7 +142,7 @@ impl Batch {
             }
         }
         let mut flags = renumber.iter();
-        self.messages
+        self.sources
             .retain(|_| flags.next().is_some_and(Option::is_some));
         self.ends.retain(|e| !gone(&e.topic, e.partition));
         self.records = self
@@ -121,7 +164,7 @@ impl Batch {
 
 #[cfg(test)]
 mod tests {
-    use rdkafka::message::{OwnedMessage, Timestamp};
+    use rdkafka::message::{Message, OwnedMessage, Timestamp};
 
     use super::*;
 
@@ -131,17 +174,24 @@ mod tests {
             table,
             values: vec![Some(format!("{partition}@{offset}"))],
         };
-        let message = OwnedMessage::new(
-            None,
-            None,
-            topic.to_string(),
-            Timestamp::NotAvailable,
-            partition,
-            offset,
-            None,
-        );
+        // Odd offsets keep the record's copy (as for dead letters), even ones only coordinates.
+        let message = (offset % 2 == 1).then(|| {
+            OwnedMessage::new(
+                None,
+                None,
+                topic.to_string(),
+                Timestamp::NotAvailable,
+                partition,
+                offset,
+                None,
+            )
+        });
         // Two rows per record (two tables), as a sink topology may give.
-        batch.add(message, vec![row(0), row(1)]);
+        batch.add(
+            (topic, partition, offset),
+            message,
+            RecordRows::Many(vec![row(0), row(1)]),
+        );
     }
 
     #[test]
@@ -158,7 +208,14 @@ mod tests {
             .collect();
         assert_eq!(ends, vec![(0, 12, 3, 2), (1, 7, 4, 2)]);
         assert_eq!((batch.records, batch.rows.len()), (4, 6));
-        assert_eq!(batch.message_of(5).map(Message::offset), Some(11));
+        let source = batch.source_of(5).expect("row 5's record");
+        assert_eq!(
+            (&*source.topic, source.partition, source.offset),
+            ("t", 0, 11)
+        );
+        assert_eq!(source.message.as_ref().map(Message::offset), Some(11));
+        let source = batch.source_of(0).expect("row 0's record");
+        assert_eq!((source.offset, source.message.is_none()), (10, true));
     }
 
     #[test]
@@ -175,9 +232,9 @@ mod tests {
             .collect();
         let value = Some("1@20".to_string());
         assert_eq!(rows, vec![(0, vec![value.clone()]), (1, vec![value])]);
-        assert_eq!(batch.messages.len(), 1);
+        assert_eq!(batch.sources.len(), 1);
         assert_eq!(batch.origin, vec![0, 0]);
-        assert_eq!(batch.message_of(1).map(Message::offset), Some(20));
+        assert_eq!(batch.source_of(1).map(|s| s.offset), Some(20));
         assert_eq!(batch.ends.len(), 1);
         assert_eq!(batch.records, 1);
         assert!(batch.started.is_some());

@@ -118,20 +118,31 @@ pub(super) fn encode_row(buffer: &mut BytesMut, values: &[Option<String>]) {
         }
         match value {
             None => buffer.put_slice(b"\\N"),
-            Some(text) => {
-                for &byte in text.as_bytes() {
-                    match byte {
-                        b'\\' => buffer.put_slice(b"\\\\"),
-                        b'\t' => buffer.put_slice(b"\\t"),
-                        b'\n' => buffer.put_slice(b"\\n"),
-                        b'\r' => buffer.put_slice(b"\\r"),
-                        other => buffer.put_u8(other),
-                    }
-                }
-            }
+            Some(text) => encode_value(buffer, text.as_bytes()),
         }
     }
     buffer.put_u8(b'\n');
+}
+
+/// Appends one value, escaped: the runs between bytes that need an escape are copied whole
+/// (most values have none, so a value is usually one copy, not a push per byte).
+fn encode_value(buffer: &mut BytesMut, mut text: &[u8]) {
+    while let Some(at) = text
+        .iter()
+        .position(|&b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
+    {
+        let (run, rest) = text.split_at(at);
+        buffer.put_slice(run);
+        let escaped: &[u8] = match rest.first() {
+            Some(b'\\') => b"\\\\",
+            Some(b'\t') => b"\\t",
+            Some(b'\n') => b"\\n",
+            _ => b"\\r",
+        };
+        buffer.put_slice(escaped);
+        text = rest.get(1..).unwrap_or_default();
+    }
+    buffer.put_slice(text);
 }
 
 #[cfg(test)]
@@ -151,6 +162,24 @@ mod tests {
             ],
         );
         assert_eq!(&buffer[..], b"a\\tb\\\\c\\nd\\re\t\\N\t\t\\\\N\n");
+    }
+
+    #[test]
+    fn escapes_at_the_edges_and_in_runs_are_each_escaped() {
+        let mut buffer = BytesMut::new();
+        encode_row(
+            &mut buffer,
+            &[
+                Some("\\".into()),
+                Some("\n\n".into()),
+                Some("\tx\r".into()),
+                Some("plain text, no escape".into()),
+            ],
+        );
+        assert_eq!(
+            &buffer[..],
+            b"\\\\\t\\n\\n\t\\tx\\r\tplain text, no escape\n"
+        );
     }
 
     #[test]

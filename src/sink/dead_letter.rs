@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext};
 
@@ -74,9 +74,9 @@ impl DeadLetters {
     }
 
     /// Queues the dead letter of `message` (`class`: `decode` or `rejected`).
-    pub(super) fn send(
+    pub(super) fn send<M: Message>(
         &mut self,
-        message: &OwnedMessage,
+        message: &M,
         class: &str,
         error: &str,
     ) -> Result<(), EngineError> {

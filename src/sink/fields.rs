@@ -112,7 +112,16 @@ impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
         self.trie.clear(self.out);
         if !self.trie.columns.is_empty() {
             let value = Value::deserialize(deserializer)?;
-            self.trie.fill(&value, self.out);
+            match (&self.trie.columns[..], self.trie.children.is_empty()) {
+                // The common case, one column and nothing below: its text is moved out of the
+                // value (a string is not copied again).
+                ([column], true) => {
+                    if let Some(slot) = self.out.get_mut(*column) {
+                        *slot = super::mapping::text_into(value);
+                    }
+                }
+                _ => self.trie.fill(&value, self.out),
+            }
             return Ok(());
         }
         deserializer.deserialize_any(self)

@@ -125,8 +125,16 @@ impl Mapping {
 
     /// The row for one record, or why the record cannot be mapped.
     pub fn row(&self, record: &RecordView<'_>) -> Result<Row, MapError> {
-        let streamed = self.streamed(record);
-        let json = if self.needs_json && record.value.is_some() && streamed.is_none() {
+        if let Some(mut values) = self.streamed(record) {
+            // The streamed values are the row: fill the other columns' slots in place.
+            for (slot, (column, source)) in values.iter_mut().zip(&self.columns) {
+                if !matches!(source, ColumnSource::Field(_)) {
+                    *slot = Self::record_value(column, source, record, None)?;
+                }
+            }
+            return Ok(Row { table: 0, values });
+        }
+        let json = if self.needs_json && record.value.is_some() {
             match self
                 .codecs
                 .decode_json(record.topic, Part::Value, record.value)
@@ -142,33 +150,38 @@ impl Mapping {
         };
         let mut values = Vec::with_capacity(self.columns.len());
         for (column, source) in &self.columns {
-            let value = match source {
-                ColumnSource::Key => match record.key {
-                    Some(key) => Some(
-                        std::str::from_utf8(key)
-                            .map_err(|_| {
-                                MapError::Poison(format!("column {column}: the key is not UTF-8"))
-                            })?
-                            .to_string(),
-                    ),
-                    None => None,
-                },
-                ColumnSource::Timestamp => record.timestamp.map(|t| t.to_string()),
-                ColumnSource::Topic => Some(record.topic.to_string()),
-                ColumnSource::Partition => Some(record.partition.to_string()),
-                ColumnSource::Offset => Some(record.offset.to_string()),
-                ColumnSource::Value => json.as_ref().and_then(text_of),
-                ColumnSource::Field(_) if streamed.is_some() => streamed
-                    .as_ref()
-                    .and_then(|s| s.get(values.len()).cloned().flatten()),
-                ColumnSource::Field(path) => json
-                    .as_ref()
-                    .and_then(|j| path.iter().try_fold(j, |v, p| step(v, p)))
-                    .and_then(text_of),
-            };
-            values.push(value);
+            values.push(Self::record_value(column, source, record, json.as_ref())?);
         }
         Ok(Row { table: 0, values })
+    }
+
+    /// One column's value from the record (`json`: its value parsed in full, if it was).
+    fn record_value(
+        column: &str,
+        source: &ColumnSource,
+        record: &RecordView<'_>,
+        json: Option<&Value>,
+    ) -> Result<Option<String>, MapError> {
+        Ok(match source {
+            ColumnSource::Key => match record.key {
+                Some(key) => Some(
+                    std::str::from_utf8(key)
+                        .map_err(|_| {
+                            MapError::Poison(format!("column {column}: the key is not UTF-8"))
+                        })?
+                        .to_string(),
+                ),
+                None => None,
+            },
+            ColumnSource::Timestamp => record.timestamp.map(|t| t.to_string()),
+            ColumnSource::Topic => Some(record.topic.to_string()),
+            ColumnSource::Partition => Some(record.partition.to_string()),
+            ColumnSource::Offset => Some(record.offset.to_string()),
+            ColumnSource::Value => json.and_then(text_of),
+            ColumnSource::Field(path) => json
+                .and_then(|j| path.iter().try_fold(j, |v, p| step(v, p)))
+                .and_then(text_of),
+        })
     }
 }
 
@@ -191,6 +204,14 @@ pub(super) fn step<'v>(value: &'v Value, part: &str) -> Option<&'v Value> {
     match value {
         Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
         other => other.get(part),
+    }
+}
+
+/// [`text_of`] of a value that is not needed afterwards: a string is moved, not copied.
+pub(super) fn text_into(value: Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s),
+        other => text_of(&other),
     }
 }
 

@@ -6,8 +6,10 @@
 //! queues the original record with error headers on the dead-letter producer, which the batch
 //! flushes before its database COMMIT (so a committed batch never lost a letter). Counted in the
 //! `poison_records` metric and the worker's stats, logged once per record (poison is rare).
+//! Only `dead_letter` needs the record's bytes; the others name it by its coordinates, so a
+//! batch keeps the bytes of its records under `dead_letter` only ([`super::batch`]).
 
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::Message;
 
 use super::dead_letter::DeadLetters;
 use super::error::SinkError;
@@ -15,17 +17,35 @@ use crate::config::PoisonPolicy;
 use crate::engine::WorkerStats;
 use crate::observability::{KindLabel, Telemetry};
 
+/// The record a poison record or row came from.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PoisonSource<'a, M> {
+    /// The input topic.
+    pub(super) topic: &'a str,
+    /// The input partition.
+    pub(super) partition: i32,
+    /// The record's offset.
+    pub(super) offset: i64,
+    /// The record itself: needed (and kept) under `dead_letter` only.
+    pub(super) message: Option<&'a M>,
+}
+
 /// The poison policy for one record or row.
-pub(super) fn poison(
+pub(super) fn poison<M: Message>(
     policy: PoisonPolicy,
     dead_letters: Option<&mut DeadLetters>,
     stats: &mut WorkerStats,
     telemetry: &Telemetry,
-    message: &OwnedMessage,
+    source: PoisonSource<'_, M>,
     class: &str,
     error: &str,
 ) -> Result<(), SinkError> {
-    let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+    let PoisonSource {
+        topic,
+        partition,
+        offset,
+        message,
+    } = source;
     match (policy, dead_letters) {
         (PoisonPolicy::Fail, _) => {
             return Err(SinkError::Poison {
@@ -36,6 +56,10 @@ pub(super) fn poison(
             })
         }
         (PoisonPolicy::DeadLetter, Some(dead_letters)) => {
+            let message = message.ok_or_else(|| SinkError::Database {
+                operation: "dead-lettering a record",
+                message: format!("the record {topic}[{partition}]@{offset} was not kept"),
+            })?;
             dead_letters.send(message, class, error)?;
             stats.dead_lettered += 1;
             telemetry

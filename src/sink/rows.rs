@@ -34,11 +34,43 @@ impl std::fmt::Debug for RowSource {
     }
 }
 
+/// The rows of one record: the config-only mapping's one row (no vector to allocate per
+/// record), or a sink topology's zero or more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RecordRows {
+    /// Exactly one row.
+    One(Row),
+    /// Any number of rows (none: the record writes nothing).
+    Many(Vec<Row>),
+}
+
+impl RecordRows {
+    /// How many rows.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Many(rows) => rows.len(),
+        }
+    }
+}
+
+impl IntoIterator for RecordRows {
+    type Item = Row;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Row>, std::vec::IntoIter<Row>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            Self::One(row) => Some(row).into_iter().chain(Vec::new()),
+            Self::Many(rows) => None.into_iter().chain(rows),
+        }
+    }
+}
+
 impl RowSource {
     /// The rows of one record, or why it has none.
-    pub(crate) fn rows(&mut self, record: &RecordView<'_>) -> Result<Vec<Row>, MapError> {
+    pub(crate) fn rows(&mut self, record: &RecordView<'_>) -> Result<RecordRows, MapError> {
         match self {
-            Self::Mapping(mapping) => mapping.row(record).map(|row| vec![row]),
+            Self::Mapping(mapping) => mapping.row(record).map(RecordRows::One),
             Self::Topology {
                 topology,
                 tables,
@@ -56,11 +88,12 @@ impl RowSource {
                 let mut rows = SinkRows::new(tables);
                 let result = catch_unwind(AssertUnwindSafe(|| topology.process(&input, &mut rows)));
                 match result {
-                    Ok(Ok(())) => Ok(rows
-                        .rows
-                        .into_iter()
-                        .map(|(table, values)| Row { table, values })
-                        .collect()),
+                    Ok(Ok(())) => Ok(RecordRows::Many(
+                        rows.rows
+                            .into_iter()
+                            .map(|(table, values)| Row { table, values })
+                            .collect(),
+                    )),
                     Ok(Err(error)) if error.kind == TopologyErrorKind::Unavailable => {
                         Err(MapError::Unavailable(error.message))
                     }

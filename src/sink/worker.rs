@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::batch::Batch;
@@ -37,7 +37,7 @@ use super::dead_letter::DeadLetters;
 use super::error::SinkError;
 use super::inflight::{Done, InFlight};
 use super::mapping::{MapError, RecordView};
-use super::poison;
+use super::poison::{self, PoisonSource};
 use super::rows::RowSource;
 use super::write::{self, PartitionEnd, Rejected, Writer};
 use crate::config::PoisonPolicy;
@@ -117,11 +117,12 @@ impl SinkWorker {
             if self.in_flight.as_ref().is_some_and(InFlight::is_finished) {
                 self.settle(&batch)?;
             }
+            // One clock read per record polled (the intervals below are coarse: a poll's wait,
+            // at most 100 ms, late is fine for them).
+            let now = Instant::now();
             let wait = match batch.started {
                 Some(_) if batch.records >= self.max_records => Duration::ZERO,
-                Some(started) => {
-                    (started + self.commit_interval).saturating_duration_since(Instant::now())
-                }
+                Some(started) => (started + self.commit_interval).saturating_duration_since(now),
                 None => MAX_POLL_WAIT,
             };
             if batch.started.is_some() && wait.is_zero() {
@@ -141,15 +142,23 @@ impl SinkWorker {
             if !given_up.is_empty() {
                 batch.drop_partitions(&given_up);
             }
-            if last_copy.elapsed() >= OFFSET_COPY_INTERVAL && self.copy_offsets_to_kafka()? {
-                last_copy = Instant::now();
+            if now.saturating_duration_since(last_copy) >= OFFSET_COPY_INTERVAL
+                && self.copy_offsets_to_kafka()?
+            {
+                last_copy = now;
             }
             match polled {
                 None => {}
                 Some(Ok(message)) => {
-                    let message = message.detach();
                     let was_empty = batch.started.is_none();
-                    self.take(&mut batch, message)?;
+                    Intake {
+                        rows: &mut self.rows,
+                        policy: self.policy,
+                        dead_letters: self.dead_letters.as_mut(),
+                        stats: &mut self.stats,
+                        telemetry: &self.telemetry,
+                    }
+                    .take(self.consumer.context(), &mut batch, &message)?;
                     if was_empty && batch.started.is_some() {
                         self.health.transaction_opened();
                     }
@@ -163,8 +172,8 @@ impl SinkWorker {
                     }
                 },
             }
-            if last_summary.elapsed() > Duration::from_secs(30) {
-                last_summary = Instant::now();
+            if now.saturating_duration_since(last_summary) > Duration::from_secs(30) {
+                last_summary = now;
                 tracing::info!(
                     records_in = self.stats.records_in,
                     commits = self.stats.commits,
@@ -179,78 +188,6 @@ impl SinkWorker {
         self.launch(&mut batch)?;
         self.settle(&batch)?;
         Ok(self.stats)
-    }
-
-    /// One consumed record into the batch (or through the poison policy).
-    fn take(&mut self, batch: &mut Batch, message: OwnedMessage) -> Result<(), SinkError> {
-        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-        let Some(epoch) = self.consumer.context().accept(topic, partition, offset) else {
-            return Ok(());
-        };
-        let view = RecordView {
-            key: message.key(),
-            value: message.payload(),
-            timestamp: message.timestamp().to_millis(),
-            topic,
-            partition,
-            offset,
-        };
-        match self.rows.rows(&view) {
-            Ok(rows) => {
-                batch.note(topic, partition, offset, epoch);
-                batch.add(message, rows);
-            }
-            Err(MapError::Poison(error)) => {
-                batch.note(topic, partition, offset, epoch);
-                self.poison(&message, "decode", &error)?;
-            }
-            Err(MapError::Panic(error)) => {
-                return Err(SinkError::Panicked {
-                    topic: topic.into(),
-                    partition,
-                    offset,
-                    message: error,
-                })
-            }
-            Err(MapError::Unavailable(error)) => {
-                return Err(EngineError::Unavailable {
-                    topic: topic.into(),
-                    partition,
-                    offset,
-                    message: error,
-                }
-                .into())
-            }
-        }
-        Ok(())
-    }
-
-    /// The poison policy for one record: fail stops, skip counts, dead_letter queues the letter.
-    fn poison(
-        &mut self,
-        message: &OwnedMessage,
-        class: &str,
-        error: &str,
-    ) -> Result<(), SinkError> {
-        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-        poison::poison(
-            self.policy,
-            self.dead_letters.as_mut(),
-            &mut self.stats,
-            &self.telemetry,
-            message,
-            class,
-            error,
-        )
-        .map_err(|e| match e {
-            SinkError::Poison { .. } => SinkError::Poison {
-                topic: topic.into(),
-                partition,
-                offset,
-                error: error.into(),
-            },
-            other => other,
-        })
     }
 
     /// Starts the open batch's write (the previous one is settled): the dead letters flushed,
@@ -323,18 +260,21 @@ impl SinkWorker {
         let mut dead_letters = self.dead_letters.as_mut();
         let mut on_rejected = |rejected: &[Rejected]| -> Result<(), SinkError> {
             for Rejected { index, error } in rejected {
-                let message = batch
-                    .message_of(*index)
-                    .ok_or_else(|| SinkError::Database {
-                        operation: "finding a rejected row's record",
-                        message: format!("no record at index {index}"),
-                    })?;
+                let source = batch.source_of(*index).ok_or_else(|| SinkError::Database {
+                    operation: "finding a rejected row's record",
+                    message: format!("no record at index {index}"),
+                })?;
                 poison::poison(
                     policy,
                     dead_letters.as_deref_mut(),
                     stats,
                     telemetry,
-                    message,
+                    PoisonSource {
+                        topic: &source.topic,
+                        partition: source.partition,
+                        offset: source.offset,
+                        message: source.message.as_ref(),
+                    },
                     "rejected",
                     error,
                 )?;
@@ -439,5 +379,92 @@ impl SinkWorker {
                 })?;
         }
         Ok(tpl)
+    }
+}
+
+/// What one consumed record needs (the worker's fields other than its consumer, which the
+/// polled record borrows).
+struct Intake<'w> {
+    rows: &'w mut RowSource,
+    policy: PoisonPolicy,
+    dead_letters: Option<&'w mut DeadLetters>,
+    stats: &'w mut WorkerStats,
+    telemetry: &'w Telemetry,
+}
+
+impl Intake<'_> {
+    /// One consumed record into the batch (or through the poison policy). The record is
+    /// copied into the batch only for dead letters (`poison_policy = "dead_letter"`); else the
+    /// batch keeps its coordinates, and the rows are all it needs of it.
+    fn take(
+        self,
+        context: &SinkContext,
+        batch: &mut Batch,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(), SinkError> {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        let Some(epoch) = context.accept(topic, partition, offset) else {
+            return Ok(());
+        };
+        let view = RecordView {
+            key: message.key(),
+            value: message.payload(),
+            timestamp: message.timestamp().to_millis(),
+            topic,
+            partition,
+            offset,
+        };
+        match self.rows.rows(&view) {
+            Ok(rows) => {
+                batch.note(topic, partition, offset, epoch);
+                let kept = self.dead_letters.is_some().then(|| message.detach());
+                batch.add((topic, partition, offset), kept, rows);
+            }
+            Err(MapError::Poison(error)) => {
+                batch.note(topic, partition, offset, epoch);
+                let source = PoisonSource {
+                    topic,
+                    partition,
+                    offset,
+                    message: Some(message),
+                };
+                poison::poison(
+                    self.policy,
+                    self.dead_letters,
+                    self.stats,
+                    self.telemetry,
+                    source,
+                    "decode",
+                    &error,
+                )
+                .map_err(|e| match e {
+                    SinkError::Poison { .. } => SinkError::Poison {
+                        topic: topic.into(),
+                        partition,
+                        offset,
+                        error: error.clone(),
+                    },
+                    other => other,
+                })?;
+            }
+            Err(MapError::Panic(error)) => {
+                return Err(SinkError::Panicked {
+                    topic: topic.into(),
+                    partition,
+                    offset,
+                    message: error,
+                })
+            }
+            Err(MapError::Unavailable(error)) => {
+                return Err(EngineError::Unavailable {
+                    topic: topic.into(),
+                    partition,
+                    offset,
+                    message: error,
+                }
+                .into())
+            }
+        }
+        Ok(())
     }
 }
