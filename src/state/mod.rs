@@ -30,6 +30,7 @@
 //! * [`topics`]: changelog names, the start-up check and `kstage topics create`.
 
 mod api;
+mod cursor;
 mod partition;
 mod restore;
 pub(crate) mod runtime;

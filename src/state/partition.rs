@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
+use super::cursor::EventCursor;
 use super::store::{LocalStore, Writes};
 use super::timers::{self, STREAM_TIME_KEY};
 use super::{StateError, StoreDef};
@@ -63,6 +64,9 @@ pub(crate) struct PartitionState {
     /// The wall clock the topology sees (`None`: the system clock); set while wall-clock
     /// timers fire, and by [`super::TestState::set_wall_clock`].
     pub(crate) wall_now: Option<i64>,
+    /// Lower bounds on the live event timers: where the due check starts, and whether it
+    /// must look at all (`super::cursor`).
+    pub(crate) cursor: EventCursor,
 }
 
 impl PartitionState {
@@ -90,6 +94,7 @@ impl PartitionState {
             committed_stream_time: stream_time,
             changelog: Vec::new(),
             wall_now: None,
+            cursor: EventCursor::default(),
         })
     }
 
@@ -129,6 +134,7 @@ impl PartitionState {
             }
         }
         self.stream_time = self.undo_stream_time;
+        self.cursor.reset();
     }
 
     /// The current record (and the timers it fired) succeeded: its writes become changelog
@@ -167,6 +173,9 @@ impl PartitionState {
         let Some(staged) = self.staged.get_mut(index) else {
             return;
         };
+        if value.is_some() && self.stores.get(index).is_some_and(|def| def.timers) {
+            self.cursor.set(key);
+        }
         let before = staged.insert(key.to_vec(), value);
         self.undo.push((index, key.to_vec(), before));
         if let Some(touched) = self.touched.get_mut(index) {
@@ -276,6 +285,7 @@ impl PartitionState {
         self.changelog.clear();
         self.stream_time = self.committed_stream_time;
         self.undo_stream_time = self.committed_stream_time;
+        self.cursor.reset();
     }
 }
 

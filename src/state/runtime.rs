@@ -394,6 +394,8 @@ impl StateRuntime {
 
 /// Runs a stateful topology on one record (begun on `part`), then fires the event timers that
 /// are due at the partition's stream time, each deleted as it fires, their outputs appended.
+/// The search starts at the partition's [`super::cursor::EventCursor`] floor (not at the
+/// timers fired earlier in the transaction) and is skipped while no timer can be due.
 pub(crate) fn run_on<'a>(
     part: &mut PartitionState,
     topology: &mut dyn StatefulTopology,
@@ -404,19 +406,28 @@ pub(crate) fn run_on<'a>(
     let (Some(index), Some(now)) = (part.timer_index(), part.stream_time) else {
         return Ok(());
     };
+    if part.cursor.none_due(now) {
+        return Ok(());
+    }
+    let unavailable = |e: StateError| TopologyError::unavailable(e.to_string());
     let mut fired = 0;
     loop {
+        let floor = part.cursor.floor.clone();
         let due = part
-            .range(
-                index,
-                &timers::first_key(),
-                Some(&timers::due_bound(now)),
-                256,
-            )
-            .map_err(|e| TopologyError::unavailable(e.to_string()))?;
+            .range(index, &floor, Some(&timers::due_bound(now)), 256)
+            .map_err(unavailable)?;
         if due.is_empty() {
+            let next = part
+                .range(index, &floor, Some(&timers::wall_first_key()), 1)
+                .map_err(unavailable)?;
+            let earliest = next
+                .first()
+                .and_then(|(key, _)| timers::parse_event_key(key))
+                .map(|(at, _)| at);
+            part.cursor.nothing_due(earliest);
             return Ok(());
         }
+        part.cursor.scan_started();
         for (key, _) in due {
             let Some((at, tag)) = timers::parse_event_key(&key) else {
                 continue;
@@ -426,6 +437,7 @@ pub(crate) fn run_on<'a>(
                 tag: tag.to_vec(),
             };
             part.put(index, &key, None);
+            part.cursor.fired(&key);
             let mut emitted = Emitter::new();
             topology.on_timer(&timer, &mut State { part }, &mut emitted)?;
             for output in emitted.into_records() {
