@@ -291,7 +291,11 @@ fn close_in_background(reader: BaseConsumer<RestoreContext>) {
 }
 
 /// Whether a watermark read's error heals when the cluster does: a leader moving or not yet
-/// elected, a broker down or slow. Anything else (authorization, an unknown topic) is final.
+/// elected, a broker down or slow, or librdkafka's own "unknown partition" while its metadata
+/// of a killed leader's partition is being refreshed (seen in the 3-broker leader-kill test; the
+/// changelog's partitions were checked at start-up, so a partition that stays unknown is
+/// reported once `patience` ends). Anything else (authorization, an unknown topic on the
+/// broker) is final.
 fn heals(error: &KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as Code;
     matches!(
@@ -309,6 +313,7 @@ fn heals(error: &KafkaError) -> bool {
                 | Code::TimedOutQueue
                 | Code::FencedLeaderEpoch
                 | Code::UnknownLeaderEpoch
+                | Code::UnknownPartition
         )
     )
 }
@@ -327,6 +332,7 @@ mod tests {
         )));
         assert!(heals(&KafkaError::MetadataFetch(Code::LeaderNotAvailable)));
         assert!(heals(&KafkaError::MetadataFetch(Code::OperationTimedOut)));
+        assert!(heals(&KafkaError::MetadataFetch(Code::UnknownPartition)));
         assert!(!heals(&KafkaError::MetadataFetch(
             Code::TopicAuthorizationFailed
         )));
