@@ -39,6 +39,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::store::{LocalStore, Writes};
@@ -184,6 +185,13 @@ impl Restorer {
                 Err(error) if heals(&error) && Instant::now() + backoff < deadline => {
                     tracing::warn!(%error, changelog = %def.changelog, partition,
                         "Reading a changelog watermark failed; the restore retries.");
+                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownPartition) {
+                        // librdkafka answers from its metadata cache, which a client that reads
+                        // no topic does not refresh by itself: ask for the changelog's metadata.
+                        if let Err(e) = consumer.fetch_metadata(Some(&def.changelog), timeout) {
+                            tracing::debug!(error = %e, "Refreshing the changelog's metadata failed.");
+                        }
+                    }
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
