@@ -176,6 +176,7 @@ pub fn run(
         stats: WorkerStats::default(),
         telemetry,
         health,
+        early_commit_refused: false,
     };
     worker.run(&shutdown)
 }

@@ -81,6 +81,9 @@ pub(super) struct SinkWorker {
     pub(super) telemetry: Telemetry,
     /// This worker's readiness: a batch open for too long makes the stage unready.
     pub(super) health: Arc<WorkerHealth>,
+    /// Negative control only: the batch in flight's early Kafka commit was refused, so its
+    /// offsets are copied to Kafka after its database commit.
+    pub(super) early_commit_refused: bool,
 }
 
 impl std::fmt::Debug for SinkWorker {
@@ -202,10 +205,14 @@ impl SinkWorker {
         if Broken::KafkaOffsets.active() && self.mode == SinkMode::Transactional {
             let offsets = self.kafka_offsets(&batch.ends)?;
             tracing::warn!("KSTAGE_BROKEN_MODE: committing Kafka offsets before the database (negative control)");
-            // A refused commit (a rebalance) is only logged: the control must keep running
-            // through the same rebalances as the real sink.
+            // A refused commit (a rebalance) must not stop the control: it keeps running
+            // through the same rebalances as the real sink. Its offsets are copied later, after
+            // the database commit, as a refused commit of the real sink's: else a partition
+            // whose last commit was refused stays behind in Kafka forever.
+            self.early_commit_refused = false;
             if let Err(error) = self.consumer.commit(&offsets, CommitMode::Sync) {
-                tracing::warn!(%error, "KSTAGE_BROKEN_MODE: the early Kafka commit failed.");
+                tracing::warn!(%error, "KSTAGE_BROKEN_MODE: the early Kafka commit failed; copying the offsets later.");
+                self.early_commit_refused = true;
             }
         }
         if let Some(dead_letters) = self.dead_letters.as_mut() {
@@ -300,6 +307,9 @@ impl SinkWorker {
         let kept = self.consumer.context().committed(&batch.ends);
         write::crash_point("kstage::sink_after_db_commit");
         let kafka_first = Broken::KafkaOffsets.active() && self.mode == SinkMode::Transactional;
+        if kafka_first && std::mem::take(&mut self.early_commit_refused) {
+            self.consumer.context().kafka_behind();
+        }
         if !kafka_first && !kept.is_empty() {
             // transactional: for lag monitoring only; idempotent: the resume point. Either way
             // a failure only means more redelivery (idempotent) or a stale lag (transactional).

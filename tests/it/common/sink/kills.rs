@@ -138,7 +138,25 @@ pub fn run_with_kills(
         sinks[who] = spec.spawn(victim);
     }
     feed(plan.records - fed);
-    sinks[0].wait_until(PATIENCE, "the input is drained", || drained(pg));
+    let deadline = Instant::now() + PATIENCE;
+    while !drained(pg) {
+        let exited = sinks.iter_mut().any(|sink| sink.try_exit().is_some());
+        if exited || Instant::now() >= deadline {
+            // Every instance's tail: the one that stopped making progress is rarely the first.
+            let tails: Vec<String> = sinks.iter_mut().map(Stage::diagnostics).collect();
+            panic!(
+                "{} while waiting until the input is drained (progress {})\n{}",
+                if exited {
+                    "an instance exited"
+                } else {
+                    "timed out"
+                },
+                progress(pg),
+                tails.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for sink in &mut sinks {
         assert_eq!(sink.stop(), Some(0), "SIGTERM after the drain exits 0");
     }
