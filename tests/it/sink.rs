@@ -179,6 +179,16 @@ fn transactional_is_exact_when_postgres_is_killed_and_backends_terminated() {
     };
 
     rows_at_least(&mut sinks[0], &mut test.pg, 2_000);
+    // Both sessions first: on a loaded machine the first instance can write 2,000 rows before
+    // the second one has connected.
+    let sessions = format!(
+        "SELECT count(DISTINCT application_name) FROM pg_stat_activity \
+         WHERE application_name LIKE 'kstage-sink {app}-%'"
+    );
+    let pg = &mut test.pg;
+    sinks[1].wait_until(PATIENCE, "both instances have a session", || {
+        pg.count(&sessions) == 2
+    });
     let killed = terminate(&mut test.pg, &app, "true");
     assert!(killed >= 2, "terminated {killed} sessions, not both sinks'");
 
