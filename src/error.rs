@@ -237,12 +237,16 @@ pub enum EngineError {
         /// The error that told us.
         source: KafkaError,
     },
-    /// The group refused this consumer's `group.instance.id`: another live instance joined
-    /// with the same one (static membership).
+    /// The group refused this consumer's `group.instance.id` (static membership): another live
+    /// instance joined with the same one, or (seen once in a 3-broker test that killed the
+    /// coordinator during a restore) the group coordinator moved while this instance rejoined.
+    /// librdkafka makes it fatal either way.
     #[error(
         "{operation} failed: the consumer group fenced this instance ({source}): another live \
-         instance joined with the same group.instance.id, i.e. the same app_id and \
-         instance_id. Give every instance a distinct instance_id; this instance stops"
+         instance joined with the same group.instance.id (the same app_id and instance_id), or \
+         the group coordinator failed over during this instance's join. Give every instance a \
+         distinct instance_id; after a coordinator failover, restarting the instance rejoins. \
+         This instance stops"
     )]
     InstanceFenced {
         /// What the engine was doing.
