@@ -78,8 +78,8 @@ pub(crate) fn consumer_config(config: &StageConfig, client_id: &str) -> ClientCo
 /// only) are checked only before a fetch, never on what it brings: a response of 1 MiB per
 /// partition of ~20-byte records is about 50,000 ops (15 MiB) per partition. Measured on the
 /// state benchmark (docs/BENCHMARKS.md, "Stateful", "Where the RSS goes"): the peak RSS of
-/// `count` fell from 159.6 to 56.7 MiB and of `windowed-count` from 174.7 to 75.2 MiB with no
-/// loss of throughput, and the stateless benchmark lost none either (after ÷ before 1.16,
+/// `count` fell from 154-160 to 53-57 MiB and of `windowed-count` from 175-176 to 75 MiB with
+/// no loss of throughput (two rounds), and the stateless benchmark lost none either (after ÷ before 1.16,
 /// median of 6 interleaved rounds). A fetch still returns a record batch larger than
 /// this whole (Kafka's rule), and a partition's share is still `max.partition.fetch.bytes`.
 pub(crate) const FETCH_MAX_BYTES: u64 = 1_048_576;
