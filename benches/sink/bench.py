@@ -20,8 +20,9 @@ PostgreSQL runs with track_commit_timestamp = on, so:
 CPU is the contender process's user+system time (and, separately, the PostgreSQL server's, all
 its processes) over the run; RSS is the contender's peak (VmHWM). Latency: records produced at a
 fixed rate (half of the contender's own median throughput, unless --latency-rate) for
---latency-secs, into a fresh topic and table, by each of --latency-contenders (interleaved
-rounds, --latency-rounds), after warm-up records (not measured) have reached the table. The
+--latency-load-warmup seconds (not measured) then --latency-secs, into a fresh topic and
+table, by each of --latency-contenders (interleaved rounds, --latency-rounds), after warm-up
+records (not measured) have reached the table. The
 load comes from benches/sink/load.rs (the harness's paced rdkafka producer; --load-bin), which
 reports the rate it achieved: a run is reported as "half load" only when it achieved at least
 95% of the rate asked. Each latency result also has the p99 of each quarter of the load (a
@@ -358,12 +359,13 @@ def latency_quarters(url, table):
     return [round(float(line.split("|")[1]), 1) for line in rows.splitlines() if line]
 
 
-def send_load(args, topic, rate, count):
+def send_load(args, topic, rate, count, warmup):
     """The load at `rate` records/s: benches/sink/load.rs (the harness's paced producer), which
-    holds rates the Python client cannot. Returns its report (sent, seconds, achieved_rate)."""
+    holds rates the Python client cannot; its first `warmup` records carry sent_ms = 0 (not
+    measured). Returns its report (sent, seconds, achieved_rate)."""
     out = subprocess.run(
         [args.load_bin, "--bootstrap", args.bootstrap, "--topic", topic, "--rate", str(rate),
-         "--count", str(count), "--partitions", str(PARTITIONS),
+         "--count", str(count), "--warmup-count", str(warmup), "--partitions", str(PARTITIONS),
          "--schema", json.dumps(SCHEMA, separators=(",", ":")), "--note-len", str(len(NOTE))],
         check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -377,7 +379,8 @@ def latency_run(args, name, rate, directory, tag, half_load):
     table = f"bench_lat_{name.replace('-', '_')}_{tag}"
     group = f"bench-lat-{name}-{tag}"
     create_topic(args.bootstrap, topic)
-    create_table(args.pg_url, table, primary_key=name == "debezium")
+    create_table(args.pg_url, table,
+                 primary_key=name == "debezium" or name.startswith("kstage-idem"))
     if name == "debezium":
         proc = start_debezium(args, topic, table, group, directory)
     else:
@@ -400,14 +403,15 @@ def latency_run(args, name, rate, directory, tag, half_load):
     wait_rows(args.pg_url, table, WARMUP, proc, args.timeout)
     time.sleep(args.warmup)
     total = int(rate * args.latency_secs)
+    load_warmup = int(rate * args.latency_load_warmup)
     load_start = loadavg()
     cpu_before = process_usage(proc.pid)[0]
     pg_cpu_before = server_cpu(args.pg_data)
-    sent = send_load(args, topic, rate, total)
+    sent = send_load(args, topic, rate, load_warmup + total, load_warmup)
     load_end = loadavg()
     cpu = process_usage(proc.pid)[0] - cpu_before
     pg_cpu = server_cpu(args.pg_data) - pg_cpu_before
-    wait_rows(args.pg_url, table, total + WARMUP, proc, args.timeout)
+    wait_rows(args.pg_url, table, load_warmup + total + WARMUP, proc, args.timeout)
     stop(proc)
     achieved = sent["achieved_rate"]
     held = achieved >= MIN_ACHIEVED * rate
@@ -456,6 +460,14 @@ def main():
                         help="contenders of the latency runs, each at half of its own median "
                              "throughput (so each needs its throughput run too), or at "
                              "--latency-rate")
+    parser.add_argument("--latency-load-warmup", type=float, default=5,
+                        help="seconds of load at the rate before the --latency-secs measured, "
+                             "not measured (sent_ms = 0): without it the first seconds' p99 "
+                             "was 4-8x the rest's, from the load producer's and the contender's "
+                             "cold start")
+    parser.add_argument("--latency-half-of", default="",
+                        help="run every latency contender at half of this contender's median "
+                             "throughput (for an A/B at one load; e.g. kstage-txn-before)")
     parser.add_argument("--latency-rounds", type=int, default=1,
                         help="latency runs per contender (interleaved rounds, the order "
                              "rotated)")
@@ -492,12 +504,14 @@ def main():
         names = args.latency_contenders.split(",")
         rates = {}
         for name in names:
-            # Half load: half of this contender's own median throughput (or --latency-rate).
+            # Half load: half of this contender's own median throughput (or of
+            # --latency-half-of's, or --latency-rate).
             rates[name] = (args.latency_rate, False)
             if args.latency_rate <= 0:
-                own = sorted(r["rows_per_s"] for r in results if r["contender"] == name)
+                of = args.latency_half_of or name
+                own = sorted(r["rows_per_s"] for r in results if r["contender"] == of)
                 if not own:
-                    raise RuntimeError(f"half load of {name} needs its throughput run (add it "
+                    raise RuntimeError(f"half load of {of} needs its throughput run (add it "
                                        "to --contenders) or --latency-rate")
                 rates[name] = (own[len(own) // 2] / 2, True)
         for round_ in range(args.latency_rounds):

@@ -14,7 +14,9 @@
 //! (benches/harness/data.rs: `paced`, `producer` with `linger.ms=1`, as its latency run), not a
 //! copy. `sent_ms` is the wall clock when the record is handed to the producer, so the latency
 //! the benchmark reads from the table (commit timestamp − `sent_ms`) includes the producer's
-//! batching. Prints one JSON line: records sent, seconds, the achieved rate, failed deliveries.
+//! batching. The first `--warmup-count` records are a warm-up at the same rate, stamped
+//! `sent_ms = 0` (not measured). Prints one JSON line: records sent, seconds, the achieved rate
+//! (over all of them), failed deliveries.
 
 // The harness's record code is included whole; this binary uses its producer and schedule only.
 #[allow(dead_code)]
@@ -54,6 +56,12 @@ struct Args {
     /// Length of the `note` field.
     #[arg(long, default_value_t = 40)]
     note_len: usize,
+    /// The first this many of the `count` records are a warm-up at the same rate: they carry
+    /// `sent_ms = 0`, which the benchmark does not measure (the producer's connection and
+    /// idempotent-producer id, the contender's first fetches and the table's first pages fall
+    /// in them).
+    #[arg(long, default_value_t = 0)]
+    warmup_count: u64,
 }
 
 /// Writes record `seq`'s value (the format of bench.py's `record`) into `out`.
@@ -76,7 +84,12 @@ fn main() -> Result<()> {
     let mut buffer = Vec::with_capacity(args.schema.len() + args.note_len + 128);
     let partitions = u64::try_from(args.partitions).context("--partitions")?;
     let took = data::paced(&producer, args.rate, args.count, |seq| {
-        value(&mut buffer, &args.schema, &note, seq, data::now_us() / 1000);
+        let sent_ms = if seq < args.warmup_count {
+            0
+        } else {
+            data::now_us() / 1000
+        };
+        value(&mut buffer, &args.schema, &note, seq, sent_ms);
         let key = format!("id-{seq:09}");
         // seq % partitions < partitions, which is an i32.
         let partition = (seq % partitions) as i32;
