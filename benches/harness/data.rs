@@ -124,7 +124,22 @@ pub fn send(
     key: &str,
     value: &[u8],
 ) -> Result<()> {
+    send_to(producer, topic, None, key, value)
+}
+
+/// Sends one record to `partition` (`None`: the partitioner's choice), waiting while the local
+/// queue is full.
+pub fn send_to(
+    producer: &BaseProducer<CountingContext>,
+    topic: &str,
+    partition: Option<i32>,
+    key: &str,
+    value: &[u8],
+) -> Result<()> {
     let mut record = BaseRecord::to(topic).key(key).payload(value);
+    if let Some(partition) = partition {
+        record = record.partition(partition);
+    }
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
@@ -135,6 +150,32 @@ pub fn send(
             Err((error, _)) => bail!("producing to {topic}: {error}"),
         }
     }
+}
+
+/// Sends records `0..count` at `rate` per second and returns how long the sending took (the
+/// achieved rate is `count / seconds`). The schedule is a token bucket without a cap: at each
+/// tick (0.5 ms) `send_one` is called for every record due by now (`elapsed * rate`), so a
+/// producer that falls behind catches up in a burst instead of drifting, and the rate it
+/// achieved says whether it could hold the asked one. Shared by the harness's latency run and
+/// the sink benchmark's load generator (benches/sink/load.rs).
+pub fn paced(
+    producer: &BaseProducer<CountingContext>,
+    rate: f64,
+    count: u64,
+    mut send_one: impl FnMut(u64) -> Result<()>,
+) -> Result<Duration> {
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < count {
+        let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(count);
+        while sent < due {
+            send_one(sent)?;
+            sent += 1;
+        }
+        producer.poll(Duration::ZERO);
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    Ok(started.elapsed())
 }
 
 /// What the preload wrote.

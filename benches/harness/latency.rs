@@ -254,21 +254,14 @@ pub fn run(
         let cpu_before = crate::procfs::sample(running.pid()).unwrap_or_default();
         let broker_before = broker_pid.and_then(crate::procfs::sample);
         // The load: at each tick, send what is due by now.
-        let started = Instant::now();
         load_start_us.store(data::now_us(), Ordering::Relaxed);
-        let mut sent = 0u64;
-        while sent < to_send {
-            let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(to_send);
-            while sent < due {
-                let id = data::key(LOAD_PREFIX, sent);
-                data::value(&mut buffer, &id, sent, data::now_us(), settings.record_size);
-                data::send(&producer, &job.input, &id, &buffer)?;
-                sent += 1;
-            }
-            producer.poll(Duration::ZERO);
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        let load_s = started.elapsed().as_secs_f64();
+        let load_s = data::paced(&producer, rate, to_send, |seq| {
+            let id = data::key(LOAD_PREFIX, seq);
+            data::value(&mut buffer, &id, seq, data::now_us(), settings.record_size);
+            data::send(&producer, &job.input, &id, &buffer)
+        })?
+        .as_secs_f64();
+        let sent = to_send;
         producer.flush(Duration::from_secs(30))?;
         let cpu_after = crate::procfs::sample(running.pid()).unwrap_or_default();
         let broker_after = broker_pid.and_then(crate::procfs::sample);

@@ -20,12 +20,17 @@ PostgreSQL runs with track_commit_timestamp = on, so:
 CPU is the contender process's user+system time (and, separately, the PostgreSQL server's, all
 its processes) over the run; RSS is the contender's peak (VmHWM). Latency: records produced at a
 fixed rate (half of the contender's own median throughput, unless --latency-rate) for
---latency-secs,
-into a fresh topic and table, by kstage-txn and debezium, after warm-up records (not measured)
-have reached the table.
+--latency-load-warmup seconds (not measured) then --latency-secs, into a fresh topic and
+table, by each of --latency-contenders (interleaved rounds, --latency-rounds), after warm-up
+records (not measured) have reached the table. The
+load comes from benches/sink/load.rs (the harness's paced rdkafka producer; --load-bin), which
+reports the rate it achieved: a run is reported as "half load" only when it achieved at least
+95% of the rate asked. Each latency result also has the p99 of each quarter of the load (a
+growing p99 is a backlog), the contender's and PostgreSQL's CPU, and the load average.
 
 Usage (scripts/bench.sh sink runs it with the servers started):
   bench.py --bootstrap HOST:PORT --pg-url URL --kstage target/release/kstage \\
+           --load-bin target/release/examples/bench-sink-load \\
            --connect-libs DIR [--records 1000000] [--rounds 1] [--out DIR]
 """
 
@@ -57,6 +62,9 @@ SCHEMA = {
 }
 NOTE = "x" * 40
 WARMUP = 60
+# A latency run is called "half load" only if the load generator achieved this share of the
+# rate asked.
+MIN_ACHIEVED = 0.95
 
 
 def log(*args):
@@ -239,11 +247,12 @@ def kstage_config(args, topic, table, mode, group, directory, write="copy"):
     return path
 
 
-def start_kstage(args, topic, table, mode, group, directory, write="copy", binary=None):
+def start_kstage(args, topic, table, mode, group, directory, write="copy", binary=None,
+                 rust_log="warn"):
     config = kstage_config(args, topic, table, mode, group, directory, write)
     logf = open(os.path.join(directory, f"{group}.log"), "w")
     return subprocess.Popen([binary or args.kstage, "sink", "-c", config, "--metrics-address", "off"],
-                            stdout=logf, stderr=logf, env={**os.environ, "RUST_LOG": "warn"})
+                            stdout=logf, stderr=logf, env={**os.environ, "RUST_LOG": rust_log})
 
 
 def start_debezium(args, topic, table, group, directory):
@@ -331,16 +340,58 @@ def run_contender(args, name, topic, records, copy_file, directory, tag):
     return result
 
 
-def latency_run(args, name, rate, directory, tag):
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def latency_quarters(url, table):
+    """p99 (ms) of each quarter of the load, by send time: a latency that grows from quarter to
+    quarter is a backlog building (the contender does not keep up), not a latency at that load."""
+    rows = psql(url, f"""
+        WITH l AS (SELECT sent_ms, extract(epoch FROM pg_xact_commit_timestamp(xmin)
+                          - to_timestamp(sent_ms / 1000.0)) * 1000 AS ms
+                   FROM {table} WHERE sent_ms > 0),
+             b AS (SELECT min(sent_ms) AS lo, max(sent_ms) - min(sent_ms) + 1 AS span FROM l)
+        SELECT least(3, ((sent_ms - lo) * 4 / span))::int AS q,
+               percentile_disc(0.99) WITHIN GROUP (ORDER BY ms)
+        FROM l, b GROUP BY 1 ORDER BY 1""")
+    return [round(float(line.split("|")[1]), 1) for line in rows.splitlines() if line]
+
+
+def send_load(args, topic, rate, count, warmup):
+    """The load at `rate` records/s: benches/sink/load.rs (the harness's paced producer), which
+    holds rates the Python client cannot; its first `warmup` records carry sent_ms = 0 (not
+    measured). Returns its report (sent, seconds, achieved_rate)."""
+    out = subprocess.run(
+        [args.load_bin, "--bootstrap", args.bootstrap, "--topic", topic, "--rate", str(rate),
+         "--count", str(count), "--warmup-count", str(warmup), "--partitions", str(PARTITIONS),
+         "--schema", json.dumps(SCHEMA, separators=(",", ":")), "--note-len", str(len(NOTE))],
+        check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def latency_run(args, name, rate, directory, tag, half_load):
+    """One latency run of `name` at `rate`. `half_load`: the rate is half of the contender's
+    median throughput; the run is called a half-load run only if the load generator achieved
+    at least MIN_ACHIEVED of it."""
     topic = f"bench-sink-lat-{name}-{tag}"
     table = f"bench_lat_{name.replace('-', '_')}_{tag}"
+    group = f"bench-lat-{name}-{tag}"
     create_topic(args.bootstrap, topic)
-    create_table(args.pg_url, table, primary_key=name == "debezium")
+    create_table(args.pg_url, table,
+                 primary_key=name == "debezium" or name.startswith("kstage-idem"))
     if name == "debezium":
-        proc = start_debezium(args, topic, table, f"bench-lat-{name}-{tag}", directory)
+        proc = start_debezium(args, topic, table, group, directory)
     else:
-        proc = start_kstage(args, topic, table, "transactional", f"bench-lat-{name}-{tag}",
-                            directory)
+        binary = None
+        if name.endswith("-before"):
+            if not args.kstage_before:
+                raise RuntimeError(f"{name} needs --kstage-before PATH")
+            binary = args.kstage_before
+        mode = "transactional" if name.startswith("kstage-txn") else "idempotent"
+        proc = start_kstage(args, topic, table, mode, group, directory, binary=binary,
+                            rust_log=args.latency_rust_log)
     p = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 1,
                   "queue.buffering.max.messages": 1000000, "enable.idempotence": True})
     # Warm-up: records with sent_ms = 0 (not measured) until the contender writes them, so its
@@ -352,27 +403,36 @@ def latency_run(args, name, rate, directory, tag):
     wait_rows(args.pg_url, table, WARMUP, proc, args.timeout)
     time.sleep(args.warmup)
     total = int(rate * args.latency_secs)
-    started = time.time()
-    for n in range(total):
-        due = started + n / rate
-        now = time.time()
-        if due > now:
-            time.sleep(due - now)
-        value, payload = record(n, int(time.time() * 1000))
-        while True:
-            try:
-                p.produce(topic, value=value, key=payload["id"], partition=n % PARTITIONS)
-                break
-            except BufferError:
-                p.poll(0.01)
-        p.poll(0)
-    p.flush(60)
-    achieved = total / (time.time() - started)
-    wait_rows(args.pg_url, table, total + WARMUP, proc, args.timeout)
+    load_warmup = int(rate * args.latency_load_warmup)
+    load_start = loadavg()
+    cpu_before = process_usage(proc.pid)[0]
+    pg_cpu_before = server_cpu(args.pg_data)
+    sent = send_load(args, topic, rate, load_warmup + total, load_warmup)
+    load_end = loadavg()
+    cpu = process_usage(proc.pid)[0] - cpu_before
+    pg_cpu = server_cpu(args.pg_data) - pg_cpu_before
+    wait_rows(args.pg_url, table, load_warmup + total + WARMUP, proc, args.timeout)
     stop(proc)
-    result = {"contender": name, "rate": rate, "achieved_rate": round(achieved),
-              **latency(args.pg_url, table)}
+    achieved = sent["achieved_rate"]
+    held = achieved >= MIN_ACHIEVED * rate
+    if half_load and held:
+        load = "half load"
+    elif half_load:
+        load = (f"NOT half load: the load generator achieved {achieved:.0f}/s of the "
+                f"{rate:.0f}/s asked (below {MIN_ACHIEVED:.0%})")
+    else:
+        load = f"{rate:.0f}/s asked (--latency-rate)" + ("" if held else
+                                                          f", only {achieved:.0f}/s achieved")
+    result = {"contender": name, "rate": round(rate), "achieved_rate": achieved,
+              "load": load, "half_load": half_load and held,
+              "seconds": sent["seconds"], **latency(args.pg_url, table),
+              "p99_ms_by_quarter": latency_quarters(args.pg_url, table),
+              "cpu_s": round(cpu, 1), "postgres_cpu_s": round(pg_cpu, 1),
+              "loadavg_start": load_start, "loadavg_end": load_end,
+              "log": os.path.join(directory, f"{group}.log")}
     log(json.dumps(result))
+    if half_load and not held:
+        log(f"{name}: {load}; this run is not a latency at half load")
     psql(args.pg_url, f"DROP TABLE {table}")
     return result
 
@@ -396,7 +456,28 @@ def main():
     parser.add_argument("--commit-interval", default="100ms")
     parser.add_argument("--latency-secs", type=float, default=20)
     parser.add_argument("--latency-rate", type=float, default=0)
-    parser.add_argument("--latency-contenders", default="kstage-txn,debezium")
+    parser.add_argument("--latency-contenders", default="kstage-txn,debezium",
+                        help="contenders of the latency runs, each at half of its own median "
+                             "throughput (so each needs its throughput run too), or at "
+                             "--latency-rate")
+    parser.add_argument("--latency-load-warmup", type=float, default=5,
+                        help="seconds of load at the rate before the --latency-secs measured, "
+                             "not measured (sent_ms = 0): without it the first seconds' p99 "
+                             "was 4-8x the rest's, from the load producer's and the contender's "
+                             "cold start")
+    parser.add_argument("--latency-half-of", default="",
+                        help="run every latency contender at half of this contender's median "
+                             "throughput (for an A/B at one load; e.g. kstage-txn-before)")
+    parser.add_argument("--latency-rounds", type=int, default=1,
+                        help="latency runs per contender (interleaved rounds, the order "
+                             "rotated)")
+    parser.add_argument("--latency-rust-log", default="warn",
+                        help="RUST_LOG of the kstage contenders' latency runs (e.g. "
+                             "kstage::sink=debug for the per-batch timings; benches/sink/batches.py "
+                             "summarises them)")
+    parser.add_argument("--load-bin", required=True,
+                        help="the load generator (cargo build --release --example "
+                             "bench-sink-load)")
     parser.add_argument("--warmup", type=float, default=2,
                         help="seconds to wait after the warm-up records are written")
     parser.add_argument("--timeout", type=float, default=900)
@@ -420,13 +501,26 @@ def main():
             results.append(result)
     latencies = []
     if args.latency_secs > 0 and args.latency_contenders:
-        for name in args.latency_contenders.split(","):
-            # Half load: half of this contender's own median throughput (or --latency-rate).
-            rate = args.latency_rate
-            if rate <= 0:
-                own = sorted(r["rows_per_s"] for r in results if r["contender"] == name)
-                rate = own[len(own) // 2] / 2 if own else 5000
-            latencies.append(latency_run(args, name, rate, directory, tag))
+        names = args.latency_contenders.split(",")
+        rates = {}
+        for name in names:
+            # Half load: half of this contender's own median throughput (or of
+            # --latency-half-of's, or --latency-rate).
+            rates[name] = (args.latency_rate, False)
+            if args.latency_rate <= 0:
+                of = args.latency_half_of or name
+                own = sorted(r["rows_per_s"] for r in results if r["contender"] == of)
+                if not own:
+                    raise RuntimeError(f"half load of {of} needs its throughput run (add it "
+                                       "to --contenders) or --latency-rate")
+                rates[name] = (own[len(own) // 2] / 2, True)
+        for round_ in range(args.latency_rounds):
+            # Interleaved and rotated, as the throughput rounds.
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                rate, half_load = rates[name]
+                result = latency_run(args, name, rate, directory, f"{tag}_{round_}", half_load)
+                result["round"] = round_
+                latencies.append(result)
     report = {"records": args.records, "partitions": PARTITIONS, "throughput": results,
               "latency": latencies, "logs": directory}
     path = os.path.join(args.out, "results.json")

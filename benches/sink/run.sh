@@ -4,7 +4,8 @@
 # --contenders, --latency-secs, ...; --help lists them).
 #
 # Steps:
-#   1. cargo build --release --bin kstage (skip with KSTAGE_BENCH_SKIP_BUILD=1)
+#   1. cargo build --release --bin kstage --example bench-sink-load (the latency runs' load
+#      generator, benches/sink/load.rs; skip with KSTAGE_BENCH_SKIP_BUILD=1)
 #   2. the Debezium JDBC sink connector and Kafka Connect's runtime with their runtime
 #      dependencies from Maven Central into ${KSTAGE_CACHE}/debezium-jdbc-sink (once; skipped
 #      when --contenders names no debezium)
@@ -24,8 +25,8 @@ readonly LIBS="${CACHE}/debezium-jdbc-sink/libs"
 log() { printf 'bench sink: %s\n' "$*" >&2; }
 
 if [[ "${KSTAGE_BENCH_SKIP_BUILD:-0}" != "1" ]]; then
-  log "building kstage (release)"
-  (cd "${ROOT}" && cargo build --release --bin kstage)
+  log "building kstage and the load generator (release)"
+  (cd "${ROOT}" && cargo build --release --bin kstage --example bench-sink-load)
 fi
 # Debezium is fetched only when a contender needs it (the default set does).
 NEED_DEBEZIUM=1
@@ -58,4 +59,5 @@ BOOTSTRAP="127.0.0.1:${KSTAGE_KAFKA_PORT:-39092}"
 log "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 "${PYTHON}" "${ROOT}/benches/sink/bench.py" --bootstrap "${BOOTSTRAP}" --pg-url "${PG_URL}" \
   --pg-data "${KSTAGE_PG_DATA:-/tmp/kstage-pg}/data" --kstage "${ROOT}/target/release/kstage" \
+  --load-bin "${ROOT}/target/release/examples/bench-sink-load" \
   --connect-libs "${LIBS}" --out "${ROOT}/target/bench/sink" "$@"

@@ -25,6 +25,9 @@ use super::write::PartitionEnd;
 pub(super) struct Batch {
     /// When its first record arrived (`None`: empty).
     pub(super) started: Option<Instant>,
+    /// How old its first record was when it arrived: the wall clock then minus the record's
+    /// Kafka timestamp (ms; `None`: no timestamp). For the per-batch timings only.
+    pub(super) first_age_ms: Option<i64>,
     /// Records read, poison included.
     pub(super) records: usize,
     /// The rows to write, in record order.

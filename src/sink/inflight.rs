@@ -16,10 +16,15 @@
 //! rejects need the poison policy (the dead-letter producer lives on the loop's thread): the
 //! thread rolls that batch back and hands it back `deferred`, and the loop writes it again
 //! itself, synchronously.
+//!
+//! Each `Done` also says when its write ended, so the loop's "Batch committed." debug line
+//! (`RUST_LOG=kstage::sink=debug`, one line per batch) can say where the batch's time went:
+//! [`BatchTimes`]: the first record's age on arrival, the batch open, the write, and the wait
+//! until the loop noticed the outcome.
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::batch::Batch;
 use super::db::Db;
@@ -74,6 +79,29 @@ pub(super) struct Done {
     pub(super) deferred: bool,
     /// When the batch's commit began (for the commit-time metric).
     pub(super) started: Instant,
+    /// When the write ended (its outcome known on the write thread), for the per-batch timings.
+    pub(super) finished: Instant,
+}
+
+/// Where a batch's time went, for the "Batch committed." debug line (one per batch): a row's
+/// latency is about `first_age_ms` (its record's way through Kafka into the poll) plus its wait
+/// in the open batch (at most `collect_ms`) plus `write_ms` plus `noticed_ms`.
+pub(super) struct BatchTimes {
+    /// From the first record's arrival to the launch of the write (the batch open).
+    pub(super) collected: Option<Duration>,
+    /// The write thread's transaction: from the launch to its outcome (COMMIT included).
+    pub(super) written: Duration,
+    /// From the outcome to the loop's settle (when the Kafka offsets are committed).
+    pub(super) noticed: Duration,
+    /// How old the first record was when it arrived (wall clock − its Kafka timestamp).
+    pub(super) first_age_ms: Option<i64>,
+}
+
+/// Milliseconds since the Unix epoch (the clock Kafka's record timestamps use).
+pub(super) fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The one write in flight.
@@ -117,6 +145,7 @@ impl InFlight {
                     result,
                     deferred,
                     started,
+                    finished: Instant::now(),
                 }
             })
             // A failed spawn drops the closure, and its guard ends the gate.

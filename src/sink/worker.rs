@@ -35,7 +35,7 @@ use super::config::SinkMode;
 use super::context::SinkContext;
 use super::dead_letter::DeadLetters;
 use super::error::SinkError;
-use super::inflight::{Done, InFlight};
+use super::inflight::{wall_ms, BatchTimes, Done, InFlight};
 use super::mapping::{MapError, RecordView};
 use super::poison::{self, PoisonSource};
 use super::rows::RowSource;
@@ -164,6 +164,10 @@ impl SinkWorker {
                     .take(self.consumer.context(), &mut batch, &message)?;
                     if was_empty && batch.started.is_some() {
                         self.health.transaction_opened();
+                        batch.first_age_ms = message
+                            .timestamp()
+                            .to_millis()
+                            .map(|created| wall_ms() - created);
                     }
                 }
                 Some(Err(error)) => match classify_consumer(&error) {
@@ -236,7 +240,16 @@ impl SinkWorker {
             result,
             deferred,
             started,
+            finished,
         } = in_flight.join()?;
+        let times = BatchTimes {
+            collected: batch
+                .started
+                .map(|first| started.saturating_duration_since(first)),
+            written: finished.saturating_duration_since(started),
+            noticed: finished.elapsed(),
+            first_age_ms: batch.first_age_ms,
+        };
         let rejected = if deferred {
             // Partitions given up meanwhile leave it: their next owner reads them again.
             let gone = self.consumer.context().not_owned(&batch.ends);
@@ -250,7 +263,7 @@ impl SinkWorker {
             result?
         };
         if !batch.ends.is_empty() {
-            self.finish(&batch, &rejected, started)?;
+            self.finish(&batch, &rejected, started, &times)?;
         }
         if open.started.is_none() {
             self.health.transaction_closed();
@@ -303,6 +316,7 @@ impl SinkWorker {
         batch: &Batch,
         rejected: &[Rejected],
         started: Instant,
+        times: &BatchTimes,
     ) -> Result<(), SinkError> {
         let kept = self.consumer.context().committed(&batch.ends);
         write::crash_point("kstage::sink_after_db_commit");
@@ -346,9 +360,14 @@ impl SinkWorker {
                 })
                 .inc_by(end.records);
         }
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         tracing::debug!(
             records = batch.records,
             rows = batch.rows.len(),
+            first_age_ms = times.first_age_ms,
+            collect_ms = times.collected.map(ms),
+            write_ms = ms(times.written),
+            noticed_ms = ms(times.noticed),
             "Batch committed."
         );
         Ok(())
